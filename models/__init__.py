@@ -1,0 +1,1 @@
+"""A self-contained BERT-compatible encoder that loads HuggingFace checkpoints."""
