@@ -1,0 +1,252 @@
+"""BERT (Devlin et al. 2019) with HuggingFace's module paths, so `state_dict()` keys equal HF's keys.
+
+Post-LN transformer block, per layer l:
+    a = LN(x + Dropout(W_o · Attention(x W_qᵀ, x W_kᵀ, x W_vᵀ)))
+    x' = LN(a + Dropout(W_2 · GELU(W_1 a)))
+GELU is exact, 0.5·x·(1 + erf(x/√2)), as HF's "gelu". The model code never branches on file
+formats; checkpoint quirks live in models/loader.py.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from models.attention import attention, key_mask, merge_heads, split_heads
+from models.config import BertConfig
+
+ACTIVATIONS = {
+    "gelu": nn.GELU,                                    # exact erf
+    "relu": nn.ReLU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+}
+
+
+class BertOutputs(NamedTuple):
+    last_hidden_state: torch.Tensor                     # (batch, seq, hidden)
+    pooler_output: Optional[torch.Tensor]               # (batch, hidden); None without a pooler
+
+
+class BertEmbeddings(nn.Module):
+    """e = LN(E_word[ids] + E_pos[0..T) + E_type[type_ids]), then dropout."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, hidden)
+        b, t, _ = inputs_embeds.shape
+        if t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
+                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
+        positions = torch.arange(t, device=inputs_embeds.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(b, t, dtype=torch.long, device=inputs_embeds.device)
+        x = inputs_embeds + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
+
+
+class BertSelfAttention(nn.Module):
+    """heads = softmax(Q Kᵀ/√d + M) V with Q, K, V = x W_{q,k,v}ᵀ + b, split into heads.
+
+    `prefix_kv`, when given, is a pair of (batch, heads, prefix, head_dim) tensors prepended to the
+    keys and values (prefix tuning); the mask then has the prefix positions always visible."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout_p = cfg.attention_probs_dropout_prob
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        q = split_heads(self.query(x), self.num_heads)                         # (batch, heads, seq, head_dim)
+        k = split_heads(self.key(x), self.num_heads)
+        v = split_heads(self.value(x), self.num_heads)
+        prefix_len = 0
+        if prefix_kv is not None:
+            pk, pv = prefix_kv                                                 # (batch, heads, prefix, head_dim)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+            prefix_len = pk.shape[2]
+            if attention_mask is None:
+                attention_mask = x.new_ones(x.shape[:2], dtype=torch.long)
+        mask = key_mask(attention_mask, prefix_len)                            # (batch, 1, 1, keys) or None
+        p = self.dropout_p if self.training else 0.0
+        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, hidden)
+
+
+class BertSelfOutput(nn.Module):
+    """a = LN(x + Dropout(W_o ctx + b_o))."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, ctx, x):
+        return self.LayerNorm(self.dropout(self.dense(ctx)) + x)               # (batch, seq, hidden)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(cfg)
+        self.output = BertSelfOutput(cfg)
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        return self.output(self.self(x, attention_mask, prefix_kv), x)
+
+
+class BertIntermediate(nn.Module):
+    """h = GELU(W_1 a + b_1)."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
+
+    def forward(self, a):
+        return self.intermediate_act_fn(self.dense(a))                         # (batch, seq, intermediate)
+
+
+class BertOutput(nn.Module):
+    """x' = LN(a + Dropout(W_2 h + b_2))."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, h, a):
+        return self.LayerNorm(self.dropout(self.dense(h)) + a)                 # (batch, seq, hidden)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(cfg)
+        self.intermediate = BertIntermediate(cfg)
+        self.output = BertOutput(cfg)
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        a = self.attention(x, attention_mask, prefix_kv)                       # (batch, seq, hidden)
+        return self.output(self.intermediate(a), a)                            # (batch, seq, hidden)
+
+
+class BertEncoder(nn.Module):
+    """A stack of BertLayer. `gradient_checkpointing = True` recomputes each layer in backward
+    (torch.utils.checkpoint, use_reentrant=False) while training, trading compute for memory.
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        for i, layer in enumerate(self.layer):
+            pkv = prefix_kv[i] if prefix_kv is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attention_mask, pkv, use_reentrant=False)
+            else:
+                x = layer(x, attention_mask, pkv)                              # (batch, seq, hidden)
+        return x
+
+
+class BertPooler(nn.Module):
+    """pooled = tanh(W_p h[:, 0] + b_p), the [CLS] position."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, h):
+        return self.activation(self.dense(h[:, 0]))                           # (batch, hidden)
+
+
+class BertModel(nn.Module):
+    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output)."""
+
+    def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = cfg
+        self.name_or_path = cfg.name_or_path
+        self.embeddings = BertEmbeddings(cfg)
+        self.encoder = BertEncoder(cfg)
+        self.pooler = BertPooler(cfg) if add_pooling_layer else None
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)          # (batch, seq, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
+        return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
+
+
+class BertForSequenceClassification(nn.Module):
+    """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.bert = BertModel(self.config)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv).pooler_output
+        return self.classifier(self.dropout(pooled))                           # (batch, labels)
+
+
+class BertForTokenClassification(nn.Module):
+    """logits_t = W_c · Dropout(h_t) + b_c for every token t; no pooler (as HF builds it)."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.bert = BertModel(self.config, add_pooling_layer=False)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        h = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv).last_hidden_state
+        return self.classifier(self.dropout(h))                                # (batch, seq, labels)
+
+
+def init_weights(model: nn.Module, std: float, generator: Optional[torch.Generator] = None) -> None:
+    """HF's BERT init: Linear/Embedding weights ~ N(0, std), biases 0, LayerNorm (1, 0)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            with torch.no_grad():
+                m.weight.normal_(0.0, std, generator=generator)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
