@@ -3,13 +3,7 @@ from models.bert import (BertForSequenceClassification, BertForTokenClassificati
                          BertOutputs)
 from models.config import BertConfig
 from models.loader import load_pretrained, save_pretrained
+from models.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["load_pretrained", "load_tokenizer", "save_pretrained", "BertConfig", "BertModel",
-           "BertOutputs", "BertForSequenceClassification", "BertForTokenClassification"]
-
-
-def __getattr__(name):            # load_tokenizer arrives with models/tokenizer.py
-    if name == "load_tokenizer":
-        from models.tokenizer import load_tokenizer
-        return load_tokenizer
-    raise AttributeError(name)
+           "BertOutputs", "BertForSequenceClassification", "BertForTokenClassification", "Tokenizer"]
