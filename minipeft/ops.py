@@ -1,24 +1,139 @@
 """Adapter ops: the one place the fused paths live.
 
-Placeholder implementations by composition (correct, not yet memory-optimised); the fused
-autograd Functions of issue 6 replace the bodies, keeping these signatures.
+Both ops are `torch.autograd.Function`s built from `addmm`, so the same code maps onto cuBLAS on a
+GPU and oneDNN/BLAS on a CPU. What they keep for backward is the point:
+
+* `lora_linear` saves the input tensor object itself (never a copy: query, key and value read the
+  same hidden states, so the three share one saved x), A, B, W, and, when dropout is active, the
+  keep-mask as `torch.bool` (1 byte per element). It never saves x·Aᵀ (recomputed, N·in·r flops)
+  nor the dropped copy of x.
+* `ia3_linear` saves x and the scale. For output scaling, ∂l needs y_base = x Wᵀ + b, which is
+  recomputed from x in backward (one extra GEMM) instead of being saved: x is shared by every
+  projection that reads it, y_base would be one more (N, out) tensor per layer.
+
+Dropout mask (fused path): `keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= p`
+drawn from the default generator of x's device, so `torch.manual_seed` reproduces it. This is a
+different random stream from `nn.Dropout`; compare runs of the same path.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"lora_linear: dropout must be in [0, 1), found {dropout}; "
+                         "use a probability such as 0.1")
+
+
+class _LoRALinear(torch.autograd.Function):
+    """y = x Wᵀ + b + s · (x ⊙ keep / (1-p)) Aᵀ Bᵀ, with the keep-mask given (or None)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, keep, keep_scale):
+        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()  # (N, out)
+        xd = x2 if keep is None else x2 * keep.reshape(x2.shape)          # (N, in) temporary
+        out.addmm_(xd @ lora_A.t(), lora_B.t(), alpha=scaling * keep_scale)  # += c (N, r)(r, out)
+        ctx.save_for_backward(x, weight, lora_A, lora_B, keep)
+        ctx.c = scaling * keep_scale
+        ctx.has_bias = bias is not None
+        return out.reshape(*x.shape[:-1], weight.shape[0])                # (..., out)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, A, B, keep = ctx.saved_tensors
+        c = ctx.c
+        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
+        mask2 = None if keep is None else keep.reshape(x2.shape)          # (N, in) bool
+        gB = dy2 @ B                                                      # (N, r)
+        dx = dw = db = dA = dB = None
+        if ctx.needs_input_grad[0]:
+            dx = dy2 @ weight                                             # (N, in)
+            if mask2 is None:
+                dx.addmm_(gB, A, alpha=c)
+            else:
+                dx.add_((gB @ A).mul_(mask2), alpha=c)
+            dx = dx.reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            dw = dy2.t() @ x2                                             # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy2.sum(0)                                               # (out,)
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            xd = x2 if mask2 is None else x2 * mask2                      # (N, in) temporary
+            if ctx.needs_input_grad[3]:
+                dA = torch.addmm(A, gB.t(), xd, beta=0, alpha=c)          # (r, in)
+            if ctx.needs_input_grad[4]:
+                dB = torch.addmm(B, dy2.t(), xd @ A.t(), beta=0, alpha=c)  # (out, r)
+        return dx, dw, db, dA, dB, None, None, None
 
 
 def lora_linear(x, weight, bias, lora_A, lora_B, scaling: float, dropout: float, training: bool):
-    """y = x Wᵀ + b + scaling · dropout(x) Aᵀ Bᵀ.  x (..., in), W (out, in), A (r, in), B (out, r)."""
-    dropped = F.dropout(x, dropout, training) if dropout > 0 else x
-    return F.linear(x, weight, bias) + scaling * F.linear(F.linear(dropped, lora_A), lora_B)
+    """y = x Wᵀ + b + scaling · dropout(x) Aᵀ Bᵀ.  x (..., in), W (out, in), A (r, in), B (out, r).
+
+    Dropout acts on the LoRA branch only. Adapters in another dtype than x are cast to x's dtype
+    (outside the Function, so autograd casts their gradients back)."""
+    _check_dropout(dropout)
+    if lora_A.dtype != x.dtype:
+        lora_A, lora_B = lora_A.to(x.dtype), lora_B.to(x.dtype)
+    keep, keep_scale = None, 1.0
+    if training and dropout > 0:
+        keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= dropout  # (..., in) bool
+        keep_scale = 1.0 / (1.0 - dropout)
+    return _LoRALinear.apply(x, weight, bias, lora_A, lora_B, float(scaling), keep, keep_scale)
+
+
+class _IA3Linear(torch.autograd.Function):
+    """feedforward: y = (x ⊙ l) Wᵀ + b ;  otherwise: y = (x Wᵀ + b) ⊙ l."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale, feedforward):
+        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        if feedforward:
+            # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ
+            xs, w = (x2, weight * scale) if x2.shape[0] > weight.shape[0] else (x2 * scale, weight)
+            out = torch.addmm(bias, xs, w.t()) if bias is not None else xs @ w.t()  # (N, out)
+        else:
+            out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+            out.mul_(scale)                                               # (N, out)
+        ctx.save_for_backward(x, weight, bias, scale)
+        ctx.feedforward = feedforward
+        return out.reshape(*x.shape[:-1], weight.shape[0])                # (..., out)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias, scale = ctx.saved_tensors
+        need_x, need_w, need_b, need_l = ctx.needs_input_grad[:4]
+        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
+        dx = dw = db = dl = None
+        if ctx.feedforward:
+            if need_x or need_l:
+                g = dy2 @ weight                                          # (N, in)
+                dl = (g * x2).sum(0) if need_l else None                  # (in,)
+                dx = g.mul_(scale).reshape(x.shape) if need_x else None
+            dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
+            db = dy2.sum(0) if need_b else None
+        else:
+            dys = dy2 * scale                                             # (N, out)
+            dx = (dys @ weight).reshape(x.shape) if need_x else None      # (N, in)
+            dw = dys.t() @ x2 if need_w else None
+            db = dys.sum(0) if need_b else None
+            if need_l:  # recompute y_base = x Wᵀ + b rather than keeping an (N, out) tensor
+                y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+                dl = (dy2 * y).sum(0)                                     # (out,)
+        return dx, dw, db, dl, None
 
 
 def ia3_linear(x, weight, bias, scale, feedforward: bool):
     """IA³: feed-forward targets scale the input, (x ⊙ l) Wᵀ + b; others the output, (x Wᵀ + b) ⊙ l.
 
     `scale` is 1-D: (in,) when feedforward, else (out,)."""
-    if feedforward:
-        return F.linear(x * scale, weight, bias)
-    return F.linear(x, weight, bias) * scale
+    want = weight.shape[1] if feedforward else weight.shape[0]
+    if scale.dim() != 1 or scale.shape[0] != want:
+        raise ValueError(f"ia3_linear: scale must have shape ({want},) for feedforward={feedforward}, "
+                         f"found {tuple(scale.shape)}; feed-forward targets scale inputs, others outputs")
+    if scale.dtype != x.dtype:
+        scale = scale.to(x.dtype)
+    return _IA3Linear.apply(x, weight, bias, scale, bool(feedforward))

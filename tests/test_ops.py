@@ -1,0 +1,233 @@
+"""Fused adapter ops (minipeft/ops.py) against composed references written here, gradcheck, and the
+bytes they keep for backward."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minipeft import ops
+
+
+# ---- references written independently of the ops -------------------------------------------------
+def ref_lora(x, W, b, A, B, s, keep=None, p=0.0):
+    dropped = x if keep is None else x * keep / (1 - p)
+    return F.linear(x, W, b) + s * F.linear(F.linear(dropped, A), B)
+
+
+def ref_ia3(x, W, b, l, feedforward):
+    return F.linear(x * l, W, b) if feedforward else F.linear(x, W, b) * l
+
+
+def saved_bytes(fn, exclude=()):
+    """Bytes of the unique storages autograd keeps for backward while `fn` runs, minus `exclude`."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def make(n_lead=(2, 3), d_in=6, d_out=5, r=3, dtype=torch.float32, bias=True, gen_seed=1):
+    g = torch.Generator().manual_seed(gen_seed)
+    x = torch.randn(*n_lead, d_in, generator=g, dtype=dtype)
+    W = torch.randn(d_out, d_in, generator=g, dtype=dtype)
+    b = torch.randn(d_out, generator=g, dtype=dtype) if bias else None
+    A = torch.randn(r, d_in, generator=g, dtype=dtype)
+    B = torch.randn(d_out, r, generator=g, dtype=dtype)
+    return x, W, b, A, B
+
+
+def grads(out_fn, tensors, dy):
+    ts = [t.detach().clone().requires_grad_(True) if t is not None else None for t in tensors]
+    y = out_fn(*ts)
+    y.backward(dy)
+    return y.detach(), [t.grad if t is not None else None for t in ts]
+
+
+# ---- LoRA ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(7,), (2, 3), (2, 1, 4)])
+def test_lora_equals_reference_no_dropout(bias, lead):
+    x, W, b, A, B = make(lead, bias=bias)
+    dy = torch.randn(*lead, W.shape[0])
+    tensors = [x, W, b, A, B]
+    y1, g1 = grads(lambda *t: ops.lora_linear(*t, 0.7, 0.1, False), tensors, dy)
+    y2, g2 = grads(lambda *t: ref_lora(*t, 0.7), tensors, dy)
+    torch.testing.assert_close(y1, y2)
+    for a, c in zip(g1, g2):
+        if c is not None:
+            torch.testing.assert_close(a, c)
+
+
+def test_lora_dropout_reproduces_documented_mask():
+    """The mask is `torch.rand(x.shape) >= p` from the default generator: reproduce it, compare all grads."""
+    x, W, b, A, B = make((4, 5), d_in=8, d_out=6)
+    dy = torch.randn(4, 5, 6)
+    p = 0.3
+    torch.manual_seed(123)
+    y1, g1 = grads(lambda *t: ops.lora_linear(*t, 2.0, p, True), [x, W, b, A, B], dy)
+    torch.manual_seed(123)
+    keep = torch.rand(x.shape, dtype=torch.float32) >= p
+    assert 0 < keep.sum() < keep.numel()
+    y2, g2 = grads(lambda *t: ref_lora(*t, 2.0, keep, p), [x, W, b, A, B], dy)
+    torch.testing.assert_close(y1, y2)
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c)
+    # and a different mask really changes the result (the check above can fail)
+    y3 = ref_lora(x, W, b, A, B, 2.0, ~keep, p)
+    assert not torch.allclose(y1, y3)
+
+
+def test_lora_dropout_statistics():
+    """With W=0, A=B=I, s=1 and x=1 the op returns the dropped-out ones: fraction p zero, rest 1/(1-p)."""
+    n, d, p = 4000, 16, 0.1
+    x = torch.ones(n, d)
+    y = ops.lora_linear(x, torch.zeros(d, d), None, torch.eye(d), torch.eye(d), 1.0, p, True)
+    zero = (y == 0).float().mean().item()
+    sigma = (p * (1 - p) / y.numel()) ** 0.5
+    assert abs(zero - p) < 5 * sigma
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+
+
+def test_lora_eval_mode_has_no_dropout():
+    x, W, b, A, B = make()
+    torch.testing.assert_close(ops.lora_linear(x, W, b, A, B, 0.5, 0.9, False), ref_lora(x, W, b, A, B, 0.5))
+
+
+def test_lora_gradcheck_float64():
+    x, W, b, A, B = (t.double().requires_grad_(True) for t in make((2, 3), d_in=4, d_out=3, r=2))
+    assert torch.autograd.gradcheck(lambda *t: ops.lora_linear(*t, 0.8, 0.0, True), (x, W, b, A, B))
+    keep = torch.rand(x.shape) >= 0.4
+    f = lambda *t: ops._LoRALinear.apply(*t, 0.8, keep, 1 / 0.6)  # fixed mask: gradcheck calls it often
+    assert torch.autograd.gradcheck(f, (x, W, b, A, B))
+    assert torch.autograd.gradcheck(f, (x, W, None, A, B))
+
+
+def test_lora_skips_dx_when_input_needs_no_grad():
+    x, W, b, A, B = make()
+    A.requires_grad_(True)
+    B.requires_grad_(True)
+    y = ops.lora_linear(x, W, b, A, B, 1.0, 0.0, True)
+    y.sum().backward()
+    assert x.grad is None and A.grad is not None and B.grad is not None
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3)])
+def test_lora_half_dtypes(dtype, tol):
+    x, W, b, A, B = make((4, 8), d_in=32, d_out=16, r=4)
+    dy = torch.randn(4, 8, 16)
+    y1, g1 = grads(lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), [t.to(dtype) for t in (x, W, b, A, B)],
+                   dy.to(dtype))
+    y2, g2 = grads(lambda *t: ref_lora(*t, 0.5), [x, W, b, A, B], dy)
+    assert y1.dtype == dtype and all(g.dtype == dtype for g in g1)
+    for a, c in zip([y1] + g1, [y2] + g2):
+        torch.testing.assert_close(a.float(), c, rtol=tol, atol=tol * c.abs().max().item())
+
+
+def test_lora_adapter_dtype_differs_from_input():
+    x, W, b, A, B = make()
+    A32, B32 = A.clone().requires_grad_(True), B.clone().requires_grad_(True)
+    y = ops.lora_linear(x.double(), W.double(), b.double(), A32, B32, 1.0, 0.0, True)
+    assert y.dtype == torch.float64
+    y.sum().backward()
+    assert A32.grad.dtype == torch.float32 and B32.grad.dtype == torch.float32
+
+
+def test_lora_rejects_bad_dropout():
+    x, W, b, A, B = make()
+    with pytest.raises(ValueError, match="dropout"):
+        ops.lora_linear(x, W, b, A, B, 1.0, 1.0, True)
+
+
+def _qkv(fn, x, params):
+    return sum(fn(x, *p).sum() for p in params)
+
+
+def _qkv_params(d, r):
+    out = []
+    for i in range(3):
+        W = torch.nn.Parameter(torch.randn(d, d), requires_grad=False)
+        b = torch.nn.Parameter(torch.randn(d), requires_grad=False)
+        A = torch.nn.Parameter(torch.randn(r, d) * 0.1)
+        B = torch.nn.Parameter(torch.randn(d, r) * 0.1)
+        out.append((W, b, A, B))
+    return out
+
+
+def test_saved_bytes_fused_keeps_x_once_across_qkv():
+    """Invariant: fused q,k,v save x once plus three 1-byte masks; the composed path saves more than 2×."""
+    n, d, r, p = 64, 32, 4, 0.1
+    x = torch.randn(n, d, requires_grad=True)
+    params = _qkv_params(d, r)
+    flat = [t for ps in params for t in ps]
+    fused, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, True),
+                                        x, params), flat)
+    plain, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: F.linear(x, W, b) + 2.0 * F.linear(
+        F.linear(F.dropout(x, p, True), A), B), x, params), flat)
+    assert fused == x.numel() * x.element_size() + 3 * x.numel()
+    no_drop, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, False),
+                                          x, params), flat)
+    assert no_drop == x.numel() * x.element_size()
+    assert fused / plain <= 0.5
+
+
+# ---- IA3 -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("feedforward", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(3,), (2, 4), (9,)])  # (9,) > out: the op scales W instead of x
+def test_ia3_equals_reference(feedforward, bias, lead):
+    x, W, b, _, _ = make(lead, d_in=6, d_out=5, bias=bias)
+    l = torch.rand(6 if feedforward else 5) + 0.5
+    dy = torch.randn(*lead, 5)
+    ts = [x, W, b, l]
+    W.requires_grad_(True)
+    y1, g1 = grads(lambda *t: ops.ia3_linear(*t, feedforward), ts, dy)
+    y2, g2 = grads(lambda *t: ref_ia3(*t, feedforward), ts, dy)
+    torch.testing.assert_close(y1, y2)
+    for a, c in zip(g1, g2):
+        if c is not None:
+            torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("feedforward", [True, False])
+def test_ia3_gradcheck_float64(feedforward):
+    x, W, b, _, _ = (t.double().requires_grad_(True) for t in make((2, 3), d_in=4, d_out=3))
+    l = (torch.rand(4 if feedforward else 3, dtype=torch.float64) + 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda *t: ops.ia3_linear(*t, feedforward), (x, W, b, l))
+    assert torch.autograd.gradcheck(lambda x, W, l: ops.ia3_linear(x, W, None, l, feedforward), (x, W, l))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3)])
+@pytest.mark.parametrize("feedforward", [True, False])
+def test_ia3_half_dtypes(dtype, tol, feedforward):
+    x, W, b, _, _ = make((4, 8), d_in=32, d_out=16)
+    l = torch.rand(32 if feedforward else 16) + 0.5
+    dy = torch.randn(4, 8, 16)
+    y1, g1 = grads(lambda *t: ops.ia3_linear(*t, feedforward), [t.to(dtype) for t in (x, W, b, l)], dy.to(dtype))
+    y2, g2 = grads(lambda *t: ref_ia3(*t, feedforward), [x, W, b, l], dy)
+    for a, c in zip([y1] + g1, [y2] + g2):
+        torch.testing.assert_close(a.float(), c, rtol=tol, atol=tol * c.abs().max().item())
+
+
+def test_ia3_saved_bytes_output_scaling_shares_x():
+    """Output scaling on k and v saves x once (y_base is recomputed), the composed path two (N, out)."""
+    n, d = 64, 32
+    x = torch.randn(n, d, requires_grad=True)
+    Ws = [torch.nn.Parameter(torch.randn(d, d), requires_grad=False) for _ in range(2)]
+    ls = [torch.nn.Parameter(torch.rand(d) + 0.5) for _ in range(2)]
+    f = lambda fn: saved_bytes(lambda: sum(fn(x, W, None, l, False).sum() for W, l in zip(Ws, ls)), Ws + ls)[0]
+    fused, plain = f(ops.ia3_linear), f(ref_ia3)
+    assert fused == x.numel() * 4
+    assert plain == 2 * n * d * 4
+
+
+def test_ia3_rejects_wrong_scale_shape():
+    x, W, b, _, _ = make(d_in=6, d_out=5)
+    with pytest.raises(ValueError, match=r"\(6,\)"):
+        ops.ia3_linear(x, W, b, torch.ones(5), True)
