@@ -1,0 +1,141 @@
+"""Training checkpoints as safetensors + JSON, written atomically, never pickle.
+
+Layout in the run directory:
+
+    checkpoint-<step>.safetensors   trainable tensors `model.<name>`, AdamW moments
+                                    `optim.<name>.exp_avg|exp_avg_sq|step`, torch RNG states
+                                    `rng.torch` (uint8) and `rng.cuda.<i>`
+    checkpoint.json                 step, epoch, position in the epoch, best metric and its file,
+                                    history, python/numpy RNG states, the tensors file's name
+    best-epoch<e>.safetensors       trainable tensors at the best epoch so far
+
+Every file goes to a temporary name and is renamed into place (os.replace). The tensors file is
+written before the JSON that names it, so a kill at any moment leaves checkpoint.json pointing
+at a complete, matching tensors file; stale files are deleted only after the JSON moved on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "minipeft-train-checkpoint"
+VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    save_file(plain, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+
+
+def rng_states() -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, json) holding torch CPU/CUDA, python and numpy RNG states."""
+    tensors = {"rng.torch": torch.get_rng_state()}  # uint8
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    js = {"python": [version, list(internal), gauss],
+          "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, js
+
+
+def set_rng_states(tensors: dict[str, torch.Tensor], js: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.split(".")[-1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    version, internal, gauss = js["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = js["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def optimizer_tensors(named: list[tuple[str, torch.nn.Parameter]], optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in named:
+        for key, value in optimizer.state.get(p, {}).items():
+            if isinstance(value, torch.Tensor):
+                out[f"optim.{name}.{key}"] = value
+            else:  # a python number (older torch kept `step` as float)
+                out[f"optim.{name}.{key}"] = torch.tensor(float(value))
+    return out
+
+
+def load_optimizer_tensors(named, optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in named:
+        prefix = f"optim.{name}."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if state:
+            optimizer.state[p] = {k: (v if k == "step" else v.to(p.device)) for k, v in state.items()}
+
+
+def save_checkpoint(run_dir: Path, named, optimizer, state: dict) -> None:
+    """Write checkpoint-<step>.safetensors then checkpoint.json (both atomic), drop older tensors."""
+    run_dir = Path(run_dir)
+    rng_t, rng_js = rng_states()
+    tensors = {f"model.{n}": p for n, p in named}
+    tensors.update(optimizer_tensors(named, optimizer))
+    tensors.update(rng_t)
+    fname = f"checkpoint-{state['step']:08d}.safetensors"
+    atomic_save_tensors(run_dir / fname, tensors, {"format": FORMAT, "step": state["step"]})
+    doc = dict(state, format=FORMAT, version=VERSION, tensors=fname, rng=rng_js)
+    atomic_write_text(run_dir / "checkpoint.json", json.dumps(doc))
+    keep = {fname, state.get("best_file")}
+    for old in run_dir.glob("checkpoint-*.safetensors"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """(json state, tensors) of the last checkpoint in run_dir, or None when there is none."""
+    path = Path(run_dir) / "checkpoint.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: expected a {FORMAT} file, found format {doc.get('format')!r}; "
+                         f"point out_dir at a training run directory or at an empty one")
+    tpath = Path(run_dir) / doc["tensors"]
+    if not tpath.exists():
+        raise FileNotFoundError(f"{path} names {tpath.name}, which is missing; delete {path} to "
+                                f"start the run over")
+    return doc, load_file(str(tpath))
+
+
+def restore_trainable(named, tensors: dict[str, torch.Tensor], prefix: str = "model.") -> None:
+    """Copy `prefix + name` tensors into the trainable parameters, in place; KeyError if one is absent."""
+    missing = [n for n, _ in named if prefix + n not in tensors]
+    if missing:
+        raise KeyError(f"checkpoint lacks trainable tensors {missing[:5]} (of {len(missing)}); the model "
+                       f"being trained differs from the one that wrote it (other adapter or targets?)")
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(tensors[prefix + n].to(p.device, p.dtype))
+
+
+def clean_run_files(run_dir: Path, keep: set[str] = frozenset()) -> None:
+    """Remove checkpoint and best-state files of a finished run (keeps names in `keep`)."""
+    run_dir = Path(run_dir)
+    for pattern in ("checkpoint-*.safetensors", "best-epoch*.safetensors", "checkpoint.json"):
+        for f in run_dir.glob(pattern):
+            if f.name not in keep:
+                f.unlink(missing_ok=True)

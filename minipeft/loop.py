@@ -1,0 +1,224 @@
+"""The state machine behind minipeft.train.train(): epochs, optimiser steps, evaluation, checkpoints.
+
+Public entry point is `minipeft.train.train`; this module is its implementation detail.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .batching import LengthBucketSampler, split_micro
+from .memory import SavedTensorsMeter, cuda_peak_bytes, peak_rss_bytes, reset_cuda_peak
+from .optim import build_adamw, linear_warmup_factor, named_trainable, set_lr, warmup_steps
+from .train import (_RESUME_FREE, TrainResult, _base_is_trainable, _fingerprint, _jsonable, _Log,
+                    _set_grad_checkpointing, evaluate, resolve_device, seed_everything, to_device)
+
+
+class Loop:
+    def __init__(self, model, train_data, val_data, loss_fn, eval_fn, config, out_dir, provenance,
+                 collate, callback, length_key, desc):
+        self.model, self.train_data, self.val_data = model, train_data, val_data
+        self.loss_fn, self.eval_fn, self.cfg = loss_fn, eval_fn, config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.provenance, self.collate, self.callback = provenance, collate, callback
+        self.length_key, self.desc = length_key, desc
+        self.device = resolve_device(config.device)
+        lengths = [len(ex[length_key]) for ex in train_data]
+        self.sampler = LengthBucketSampler(lengths, config.batch_size * config.grad_accum,
+                                           config.seed, config.bucket_batches)
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup = warmup_steps(self.total_steps, config.warmup_ratio)
+        self.meter = SavedTensorsMeter(model) if config.measure_memory else None
+        self.saved_bytes_max = 0
+        self.best_tensors: dict[str, torch.Tensor] | None = None
+
+    # ---------------------------------------------------------------- set-up and resume
+    def _fresh_state(self) -> dict:
+        return {"step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_epoch": None,
+                "best_metrics": {}, "best_file": None, "bad_epochs": 0, "history": [],
+                "train_seconds": 0.0, "examples": 0, "stopped_early": False,
+                "fingerprint_before": _fingerprint(self.model),
+                "config": dataclasses.asdict(self.cfg)}
+
+    def _resume(self, doc: dict, tensors: dict) -> dict:
+        old, new = doc["config"], dataclasses.asdict(self.cfg)
+        diff = {k: (old.get(k), v) for k, v in new.items() if k not in _RESUME_FREE and old.get(k) != v}
+        if diff:
+            raise ValueError(f"{self.out_dir / 'checkpoint.json'} was written with another config "
+                             f"(field: (checkpoint, now)) {diff}; use the same config or a new out_dir")
+        ckpt.restore_trainable(self.named, tensors)
+        ckpt.load_optimizer_tensors(self.named, self.optimizer, tensors)
+        ckpt.set_rng_states(tensors, doc["rng"])
+        if doc.get("best_file"):
+            self.best_tensors = load_file(str(self.out_dir / doc["best_file"]))
+        return {k: v for k, v in doc.items() if k not in ("format", "version", "tensors", "rng")}
+
+    def _start(self) -> dict:
+        self.model.to(self.device)
+        self.named = named_trainable(self.model)
+        self.optimizer = build_adamw(self.model, self.cfg.lr, self.cfg.weight_decay)
+        found = ckpt.load_checkpoint(self.out_dir) if self.out_dir else None
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = _Log(self.out_dir, fresh=found is None)
+        if found is None:
+            seed_everything(self.cfg.seed)
+            state = self._fresh_state()
+            self.resumed_from = None
+            self.log(event="start", config=state["config"], provenance=self.provenance,
+                     steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+                     warmup_steps=self.warmup, device=str(self.device), torch=torch.__version__)
+        else:
+            state = self._resume(*found)
+            self.resumed_from = state["step"]
+            self.log(event="resume", step=state["step"], epoch=state["epoch"], position=state["position"])
+        return state
+
+    # ---------------------------------------------------------------- one optimiser step
+    def _step(self, indices: list[int], step: int) -> tuple[float, float, float]:
+        """Forward/backward over the micro-batches of `indices`, clip, AdamW. Returns (loss, lr, norm)."""
+        params = [p for _, p in self.named]
+        loss_sum = 0.0
+        for micro in split_micro(indices, self.cfg.batch_size):
+            batch = to_device(self.collate([self.train_data[i] for i in micro]), self.device)
+            weight = len(micro) / len(indices)
+            if self.meter is not None:
+                with self.meter.measure():
+                    loss = self.loss_fn(self.model, batch)
+                self.saved_bytes_max = max(self.saved_bytes_max, self.meter.bytes)
+            else:
+                loss = self.loss_fn(self.model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at optimiser step {step}; lower the "
+                                         f"learning rate (now {self.cfg.lr}) or check the inputs")
+            (loss * weight).backward()
+            loss_sum += loss.item() * weight
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf)
+        lr = self.cfg.lr * linear_warmup_factor(step, self.total_steps, self.warmup)
+        set_lr(self.optimizer, lr)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, lr, float(norm)
+
+    # ---------------------------------------------------------------- epochs
+    def _memory(self) -> dict:
+        return {"saved_bytes_max": self.saved_bytes_max if self.meter else None,
+                "peak_rss_bytes": peak_rss_bytes(), "cuda_peak_bytes": cuda_peak_bytes(self.device)}
+
+    def _checkpoint(self, state: dict) -> None:
+        if self.out_dir:
+            ckpt.save_checkpoint(self.out_dir, self.named, self.optimizer, state)
+
+    def _train_epoch(self, state: dict) -> float:
+        epoch, batches = state["epoch"], self.sampler.batches(state["epoch"])
+        bar = tqdm(total=len(batches), initial=state["position"], desc=f"{self.desc} epoch {epoch + 1}",
+                   leave=False, disable=not self.cfg.progress, dynamic_ncols=True)
+        losses, window = [], []
+        self.model.train()
+        for pos in range(state["position"], len(batches)):
+            t0 = time.perf_counter()
+            loss, lr, norm = self._step(batches[pos], state["step"])
+            state["train_seconds"] += time.perf_counter() - t0
+            state["step"] += 1
+            state["position"] = pos + 1
+            state["examples"] += len(batches[pos])
+            losses.append(loss)
+            window.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if state["step"] % self.cfg.log_every == 0 or pos + 1 == len(batches):
+                self.log(event="step", epoch=epoch, step=state["step"], loss=sum(window) / len(window),
+                         lr=lr, grad_norm=norm, seconds=state["train_seconds"],
+                         samples_per_s=state["examples"] / max(state["train_seconds"], 1e-9),
+                         **self._memory())
+                window = []
+            if self.cfg.checkpoint_every and state["step"] % self.cfg.checkpoint_every == 0 \
+                    and pos + 1 < len(batches):
+                self._checkpoint(state)
+            if self.callback is not None:
+                self.callback({"step": state["step"], "epoch": epoch, "position": pos + 1,
+                               "loss": loss, "lr": lr})
+        bar.close()
+        return sum(losses) / max(len(losses), 1)
+
+    def _improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.cfg.select_mode == "max" else value < best
+
+    def _end_epoch(self, state: dict, train_loss: float) -> None:
+        t0 = time.perf_counter()
+        metrics = evaluate(self.model, self.val_data, self.eval_fn, collate=self.collate,
+                           batch_size=self.cfg.eval_batch_size or self.cfg.batch_size * self.cfg.grad_accum,
+                           device=self.device, length_key=self.length_key)
+        if self.cfg.select_metric not in metrics:
+            raise KeyError(f"select_metric {self.cfg.select_metric!r} is not among the metrics eval_fn "
+                           f"returned {sorted(metrics)}; set TrainConfig.select_metric to one of them")
+        epoch, value = state["epoch"], metrics[self.cfg.select_metric]
+        better = self._improved(value, state["best_metric"])
+        old = None
+        if better:
+            state.update(best_metric=value, best_epoch=epoch, best_metrics=metrics, bad_epochs=0)
+            self.best_tensors = {f"model.{n}": p.detach().clone() for n, p in self.named}
+            if self.out_dir:
+                old, state["best_file"] = state["best_file"], f"best-epoch{epoch:03d}.safetensors"
+                ckpt.atomic_save_tensors(self.out_dir / state["best_file"], self.best_tensors)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss,
+                                 "metrics": metrics})
+        self.log(event="eval", epoch=epoch, step=state["step"], train_loss=train_loss, metrics=metrics,
+                 eval_seconds=time.perf_counter() - t0, best=better, best_epoch=state["best_epoch"])
+        state["epoch"], state["position"] = epoch + 1, 0
+        patience = self.cfg.patience
+        state["stopped_early"] = patience is not None and state["bad_epochs"] >= patience \
+            and state["epoch"] < self.cfg.epochs
+        self._checkpoint(state)
+        if better and self.out_dir and old and old != state["best_file"]:
+            (self.out_dir / old).unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> TrainResult:
+        old_gc = _set_grad_checkpointing(self.model, self.cfg.grad_checkpointing)
+        reset_cuda_peak(self.device)
+        try:
+            state = self._start()
+            while state["epoch"] < self.cfg.epochs and not state["stopped_early"]:
+                loss = self._train_epoch(state)
+                self._end_epoch(state, loss)
+            if self.best_tensors is not None:
+                ckpt.restore_trainable(self.named, self.best_tensors)
+        finally:
+            for m, v in old_gc.items():
+                m.gradient_checkpointing = v
+        return self._finish(state)
+
+    def _finish(self, state: dict) -> TrainResult:
+        after = _fingerprint(self.model)
+        before = state["fingerprint_before"]
+        if before is not None and after != before and _base_is_trainable(self.model) is False:
+            raise RuntimeError(f"the base model changed during an adapter/head-only run (fingerprint "
+                               f"{before[:12]}… → {after[:12]}…); a frozen base weight was modified")
+        result = TrainResult(
+            best_epoch=state["best_epoch"], best_metric=state["best_metric"], history=state["history"],
+            steps=state["step"], train_seconds=state["train_seconds"],
+            samples_per_second=state["examples"] / max(state["train_seconds"], 1e-9),
+            stopped_early=state["stopped_early"], trainable_params=sum(p.numel() for _, p in self.named),
+            memory=self._memory(), fingerprint_before=before, fingerprint_after=after,
+            resumed_from_step=self.resumed_from, best_metrics=state["best_metrics"])
+        self.log(event="end", **result.to_dict())
+        if self.out_dir:
+            doc = {"config": state["config"], "provenance": self.provenance, "result": result.to_dict()}
+            ckpt.atomic_write_text(self.out_dir / "result.json", json.dumps(doc, indent=2, default=_jsonable))
+            if not self.cfg.keep_checkpoints:
+                ckpt.clean_run_files(self.out_dir)
+        return result
