@@ -1,0 +1,68 @@
+"""Every registered task: the paper's clinical tasks (your own files) and the embedded defaults.
+
+Label sets follow the paper's files (§3): `hospital_expire_flag` 0/1, `los_label` 0-3 (<=3 days,
+3-7, 7-14, >14), ICD9-Triage `label` 0-6, i2b2-RE `labels` 0-8. The best epoch is picked by
+validation macro-F1 for classification and entity F1 for NER, as the paper's code did; `primary`
+is the metric its tables report.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from tasks import data_csv, data_conll, defaults
+from tasks.registry import CLS_METRICS, NER_METRICS, SEQ_CLS, TOKEN_CLS, Task, register
+
+
+def _digits(n: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(n))
+
+
+def _csv(layout, labels, data_dir, seed):
+    return data_csv.load_csv_task(data_dir, layout, labels)
+
+
+def _re(labels, data_dir, seed):
+    return data_csv.load_i2b2_re(data_dir, labels, seed)
+
+
+def _ner(types, data_dir, seed):
+    return data_conll.load_conll_task(data_dir, types)
+
+
+def _cls(name, labels, loader, description, primary="roc_auc", needs_data_dir=True):
+    return register(Task(name=name, type=SEQ_CLS, labels=labels, metrics=CLS_METRICS, primary=primary,
+                         select_by="f1_macro", loader=loader, description=description,
+                         needs_data_dir=needs_data_dir))
+
+
+def _ner_task(name, types, description):
+    return register(Task(name=name, type=TOKEN_CLS, labels=(), metrics=NER_METRICS, primary="entity_f1",
+                         select_by="entity_f1", loader=partial(_ner, types), description=description,
+                         entity_types=types))
+
+
+_cls("mimic-mp", _digits(2), partial(_csv, data_csv.MIMIC_MP, _digits(2)),
+     "MIMIC-III in-hospital mortality: id,text,hospital_expire_flag in train.csv/valid.csv/test.csv "
+     "or MP_IN_adm_{train,val,test}.csv")
+_cls("mimic-los", _digits(4), partial(_csv, data_csv.MIMIC_LOS, _digits(4)),
+     "MIMIC-III length of stay, 4 classes: id,text,los_label in train.csv/valid.csv/test.csv "
+     "or LOS_WEEKS_adm_{train,val,test}.csv")
+_cls("icd9-triage", _digits(7), partial(_csv, data_csv.ICD9_TRIAGE, _digits(7)),
+     "ICD9-Triage, 7 triage teams: text,triage-category,label in train.csv/valid.csv/test.csv")
+_cls("i2b2-re", _digits(9), partial(_re, _digits(9)),
+     "i2b2-2010 relations, 9 classes: sentence,labels in train.csv/valid.csv (or .jsonl); "
+     "valid is split 50/50 into validation and test by --seed")
+_ner_task("i2b2-2010", ("problem", "test", "treatment"),
+          "i2b2-2010 concepts NER: token label lines in {train,dev,test}.txt.conll")
+_ner_task("i2b2-2012", ("PROBLEM", "TEST", "TREATMENT", "CLINICAL_DEPT", "EVIDENTIAL", "OCCURRENCE"),
+          "i2b2-2012 temporal events NER: token label lines in {train,dev,test}.txt.conll")
+_ner_task("i2b2-2014", (),
+          "i2b2-2014 de-identification (PHI types) NER: token label lines in {train,dev,test}.txt.conll")
+_cls("rotten-tomatoes", defaults.RT_LABELS, defaults.load_rotten_tomatoes,
+     "embedded default: 12.8k Rotten Tomatoes critic snippets, fresh/rotten", needs_data_dir=False)
+_cls("drug-reviews", defaults.DRUG_LABELS, defaults.load_drug_reviews,
+     "embedded default: 979 Drugs.com reviews, rating-derived negative/neutral/positive",
+     needs_data_dir=False)
+_cls("drug-reviews-condition", defaults.CONDITION_LABELS, defaults.load_drug_conditions,
+     "embedded default: Drugs.com reviews labelled by condition (11 conditions with >= 15 reviews)",
+     needs_data_dir=False)

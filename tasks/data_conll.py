@@ -1,0 +1,77 @@
+"""Reader for the paper's NER files: CoNLL-style `token label` lines, a blank line between sentences.
+
+Files `train.txt.conll`, `dev.txt.conll`, `test.txt.conll` as written by the bio-lm preprocessing of
+i2b2 2010, 2012 and 2014. Tags are BIO (`O`, `B-TYPE`, `I-TYPE`). The tag list is the union over the
+three files (as the paper's code built it), `O` first, then sorted; when the task names its entity
+types (2010, 2012) a tag of another type is refused, compared case-insensitively.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.data_csv import decode_utf8, find_file
+from tasks.registry import Dataset, TaggedExample
+
+CONLL_NAMES = {"train": ("train.txt.conll",), "validation": ("dev.txt.conll",), "test": ("test.txt.conll",)}
+
+
+def read_conll(path: Path) -> list[tuple[int, list[str], list[str]]]:
+    """Sentences of a CoNLL file as (first line, words, tags). The label is the last field of a line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    sentences, words, tags, start = [], [], [], 0
+    for n, line in enumerate(decode_utf8(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append((start, words, tags))
+            words, tags = [], []
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"{path}: line {n}: expected 'token label', found {line.strip()!r}")
+        if not words:
+            start = n
+        words.append(fields[0])
+        tags.append(fields[-1])
+    if words:
+        sentences.append((start, words, tags))
+    return sentences
+
+
+def check_tag(tag: str, entity_types: tuple[str, ...], path: Path, line: int) -> None:
+    if tag == "O":
+        return
+    prefix, _, kind = tag.partition("-")
+    if prefix not in ("B", "I") or not kind:
+        raise ValueError(f"{path}: sentence at line {line}: tag {tag!r} is not BIO "
+                         f"(expected O, B-TYPE or I-TYPE)")
+    if entity_types and kind.lower() not in {t.lower() for t in entity_types}:
+        raise ValueError(f"{path}: sentence at line {line}: entity type {kind!r} is not in this task's "
+                         f"set {{{', '.join(entity_types)}}}; check the files or choose the matching --task")
+
+
+def tag_list(found: set[str]) -> tuple[str, ...]:
+    """`O` first, then types in order with B before I (stable across runs and machines)."""
+    rest = sorted(found - {"O"}, key=lambda t: (t.partition("-")[2], t.partition("-")[0]))
+    return ("O",) + tuple(rest)
+
+
+def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = ()) -> Dataset:
+    raw, files = {}, []
+    for split, names in CONLL_NAMES.items():
+        path = find_file(data_dir, names, split)
+        raw[split] = (path, read_conll(path))
+        files.append(path)
+    found = set()
+    for path, sentences in raw.values():
+        for line, _, tags in sentences:
+            for t in tags:
+                if t not in found:
+                    check_tag(t, entity_types, path, line)
+                    found.add(t)
+    labels = tag_list(found)
+    index = {t: i for i, t in enumerate(labels)}
+    splits = {split: [TaggedExample(id=f"{split}-{i}", words=tuple(w), tags=tuple(index[t] for t in tg))
+                      for i, (_, w, tg) in enumerate(sentences)]
+              for split, (_, sentences) in raw.items()}
+    return Dataset(labels=labels, files=tuple(files), **splits)
