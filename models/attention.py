@@ -37,7 +37,79 @@ def key_mask(attention_mask: Optional[torch.Tensor], prefix_len: int = 0) -> Opt
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-              dropout_p: float = 0.0) -> torch.Tensor:
+              dropout_p: float = 0.0, recompute: Optional[bool] = None) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v over heads; q (b, n, tq, d), k and v (b, n, tk, d), mask bool
-    broadcastable to (b, n, tq, tk) or None. `dropout_p` is applied to the probabilities (pass 0 in eval)."""
+    broadcastable to (b, n, tq, tk) or None. `dropout_p` is applied to the probabilities (pass 0 in eval).
+
+    `recompute` (default `RECOMPUTE_BACKWARD` on CPU, False elsewhere) routes training with dropout to
+    `recompute_attention`; SDPA's fused kernels already recompute without dropout, and with it on CUDA."""
+    if recompute is None:
+        recompute = RECOMPUTE_BACKWARD and q.device.type == "cpu"
+    if recompute and dropout_p > 0 and torch.is_grad_enabled():
+        return recompute_attention(q, k, v, mask, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (b, n, tq, d)
+
+
+# ---- memory-saving variant: backward recomputes the probabilities (as flash attention does) ----------
+# Plain attention with dropout keeps the probabilities, the dropout mask and the dropped probabilities
+# for backward, three (b, n, tq, tk) tensors per layer, growing with the square of the length. This
+# variant keeps q, k, v, the mask and one integer seed; backward recomputes softmax(q kᵀ/√d + M) and
+# regenerates the dropout mask from the seed. Selected by `attention(..., recompute=...)`; the default
+# `RECOMPUTE_BACKWARD` is set from benchmarks/train_step.py numbers (see that file's docstring).
+RECOMPUTE_BACKWARD = True
+
+
+def _probs(q, k, mask):
+    """softmax(q kᵀ / √d + M) with M from a bool (True = attend) or an additive float mask."""
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                    # (b, n, tq, tk)
+    if mask is not None:
+        s = s.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else s.add_(mask)
+    return torch.softmax(s, dim=-1)                                        # (b, n, tq, tk)
+
+
+def _keep_mask(shape, p, seed, device):
+    """Dropout keep-mask regenerated bit for bit from `seed`: rand >= p on a private generator."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return torch.rand(shape, generator=g, device=device) >= p              # (b, n, tq, tk) bool
+
+
+class _RecomputeAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, dropout_p, seed):
+        probs = _probs(q, k, mask)                                         # (b, n, tq, tk)
+        if dropout_p > 0:
+            probs.mul_(_keep_mask(probs.shape, dropout_p, seed, q.device)).mul_(1.0 / (1.0 - dropout_p))
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.dropout_p, ctx.seed = dropout_p, seed
+        return probs @ v                                                   # (b, n, tq, d)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, mask = ctx.saved_tensors
+        p_drop = ctx.dropout_p
+        probs = _probs(q, k, mask)                                         # (b, n, tq, tk)
+        dp = dout @ v.transpose(-1, -2)                                    # (b, n, tq, tk) = ∂/∂(dropped probs)
+        if p_drop > 0:
+            keep = _keep_mask(probs.shape, p_drop, ctx.seed, q.device)
+            dropped = (probs * keep).mul_(1.0 / (1.0 - p_drop))            # (b, n, tq, tk)
+            dp.mul_(keep).mul_(1.0 / (1.0 - p_drop))                       # ∂/∂probs
+        else:
+            dropped = probs
+        dv = dropped.transpose(-1, -2) @ dout if ctx.needs_input_grad[2] else None  # (b, n, tk, d)
+        del dropped
+        # softmax backward: ds = P ⊙ (dP − rowsum(dP ⊙ P))
+        ds = dp.sub_((dp * probs).sum(-1, keepdim=True)).mul_(probs)      # (b, n, tq, tk)
+        ds.mul_(q.shape[-1] ** -0.5)
+        dq = ds @ k if ctx.needs_input_grad[0] else None                   # (b, n, tq, d)
+        dk = ds.transpose(-1, -2) @ q if ctx.needs_input_grad[1] else None  # (b, n, tk, d)
+        return dq, dk, dv, None, None, None
+
+
+def recompute_attention(q, k, v, mask, dropout_p: float = 0.0):
+    """Same value as `attention`, keeping only q, k, v, the mask and a seed for backward.
+
+    The dropout seed is drawn from the CPU default generator, so `torch.manual_seed`
+    reproduces the mask (a different random stream from SDPA's)."""
+    seed = int(torch.randint(0, 2**62, (), device="cpu").item()) if dropout_p > 0 else 0
+    return _RecomputeAttention.apply(q, k, v, mask, float(dropout_p), seed)

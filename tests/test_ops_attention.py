@@ -1,0 +1,117 @@
+"""The memory-saving attention of models/attention.py against SDPA and a composed reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import attention as att
+
+
+def saved_bytes(fn, exclude=()):
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def qkv(b=2, n=3, t=7, d=4, dtype=torch.float32):
+    g = torch.Generator().manual_seed(5)
+    return [torch.randn(b, n, t, d, generator=g, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def padding_mask(b=2, t=7):
+    am = torch.ones(b, t, dtype=torch.long)
+    am[0, 5:] = 0
+    return att.key_mask(am)                                               # (b, 1, 1, t) bool
+
+
+def ref_attention(q, k, v, mask, p, keep):
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    probs = torch.softmax(s, -1)
+    return (probs * keep / (1 - p) if keep is not None else probs) @ v
+
+
+def run(fn, q, k, v, dout):
+    qs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out = fn(*qs)
+    out.backward(dout)
+    return [out.detach()] + [t.grad for t in qs]
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_no_dropout_equals_sdpa(mask_kind):
+    q, k, v = qkv()
+    mask = {"none": None, "bool": padding_mask()}.get(mask_kind)
+    if mask_kind == "float":
+        mask = torch.randn(2, 1, 7, 7)
+    dout = torch.randn_like(q)
+    got = run(lambda q, k, v: att.recompute_attention(q, k, v, mask, 0.0), q, k, v, dout)
+    want = run(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), q, k, v, dout)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_equals_reference_with_the_regenerated_mask():
+    """The seed comes from the default CPU generator, the mask from `rand >= p` on a generator seeded with it."""
+    q, k, v = qkv()
+    mask, p, dout = padding_mask(), 0.25, torch.randn(2, 3, 7, 4)
+    torch.manual_seed(11)
+    got = run(lambda q, k, v: att.attention(q, k, v, mask, p, recompute=True), q, k, v, dout)
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    keep = torch.rand(2, 3, 7, 7, generator=torch.Generator().manual_seed(seed)) >= p
+    want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    other = run(lambda q, k, v: ref_attention(q, k, v, mask, p, ~keep), q, k, v, dout)
+    assert not torch.allclose(got[0], other[0])
+
+
+def test_same_seed_reproduces_and_other_seed_differs():
+    q, k, v = qkv()
+    dout = torch.randn_like(q)
+    f = lambda q, k, v: att.recompute_attention(q, k, v, padding_mask(), 0.5)
+    torch.manual_seed(3)
+    a = run(f, q, k, v, dout)
+    torch.manual_seed(3)
+    b = run(f, q, k, v, dout)
+    torch.manual_seed(4)
+    c = run(f, q, k, v, dout)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert not torch.equal(a[0], c[0])
+
+
+def test_gradcheck_float64_with_dropout_and_mask():
+    q, k, v = (t.detach().double().requires_grad_(True) for t in qkv(b=1, n=2, t=4, d=3))
+    mask = padding_mask(b=1, t=4)
+    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.3, 1234)
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+def test_saves_no_square_tensor():
+    """Invariant: only q, k, v and the mask are kept; SDPA with dropout keeps (b, n, t, t) tensors."""
+    q, k, v = qkv(t=16)
+    am = torch.ones(2, 16, dtype=torch.long)
+    mask = att.key_mask(am)
+    ours, out = saved_bytes(lambda: att.attention(q, k, v, mask, 0.1, recompute=True), (q, k, v))
+    assert "RecomputeAttention" in type(out.grad_fn).__name__
+    assert ours == mask.untyped_storage().nbytes()
+    sdpa, _ = saved_bytes(lambda: att.attention(q, k, v, mask, 0.1, recompute=False), (q, k, v))
+    assert sdpa >= 2 * 16 * 16 * q.shape[0] * q.shape[1] * 4
+
+
+def test_default_switch_routes_training_with_dropout_only():
+    q, k, v = qkv()
+    assert att.RECOMPUTE_BACKWARD in (True, False)
+    out = att.attention(q, k, v, None, 0.1)
+    assert ("RecomputeAttention" in type(out.grad_fn).__name__) == att.RECOMPUTE_BACKWARD
+    assert "RecomputeAttention" not in type(att.attention(q, k, v, None, 0.0).grad_fn).__name__
