@@ -1,0 +1,140 @@
+"""Accounting for every parameter: roles, counts in the paper's convention, hashes, the base fingerprint.
+
+Roles come from the model's structure, never from name substrings: a LoRALinear's `lora_A` /
+`lora_B` are "lora", an IA3Linear's `ia3_l` is "ia3", everything inside a module registered by
+inject(modules_to_save=...) is "head", the rest is "base". Tensors shared under several names
+(tied weights) get one row per name, and every later name points at the first in `shared_with`.
+Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetensors file stores.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from minipeft.inject import adapters, saved_modules
+
+ROLES = ("base", "lora", "ia3", "head")
+
+
+def tensor_bytes(t: torch.Tensor):
+    """The tensor's little-endian bytes as a 1-D uint8 numpy array (a view where possible)."""
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    raw = flat.view(torch.uint8).numpy() if flat.numel() else flat.new_empty(0, dtype=torch.uint8).numpy()
+    if sys.byteorder == "big" and flat.element_size() > 1:
+        raw = raw.reshape(-1, flat.element_size())[:, ::-1].reshape(-1).copy()
+    return raw
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(tensor_bytes(t)).hexdigest()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    name: str                   # as in named_parameters() / state_dict()
+    kind: str                   # "parameter" or "buffer"
+    role: str                   # base | lora | ia3 | head
+    shape: tuple
+    dtype: str
+    numel: int
+    trainable: bool
+    sha256: str | None
+    shared_with: str | None     # first name of the same tensor, when this one is an alias
+
+
+def roles(model: nn.Module) -> dict[str, str]:
+    """Parameter/buffer name -> role, for every name that is not "base"."""
+    out = {}
+    for path in saved_modules(model):
+        sub = model.get_submodule(path)
+        for n, _ in list(sub.named_parameters(remove_duplicate=False)) + list(sub.named_buffers(remove_duplicate=False)):
+            out[f"{path}.{n}"] = "head"
+    for path, m in adapters(model):
+        for n in m.ADAPTER_PARAMS:
+            key = f"{path}.{n}"
+            if key in out:
+                raise RuntimeError(f"{key} is both an adapter parameter and inside a saved module")
+            out[key] = m.ROLE
+    return out
+
+
+def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) -> list[ParamRow]:
+    """One row per parameter name (and per buffer name with buffers=True). The roles partition
+    named_parameters(); anything else raises."""
+    role_of = roles(model)
+    named = [("parameter", n, t) for n, t in model.named_parameters(remove_duplicate=False)]
+    if buffers:
+        named += [("buffer", n, t) for n, t in model.named_buffers(remove_duplicate=False)]
+    names = [n for _, n, _ in named]
+    stray = sorted(set(role_of) - set(names))
+    if stray or len(set(names)) != len(names):
+        raise RuntimeError(f"roles do not partition the model's tensors: unknown {stray[:5]}, "
+                           f"{len(names) - len(set(names))} duplicate names")
+    first, rows = {}, []
+    for kind, name, t in named:
+        alias = first.setdefault(id(t), name)
+        digest = None
+        if hashes:
+            digest = next((r.sha256 for r in rows if r.name == alias), None) if alias != name else tensor_sha256(t)
+        rows.append(ParamRow(name, kind, role_of.get(name, "base"), tuple(t.shape), dtype_name(t.dtype),
+                             t.numel(), kind == "parameter" and t.requires_grad, digest,
+                             None if alias == name else alias))
+    params = [r for r in rows if r.kind == "parameter"]
+    assert sum(sum(r.role == k for r in params) for k in ROLES) == len(params), "roles outside ROLES"
+    return rows
+
+
+@dataclass(frozen=True)
+class ParamSummary:
+    """Counts in the paper's convention, each tensor once: adapter parameters as a share of the
+    model's own parameters (everything but the adapters, head included), the head separately."""
+    adapter: int
+    head: int
+    model: int          # all non-adapter parameters: base + head
+    trainable: int
+    by_role: dict
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.adapter / self.model if self.model else 0.0
+
+    def __str__(self) -> str:
+        return (f"adapter params: {self.adapter:,} ({self.percent:.3f}% of {self.model:,} model params) | "
+                f"head: {self.head:,} | trainable: {self.trainable:,}")
+
+
+def summary(model: nn.Module) -> ParamSummary:
+    rows = [r for r in param_table(model, hashes=False) if r.shared_with is None]
+    by_role = {k: sum(r.numel for r in rows if r.role == k) for k in ROLES}
+    adapter = by_role["lora"] + by_role["ia3"]
+    return ParamSummary(adapter=adapter, head=by_role["head"], model=by_role["base"] + by_role["head"],
+                        trainable=sum(r.numel for r in rows if r.trainable), by_role=by_role)
+
+
+def _excluded(model: nn.Module) -> tuple[set, tuple]:
+    names = {f"{p}.{n}" for p, m in adapters(model) for n in m.ADAPTER_PARAMS}
+    return names, tuple(p + "." for p in saved_modules(model))
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the base: name, dtype, shape and little-endian bytes of every state_dict entry
+    that is neither an adapter tensor nor inside a modules_to_save module, in sorted name order."""
+    skip, saved = _excluded(model)
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict(keep_vars=True).items()):
+        if name in skip or name.startswith(saved):
+            continue
+        raw = tensor_bytes(t)
+        head = f"{name}\0{dtype_name(t.dtype)}\0{list(t.shape)}\0".encode()
+        h.update(struct.pack("<Q", len(head)) + head + struct.pack("<Q", raw.nbytes))
+        h.update(raw)
+    return h.hexdigest()
