@@ -1,0 +1,246 @@
+"""DistilBERT (Sanh et al. 2019) with HuggingFace's `DistilBertModel` module paths, so `state_dict()`
+keys equal HF's keys (`distilbert.` prefix under the heads).
+
+Post-LN block, per layer l (no token-type embeddings, no pooler):
+    a  = LN_sa(x + W_out · Attention(x W_qᵀ, x W_kᵀ, x W_vᵀ))
+    x' = LN_out(a + Dropout(W_2 · act(W_1 a)))
+Sequence classification reads the first position: logits = W_c · Dropout(ReLU(W_pre h[:, 0])).
+
+The bare encoder returns (last_hidden_state, pooler_output) like BERT; DistilBERT has no pooler,
+so `pooler_output` is the un-transformed first-position state h[:, 0] (what HF's sequence head
+feeds its `pre_classifier`). `token_type_ids` is accepted for a common call signature and
+ignored: DistilBERT has no segment embeddings (HF's DistilBERT tokenizer does not emit them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import models.hf_config as hf_config
+from models.attention import attention, key_mask, merge_heads, split_heads
+from models.bert import ACTIVATIONS, BertOutputs
+
+
+@dataclass(frozen=True)
+class DistilBertConfig:
+    """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
+    vocab_size: int = 30522
+    dim: int = 768
+    n_layers: int = 6
+    n_heads: int = 12
+    hidden_dim: int = 3072
+    activation: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
+    max_position_embeddings: int = 512
+    sinusoidal_pos_embds: bool = False    # the table's values come from the checkpoint either way
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    id2label: Optional[dict] = None
+    label2id: Optional[dict] = None
+    model_type: str = "distilbert"
+    name_or_path: str = ""
+    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
+
+    def __post_init__(self):
+        if self.model_type != "distilbert":
+            raise ValueError(f"DistilBertConfig got model_type={self.model_type!r}; expected 'distilbert'")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is not supported; expected one of "
+                             f"{tuple(ACTIVATIONS)}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim={self.dim} is not a multiple of n_heads={self.n_heads}")
+        hf_config.normalise_labels(self)
+
+    # BERT-style names, so generic code (prefix sizes, presets) reads every family the same way
+    hidden_size = property(lambda self: self.dim)
+    num_hidden_layers = property(lambda self: self.n_layers)
+    num_attention_heads = property(lambda self: self.n_heads)
+    head_dim = property(lambda self: self.dim // self.n_heads)
+    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "DistilBertConfig":
+        return hf_config.from_dict(cls, d, source)
+
+    @classmethod
+    def from_json(cls, path) -> "DistilBertConfig":
+        return hf_config.from_json(cls, path)
+
+    def to_dict(self, architectures=("DistilBertModel",)) -> dict:
+        return hf_config.to_dict(self, architectures)
+
+    def with_labels(self, num_labels: int) -> "DistilBertConfig":
+        return hf_config.with_labels(self, num_labels)
+
+
+class Embeddings(nn.Module):
+    """e = Dropout(LN(E_word[ids] + E_pos[0..T))); LN eps is 1e-12 as in HF."""
+
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.dim)
+        self.LayerNorm = nn.LayerNorm(cfg.dim, eps=1e-12)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, dim)
+        t = inputs_embeds.shape[1]
+        if t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
+                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
+        positions = torch.arange(t, device=inputs_embeds.device)
+        x = inputs_embeds + self.position_embeddings(positions)                # (batch, seq, dim)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """W_out · softmax(Q Kᵀ/√d + M) V with Q, K, V = x W_{q,k,v}ᵀ + b, split into heads.
+
+    `prefix_kv`, when given, is a pair of (batch, heads, prefix, head_dim) tensors prepended to the
+    keys and values; the prefix positions are always visible."""
+
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.q_lin = nn.Linear(cfg.dim, cfg.dim)
+        self.k_lin = nn.Linear(cfg.dim, cfg.dim)
+        self.v_lin = nn.Linear(cfg.dim, cfg.dim)
+        self.out_lin = nn.Linear(cfg.dim, cfg.dim)
+        self.dropout_p = cfg.attention_dropout
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        q = split_heads(self.q_lin(x), self.n_heads)                           # (batch, heads, seq, head_dim)
+        k = split_heads(self.k_lin(x), self.n_heads)
+        v = split_heads(self.v_lin(x), self.n_heads)
+        k, v, mask = _with_prefix(k, v, x, attention_mask, prefix_kv)
+        p = self.dropout_p if self.training else 0.0
+        return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq, dim)
+
+
+def _with_prefix(k, v, x, attention_mask, prefix_kv):
+    """Prepend learned (key, value) prefixes and grow the padding mask by always-visible positions."""
+    if prefix_kv is None:
+        return k, v, key_mask(attention_mask)
+    pk, pv = prefix_kv                                                         # (batch, heads, prefix, head_dim)
+    if attention_mask is None:
+        attention_mask = x.new_ones(x.shape[:2], dtype=torch.long)             # (batch, seq)
+    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)                # (batch, heads, prefix+seq, head_dim)
+    return k, v, key_mask(attention_mask, pk.shape[2])
+
+
+class FFN(nn.Module):
+    """f = Dropout(W_2 · act(W_1 a + b_1) + b_2)."""
+
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.lin1 = nn.Linear(cfg.dim, cfg.hidden_dim)
+        self.lin2 = nn.Linear(cfg.hidden_dim, cfg.dim)
+        self.activation = ACTIVATIONS[cfg.activation]()
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, a):
+        return self.dropout(self.lin2(self.activation(self.lin1(a))))          # (batch, seq, dim)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.attention = MultiHeadSelfAttention(cfg)
+        self.sa_layer_norm = nn.LayerNorm(cfg.dim, eps=1e-12)
+        self.ffn = FFN(cfg)
+        self.output_layer_norm = nn.LayerNorm(cfg.dim, eps=1e-12)
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        a = self.sa_layer_norm(self.attention(x, attention_mask, prefix_kv) + x)  # (batch, seq, dim)
+        return self.output_layer_norm(self.ffn(a) + a)                         # (batch, seq, dim)
+
+
+class Transformer(nn.Module):
+    """A stack of TransformerBlock; `gradient_checkpointing = True` recomputes each block in backward.
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        for i, block in enumerate(self.layer):
+            pkv = prefix_kv[i] if prefix_kv is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, attention_mask, pkv, use_reentrant=False)
+            else:
+                x = block(x, attention_mask, pkv)                              # (batch, seq, dim)
+        return x
+
+
+class DistilBertModel(nn.Module):
+    """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]) (no pooler)."""
+
+    def __init__(self, cfg: DistilBertConfig):
+        super().__init__()
+        self.config = cfg
+        self.name_or_path = cfg.name_or_path
+        self.embeddings = Embeddings(cfg)
+        self.transformer = Transformer(cfg)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        x = self.embeddings(input_ids, inputs_embeds)                          # (batch, seq, dim)
+        h = self.transformer(x, attention_mask, prefix_kv)                     # (batch, seq, dim)
+        return BertOutputs(h, h[:, 0])
+
+
+class DistilBertForSequenceClassification(nn.Module):
+    """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout."""
+
+    def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.distilbert = DistilBertModel(self.config)
+        self.pre_classifier = nn.Linear(cfg.dim, cfg.dim)
+        self.classifier = nn.Linear(cfg.dim, num_labels)
+        self.dropout = nn.Dropout(cfg.seq_classif_dropout)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv).last_hidden_state
+        pooled = torch.relu(self.pre_classifier(h[:, 0]))                      # (batch, dim)
+        return self.classifier(self.dropout(pooled))                           # (batch, labels)
+
+
+class DistilBertForTokenClassification(nn.Module):
+    """logits_t = W_c · Dropout(h_t) + b_c for every token t, dropout rate `dropout`."""
+
+    def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.distilbert = DistilBertModel(self.config)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.dim, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv).last_hidden_state
+        return self.classifier(self.dropout(h))                                # (batch, seq, labels)
+
+
+# What the loader needs to build this family: head name -> class, and the HF weight prefix.
+HEADS = {None: DistilBertModel,
+         "sequence-classification": DistilBertForSequenceClassification,
+         "token-classification": DistilBertForTokenClassification}
+BASE_PREFIX = "distilbert"

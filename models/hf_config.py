@@ -1,0 +1,77 @@
+"""config.json reading and writing shared by the DistilBERT and MobileBERT config dataclasses.
+
+Plain functions over a frozen dataclass with the fields `id2label`, `label2id`, `model_type`,
+`name_or_path` and `extra` (unknown keys, kept and written back), so each family keeps its own
+flat config class and its own checks, with no base class.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+NOT_ARCHITECTURE = ("extra", "name_or_path")
+
+
+def from_dict(cls, d: dict, source: str):
+    """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file."""
+    expected = cls.__dataclass_fields__["model_type"].default
+    if d.get("model_type", expected) != expected:
+        raise ValueError(f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads "
+                         f"model_type {expected!r} only")
+    names = {f.name for f in fields(cls)} - set(NOT_ARCHITECTURE)
+    known = {k: v for k, v in d.items() if k in names}
+    extra = {k: v for k, v in d.items() if k not in names}
+    if "num_labels" in extra and "id2label" not in known:   # HF writes id2label, but be lenient
+        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(extra.pop("num_labels")))}
+    try:
+        return cls(**known, extra=extra, name_or_path=str(d.get("_name_or_path", "")))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from e
+
+
+def from_json(cls, path):
+    """Read `path` (a config.json or the folder holding it) into `cls`."""
+    path = Path(path)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no config.json; expected a HuggingFace model folder "
+                                f"(config.json + model.safetensors)")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return from_dict(cls, d, source=str(path))
+
+
+def to_dict(cfg, architectures) -> dict:
+    """HF's config.json layout (what `transformers` reads back)."""
+    d = {k: v for k, v in asdict(cfg).items() if k not in NOT_ARCHITECTURE}
+    out = {k: v for k, v in cfg.extra.items()
+           if k not in ("architectures", "transformers_version", "_name_or_path")}
+    out.update(architectures=list(architectures), **d)
+    if cfg.id2label is None:
+        out.pop("id2label"), out.pop("label2id")
+    else:
+        out["id2label"] = {str(i): v for i, v in cfg.id2label.items()}
+        out["label2id"] = cfg.label2id or {v: i for i, v in cfg.id2label.items()}
+    return out
+
+
+def normalise_labels(cfg) -> None:
+    """JSON keys are strings: id2label -> {int: str}, label2id -> {str: int} (in __post_init__);
+    a missing label2id is derived from id2label."""
+    if cfg.id2label is not None:
+        object.__setattr__(cfg, "id2label", {int(k): str(v) for k, v in cfg.id2label.items()})
+        if cfg.label2id is None:
+            object.__setattr__(cfg, "label2id", {v: k for k, v in cfg.id2label.items()})
+    if cfg.label2id is not None:
+        object.__setattr__(cfg, "label2id", {str(k): int(v) for k, v in cfg.label2id.items()})
+
+
+def with_labels(cfg, num_labels: int):
+    """A copy whose head has `num_labels` classes (keeps existing names when the count fits)."""
+    if cfg.id2label and len(cfg.id2label) == num_labels:
+        return cfg
+    id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    return replace(cfg, id2label=id2label, label2id={v: i for i, v in id2label.items()})

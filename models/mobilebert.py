@@ -1,0 +1,347 @@
+"""MobileBERT (Sun et al. 2020) with HuggingFace's `MobileBertModel` module paths, so `state_dict()`
+keys equal HF's keys (`mobilebert.` prefix under the heads).
+
+Embeddings: the 128-wide token vectors of positions t+1, t, t-1 are concatenated (trigram input)
+and projected to the 512-wide body: e = Norm(W_emb [E[t+1]; E[t]; E[t-1]] + E_pos + E_type).
+Per layer, with B = 128 the bottleneck ("true hidden") width and x the 512-wide layer input:
+    u = Norm(W_in x)                                  (input bottleneck, the residual stream)
+    s = Norm(W_att x)                                 (shared query/key input)
+    a = Norm(u + W_o · Attention(s W_qᵀ, s W_kᵀ, x W_vᵀ))
+    a ← Norm(a + W_2 act(W_1 a))   repeated num_feedforward_networks - 1 times (`ffn.N`)
+    y = Norm(a + W_2 act(W_1 a))                      (`intermediate` / `output`)
+    x' = Norm(x + Dropout(W_up y))                    (output bottleneck back to 512)
+Norm is NoNorm (x ⊙ γ + β, no statistics) or LayerNorm per `normalization_type`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from models.attention import attention, merge_heads, split_heads
+from models.bert import ACTIVATIONS, BertOutputs
+from models.distilbert import _with_prefix
+from models.mobilebert_config import MobileBertConfig
+
+
+class NoNorm(nn.Module):
+    """y = x ⊙ γ + β: MobileBERT's replacement for LayerNorm (an element-wise affine map)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x):
+        return x * self.weight + self.bias
+
+
+def make_norm(cfg: MobileBertConfig, size: int, eps: Optional[float] = None) -> nn.Module:
+    """NoNorm or LayerNorm; `eps=None` is torch's default 1e-5, which HF uses in two places."""
+    if cfg.normalization_type == "no_norm":
+        return NoNorm(size)
+    return nn.LayerNorm(size) if eps is None else nn.LayerNorm(size, eps=eps)
+
+
+class MobileBertEmbeddings(nn.Module):
+    """e = Dropout(Norm(W_emb · trigram(E_word[ids]) + E_pos + E_type))."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.trigram_input = cfg.trigram_input
+        self.project = cfg.trigram_input or cfg.embedding_size != cfg.hidden_size
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        width = cfg.embedding_size * (3 if cfg.trigram_input else 1)
+        self.embedding_transformation = nn.Linear(width, cfg.hidden_size)
+        self.LayerNorm = make_norm(cfg, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, emb)
+        b, t, _ = inputs_embeds.shape
+        if t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
+                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
+        x = inputs_embeds
+        if self.trigram_input:                                                 # [E[t+1]; E[t]; E[t-1]], zero-padded
+            nxt = nn.functional.pad(x[:, 1:], (0, 0, 0, 1))                    # (batch, seq, emb)
+            prv = nn.functional.pad(x[:, :-1], (0, 0, 1, 0))                   # (batch, seq, emb)
+            x = torch.cat([nxt, x, prv], dim=2)                                # (batch, seq, 3·emb)
+        if self.project:
+            x = self.embedding_transformation(x)                               # (batch, seq, hidden)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(b, t, dtype=torch.long, device=x.device)
+        positions = torch.arange(t, device=x.device)
+        x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
+
+
+class MobileBertSelfAttention(nn.Module):
+    """softmax(Q Kᵀ/√d + M) V over `num_attention_heads` heads of width true_hidden/heads.
+
+    `prefix_kv`: a pair of (batch, heads, prefix, head_dim) tensors prepended to keys and values."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        b = cfg.true_hidden_size
+        self.query = nn.Linear(b, b)
+        self.key = nn.Linear(b, b)
+        self.value = nn.Linear(b if cfg.use_bottleneck_attention else cfg.hidden_size, b)
+        self.dropout_p = cfg.attention_probs_dropout_prob
+
+    def forward(self, q_in, k_in, v_in, attention_mask=None, prefix_kv=None):
+        q = split_heads(self.query(q_in), self.num_heads)                      # (batch, heads, seq, head_dim)
+        k = split_heads(self.key(k_in), self.num_heads)
+        v = split_heads(self.value(v_in), self.num_heads)
+        k, v, mask = _with_prefix(k, v, q_in, attention_mask, prefix_kv)
+        p = self.dropout_p if self.training else 0.0
+        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, true_hidden)
+
+
+class MobileBertSelfOutput(nn.Module):
+    """a = Norm(u + W_o ctx) (dropout on W_o ctx only without bottlenecks, as HF)."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.true_hidden_size, cfg.true_hidden_size)
+        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
+
+    def forward(self, ctx, residual):
+        return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)        # (batch, seq, true_hidden)
+
+
+class MobileBertAttention(nn.Module):
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.self = MobileBertSelfAttention(cfg)
+        self.output = MobileBertSelfOutput(cfg)
+
+    def forward(self, q_in, k_in, v_in, residual, attention_mask=None, prefix_kv=None):
+        return self.output(self.self(q_in, k_in, v_in, attention_mask, prefix_kv), residual)
+
+
+class MobileBertIntermediate(nn.Module):
+    """h = act(W_1 a + b_1)."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.true_hidden_size, cfg.intermediate_size)
+        self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
+
+    def forward(self, a):
+        return self.intermediate_act_fn(self.dense(a))                         # (batch, seq, intermediate)
+
+
+class FFNOutput(nn.Module):
+    """a' = Norm(a + W_2 h + b_2)."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.true_hidden_size)
+        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
+
+    def forward(self, h, a):
+        return self.LayerNorm(self.dense(h) + a)                               # (batch, seq, true_hidden)
+
+
+class FFNLayer(nn.Module):
+    """One of the extra stacked feed-forward blocks (`ffn.N`)."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.intermediate = MobileBertIntermediate(cfg)
+        self.output = FFNOutput(cfg)
+
+    def forward(self, a):
+        return self.output(self.intermediate(a), a)                            # (batch, seq, true_hidden)
+
+
+class OutputBottleneck(nn.Module):
+    """x' = Norm(x + Dropout(W_up y + b_up)): back from the bottleneck to the body width."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.true_hidden_size, cfg.hidden_size)
+        self.LayerNorm = make_norm(cfg, cfg.hidden_size, cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, y, x):
+        return self.LayerNorm(self.dropout(self.dense(y)) + x)                 # (batch, seq, hidden)
+
+
+class MobileBertOutput(nn.Module):
+    """The last feed-forward block's output, then the output bottleneck (when bottlenecks are used)."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.use_bottleneck = cfg.use_bottleneck
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.true_hidden_size)
+        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size)                # HF: default eps here
+        if cfg.use_bottleneck:
+            self.bottleneck = OutputBottleneck(cfg)
+        else:
+            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, h, a, x):
+        y = self.dense(h)                                                      # (batch, seq, true_hidden)
+        if not self.use_bottleneck:
+            return self.LayerNorm(self.dropout(y) + a)                         # (batch, seq, hidden)
+        return self.bottleneck(self.LayerNorm(y + a), x)                       # (batch, seq, hidden)
+
+
+class BottleneckLayer(nn.Module):
+    """u = Norm(W x + b): body width -> bottleneck width."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intra_bottleneck_size)
+        self.LayerNorm = make_norm(cfg, cfg.intra_bottleneck_size, cfg.layer_norm_eps)
+
+    def forward(self, x):
+        return self.LayerNorm(self.dense(x))                                   # (batch, seq, bottleneck)
+
+
+class Bottleneck(nn.Module):
+    """Returns (query input, key input, value input, residual) for the attention block."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.use_bottleneck_attention = cfg.use_bottleneck_attention
+        self.input = BottleneckLayer(cfg)
+        if cfg.key_query_shared_bottleneck:
+            self.attention = BottleneckLayer(cfg)
+
+    def forward(self, x):
+        u = self.input(x)                                                      # (batch, seq, bottleneck)
+        if self.use_bottleneck_attention:
+            return u, u, u, u
+        s = self.attention(x)                                                  # (batch, seq, bottleneck)
+        return s, s, x, u
+
+
+class MobileBertLayer(nn.Module):
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.use_bottleneck = cfg.use_bottleneck
+        self.attention = MobileBertAttention(cfg)
+        self.intermediate = MobileBertIntermediate(cfg)
+        self.output = MobileBertOutput(cfg)
+        if cfg.use_bottleneck:
+            self.bottleneck = Bottleneck(cfg)
+        if cfg.num_feedforward_networks > 1:
+            self.ffn = nn.ModuleList(FFNLayer(cfg) for _ in range(cfg.num_feedforward_networks - 1))
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        q_in, k_in, v_in, u = self.bottleneck(x) if self.use_bottleneck else (x, x, x, x)
+        a = self.attention(q_in, k_in, v_in, u, attention_mask, prefix_kv)     # (batch, seq, true_hidden)
+        for block in getattr(self, "ffn", ()):
+            a = block(a)                                                       # (batch, seq, true_hidden)
+        return self.output(self.intermediate(a), a, x)                         # (batch, seq, hidden)
+
+
+class MobileBertEncoder(nn.Module):
+    """A stack of MobileBertLayer; `gradient_checkpointing = True` recomputes each layer in backward.
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, x, attention_mask=None, prefix_kv=None):
+        for i, layer in enumerate(self.layer):
+            pkv = prefix_kv[i] if prefix_kv is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attention_mask, pkv, use_reentrant=False)
+            else:
+                x = layer(x, attention_mask, pkv)                              # (batch, seq, hidden)
+        return x
+
+
+class MobileBertPooler(nn.Module):
+    """pooled = tanh(W_p h[:, 0] + b_p) with `classifier_activation`, else h[:, 0] itself."""
+
+    def __init__(self, cfg: MobileBertConfig):
+        super().__init__()
+        self.do_activate = cfg.classifier_activation
+        if cfg.classifier_activation:
+            self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, h):
+        return torch.tanh(self.dense(h[:, 0])) if self.do_activate else h[:, 0]  # (batch, hidden)
+
+
+class MobileBertModel(nn.Module):
+    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output)."""
+
+    def __init__(self, cfg: MobileBertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = cfg
+        self.name_or_path = cfg.name_or_path
+        self.embeddings = MobileBertEmbeddings(cfg)
+        self.encoder = MobileBertEncoder(cfg)
+        self.pooler = MobileBertPooler(cfg) if add_pooling_layer else None
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
+        the trigram projection, as in HF."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)          # (batch, seq, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
+        return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
+
+
+def _classifier_dropout(cfg: MobileBertConfig) -> float:
+    return cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+
+
+class MobileBertForSequenceClassification(nn.Module):
+    """logits = W_c · Dropout(pooled) + b_c."""
+
+    def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.mobilebert = MobileBertModel(self.config)
+        self.dropout = nn.Dropout(_classifier_dropout(cfg))
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv)
+        return self.classifier(self.dropout(out.pooler_output))                # (batch, labels)
+
+
+class MobileBertForTokenClassification(nn.Module):
+    """logits_t = W_c · Dropout(h_t) + b_c for every token t; no pooler (as HF builds it)."""
+
+    def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
+        super().__init__()
+        self.config = cfg.with_labels(num_labels)
+        self.name_or_path = cfg.name_or_path
+        self.num_labels = num_labels
+        self.mobilebert = MobileBertModel(self.config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(cfg))
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                prefix_kv=None):
+        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv)
+        return self.classifier(self.dropout(out.last_hidden_state))            # (batch, seq, labels)
+
+
+# What the loader needs to build this family: head name -> class, and the HF weight prefix.
+HEADS = {None: MobileBertModel,
+         "sequence-classification": MobileBertForSequenceClassification,
+         "token-classification": MobileBertForTokenClassification}
+BASE_PREFIX = "mobilebert"

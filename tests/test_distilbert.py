@@ -1,0 +1,113 @@
+"""Our DistilBERT: config checks, attention math with a key/value prefix, inputs_embeds, and logits
+equal to transformers' own DistilBERT on random weights (test-only extra)."""
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.distilbert import (HEADS, DistilBertConfig, DistilBertForSequenceClassification,
+                               DistilBertModel, MultiHeadSelfAttention)
+
+SMALL = dict(vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=16)
+
+
+def _perturb(model, scale=0.1):
+    """Random weights everywhere (LayerNorm too), so any mis-wired module changes the logits."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
+def _batch():
+    ids = torch.randint(1, SMALL["vocab_size"], (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    return ids, mask
+
+
+# ---------------------------------------------------------------- config
+def test_config_round_trip_keeps_labels_and_unknown_keys():
+    d = {**SMALL, "model_type": "distilbert", "id2label": {"0": "neg", "1": "pos"}, "qa_dropout": 0.3}
+    cfg = DistilBertConfig.from_dict(d)
+    assert cfg.num_labels == 2 and cfg.hidden_size == 32 and cfg.num_hidden_layers == 2 and cfg.head_dim == 8
+    out = cfg.to_dict(architectures=["DistilBertForSequenceClassification"])
+    assert out["qa_dropout"] == 0.3 and out["id2label"] == {"0": "neg", "1": "pos"}
+    assert DistilBertConfig.from_dict(out) == cfg
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"activation": "swish"}, "swish"),
+    ({"model_type": "bert"}, "distilbert"),
+    ({"dim": 30}, "multiple"),
+])
+def test_config_refuses_unsupported(bad, words):
+    with pytest.raises(ValueError, match=words):
+        DistilBertConfig.from_dict({**SMALL, **bad}, source="x/config.json")
+
+
+def test_config_from_json_names_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        DistilBertConfig.from_json(tmp_path)
+
+
+# ---------------------------------------------------------------- hooks
+def test_attention_with_prefix_equals_softmax_formula():
+    """out_lin(softmax(q [pk; k]ᵀ/√d + M) [pv; v]): the prefix is always visible, padding is not."""
+    cfg = DistilBertConfig(**SMALL)
+    att = MultiHeadSelfAttention(cfg).eval()
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    pk, pv = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)
+    heads = lambda t: t.view(2, 5, 4, 8).transpose(1, 2)                       # (batch, heads, seq, d)
+    k = torch.cat([pk, heads(att.k_lin(x))], 2)
+    v = torch.cat([pv, heads(att.v_lin(x))], 2)
+    m = torch.cat([torch.ones(2, 3), mask.float()], 1)
+    scores = heads(att.q_lin(x)) @ k.transpose(-1, -2) / math.sqrt(8)
+    scores = scores + torch.where(m.bool(), 0.0, -math.inf)[:, None, None, :]
+    want = att.out_lin((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 32))
+    torch.testing.assert_close(att(x, mask, (pk, pv)), want)
+
+
+def test_inputs_embeds_equals_token_ids_and_prefix_changes_output():
+    model = DistilBertForSequenceClassification(DistilBertConfig(**SMALL), num_labels=3).eval()
+    _perturb(model)
+    ids, mask = _batch()
+    emb = model.distilbert.embeddings.word_embeddings(ids)
+    torch.testing.assert_close(model(inputs_embeds=emb, attention_mask=mask), model(ids, mask), rtol=0, atol=0)
+    prefix = [(torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)) for _ in range(2)]
+    assert not torch.allclose(model(ids, mask, prefix_kv=prefix), model(ids, mask))
+    with pytest.raises(ValueError, match="exactly one"):
+        model(ids, inputs_embeds=emb)
+
+
+def test_bare_encoder_pooler_output_is_first_position():
+    model = DistilBertModel(DistilBertConfig(**SMALL)).eval()
+    ids, mask = _batch()
+    out = model(ids, mask)
+    assert out.last_hidden_state.shape == (2, 7, 32)
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state[:, 0], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- parity with transformers
+@pytest.mark.parametrize("head", [None, "sequence-classification", "token-classification"])
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_logits_match_transformers(tmp_path, head, activation):
+    transformers = pytest.importorskip("transformers")
+    hf_cls = {None: transformers.DistilBertModel,
+              "sequence-classification": transformers.DistilBertForSequenceClassification,
+              "token-classification": transformers.DistilBertForTokenClassification}[head]
+    hf = hf_cls(transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)).eval()
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    cfg = DistilBertConfig.from_json(tmp_path)
+    ours = HEADS[head](cfg) if head is None else HEADS[head](cfg, num_labels=3)
+    ours.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)   # HF's keys, verbatim
+    ours.eval()
+    ids, mask = _batch()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask)
+        want = want.last_hidden_state if head is None else want.logits
+        got = ours(ids, mask)
+        got = got.last_hidden_state if head is None else got
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
