@@ -1,0 +1,224 @@
+"""Fine-tune a BERT-compatible checkpoint on one task with LoRA, IA3, full fine-tuning or a frozen encoder.
+
+    python -m tasks.finetune --task rotten-tomatoes --method lora --out runs/rt-lora
+    python -m tasks.finetune --task mimic-mp --data-dir /data/mimic-mp --method lora --seed 12 --out runs/mp
+
+Defaults follow the paper (Taylor et al. 2024, §1.5): 5 epochs, batch 32, lr 3e-4 for adapters and
+3e-5 for full and frozen, max length 480, LoRA r=8 alpha=8 dropout 0.1 on query,value; the task head
+always trains; the best epoch by validation macro-F1 (entity F1 for NER) is kept and scored on test.
+
+Writes into --out: the best adapter in adapter/ (PEFT layout; full and frozen: the model in HF layout
+in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
+needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
+column, unknown label, empty split, undecodable text) is reported before training starts. A killed
+run restarted with the same --out resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import minipeft
+from minipeft.batching import PadCollate
+from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from models import load_pretrained, load_tokenizer, save_pretrained
+from models.assets import sha256_file
+from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
+from tasks.fetch import default_model_dir
+from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, MethodSpec, prepare
+from tasks.metrics import json_safe
+from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
+from tasks.registry import SEQ_CLS, get_task, load_data, task_names
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tasks.finetune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--task", required=True, help=f"task name: {', '.join(task_names())}")
+    a("--data-dir", help="folder with your files in the task's layout (the clinical tasks); embedded "
+                         "defaults read the asset cache unless given")
+    a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
+    a("--method", default="lora", choices=METHODS, help="lora | ia3 | full | frozen (head only); default lora")
+    a("--rank", type=int, default=8, help="LoRA rank r (default 8)")
+    a("--alpha", type=float, default=8.0, help="LoRA alpha; scaling alpha/r (default 8)")
+    a("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default 0.1)")
+    a("--targets", type=_csv_list, default=(), help="comma-separated module names to adapt "
+      "(default lora: query,value; ia3: key,value,output.dense)")
+    a("--feedforward", type=_csv_list, default=("output.dense",),
+      help="IA3: comma-separated targets scaled on their input (default output.dense)")
+    a("--epochs", type=int, default=5, help="training epochs (default 5)")
+    a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
+    a("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default 1)")
+    a("--lr", type=float, help="peak learning rate (default 3e-4 for lora/ia3, 3e-5 for full/frozen)")
+    a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    a("--warmup-ratio", type=float, default=0.06, help="linear warm-up share of the steps (default 0.06)")
+    a("--max-length", type=int, default=480, help="tokens per example incl. [CLS]/[SEP] (default 480)")
+    a("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
+    a("--select-by", help="validation metric that picks the best epoch (default: f1_macro; NER entity_f1)")
+    a("--label-alignment", default="all", choices=ALIGNMENTS,
+      help="NER: label every sub-token (all, as the paper) or only each word's first (first)")
+    a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
+    a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
+    a("--grad-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
+    a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
+    a("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    a("--no-progress", action="store_true", help="no progress bars")
+    a("--out", required=True, help="output folder (reused with the same arguments: resume)")
+    return p
+
+
+def subsample(examples: list, n: int | None, seed: int) -> list:
+    if n is None or n >= len(examples):
+        return examples
+    if n < 1:
+        raise ValueError(f"--max-train-examples/--max-eval-examples must be >= 1, got {n}")
+    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in keep]
+
+
+def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
+    if task.type == SEQ_CLS:
+        return encode_texts(tokenizer, examples, args.max_length)
+    encoded, word_ids = encode_tagged(tokenizer, examples, args.max_length, args.label_alignment)
+    for enc, wids, ex in zip(encoded, word_ids, examples):
+        enc["word_ids"], enc["word_tags"] = wids, list(ex.tags)
+    return encoded
+
+
+def write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def hyperparameters(args, spec: MethodSpec, lr: float) -> dict:
+    keys = ("epochs", "batch_size", "grad_accum", "weight_decay", "warmup_ratio", "max_length", "patience",
+            "label_alignment", "max_train_examples", "max_eval_examples", "seed")
+    return {**spec.describe(), "lr": lr, **{k: getattr(args, k) for k in keys}}
+
+
+def save_model(model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict) -> Path:
+    """The adapter (lora/ia3) or the whole model in HF layout (full/frozen), with task.json beside it."""
+    if method in ADAPTER_METHODS:
+        target = out / "adapter"
+        kwargs = {"task_type": "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"}
+        params = inspect.signature(minipeft.save_adapter).parameters
+        if "provenance" in params:
+            kwargs["provenance"] = provenance
+        minipeft.save_adapter(model, target, **{k: v for k, v in kwargs.items() if k in params})
+    else:
+        target = out / "model"
+        cfg = model.config
+        if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {f.name for f in dataclasses.fields(cfg)}:
+            model.config = dataclasses.replace(cfg, id2label=dict(enumerate(labels)),
+                                               label2id={v: i for i, v in enumerate(labels)})
+        save_pretrained(model, target, tokenizer_dir=model_dir)
+    return target
+
+
+def log(msg: str) -> None:
+    print(f"[finetune] {msg}", file=sys.stderr, flush=True)
+
+
+def load_inputs(args, task):
+    """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
+    data = load_data(task, args.data_dir, args.seed)
+    for note in data.notes:
+        log(note)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    tokenizer = load_tokenizer(model_dir)
+    splits = {"train": subsample(data.train, args.max_train_examples, args.seed),
+              "validation": subsample(data.validation, args.max_eval_examples, args.seed),
+              "test": subsample(data.test, args.max_eval_examples, args.seed)}
+    encoded = {k: encode_split(task, tokenizer, v, data.labels, args) for k, v in splits.items()}
+    log(f"{task.name}: {len(data.labels)} labels, " +
+        ", ".join(f"{k} {len(v)}" for k, v in encoded.items()) + f" examples (max length {args.max_length})")
+    return data, model_dir, tokenizer, encoded
+
+
+def run(args) -> dict:
+    started = now()
+    task = get_task(args.task)
+    out = Path(args.out)
+    if (out / "metrics.json").exists():
+        raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
+    spec = MethodSpec(args.method, args.rank, args.alpha, args.dropout, args.targets, args.feedforward)
+    spec.adapter_config()                                           # invalid adapter settings fail here
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
+    data, model_dir, tokenizer, encoded = load_inputs(args, task)
+    out.mkdir(parents=True, exist_ok=True)
+
+    seed_everything(args.seed)
+    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
+    adapted = prepare(model, spec)
+    log(f"method {args.method}: {len(adapted)} adapted modules; {minipeft.summary(model)}")
+
+    hp = hyperparameters(args, spec, lr)
+    provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
+                  "data_files": {str(f): sha256_file(f) for f in data.files},
+                  "seed": args.seed, "hyperparameters": hp, "started": started}
+    config = TrainConfig(epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+                         warmup_ratio=args.warmup_ratio, batch_size=args.batch_size,
+                         grad_accum=args.grad_accum, seed=args.seed,
+                         select_metric=args.select_by or task.select_by, patience=args.patience,
+                         grad_checkpointing=args.grad_checkpointing, device=args.device,
+                         progress=not args.no_progress)
+    is_seq = task.type == SEQ_CLS
+    loss_fn = seq_cls_loss if is_seq else token_cls_loss
+    eval_fn = seq_cls_eval if is_seq else make_token_cls_eval(data.labels)
+    collate = PadCollate(pad_id=tokenizer.pad_id, pad_values=PAD_VALUES)
+    result = train(model, encoded["train"], encoded["validation"], loss_fn, eval_fn, config,
+                   out_dir=out, provenance=provenance, collate=collate, desc=f"{task.name}/{args.method}")
+
+    eval_bs = args.batch_size * args.grad_accum
+    metrics = {split: json_safe(evaluate(model, encoded[split], eval_fn, batch_size=eval_bs, collate=collate))
+               for split in ("validation", "test")}
+    ended = now()
+    doc = {"task": task.name, "primary_metric": task.primary, "select_by": config.select_metric,
+           **metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+           "steps": result.steps, "train_seconds": result.train_seconds,
+           "samples_per_second": result.samples_per_second, "trainable_params": result.trainable_params,
+           "memory": result.memory, "hyperparameters": hp, "started": started, "ended": ended}
+    task_doc = {"task": task.name, "type": task.type, "labels": list(data.labels), "max_length": args.max_length,
+                "label_alignment": args.label_alignment, "method": args.method, "base_model": str(model_dir)}
+    write_json(out / "task.json", task_doc)
+    write_json(out / "metrics.json", doc)                  # first: the numbers survive a failed save
+    provenance.update(metrics=metrics, ended=ended)
+    target = save_model(model, args.method, out, model_dir, task, data.labels, provenance)
+    write_json(target / "task.json", task_doc)
+    return doc
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        doc = run(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+    test = doc["test"]
+    print(json.dumps({"task": doc["task"], "method": args.method, "best_epoch": doc["best_epoch"],
+                      "test": {k: test.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "entity_f1")
+                               if k in test}, "train_seconds": round(doc["train_seconds"], 1),
+                      "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
