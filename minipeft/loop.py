@@ -45,7 +45,7 @@ class Loop:
     def _fresh_state(self) -> dict:
         return {"step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_epoch": None,
                 "best_metrics": {}, "best_file": None, "bad_epochs": 0, "history": [],
-                "train_seconds": 0.0, "examples": 0, "stopped_early": False,
+                "train_seconds": 0.0, "examples": 0, "stopped_early": False, "epoch_loss": [0.0, 0],
                 "fingerprint_before": _fingerprint(self.model),
                 "config": dataclasses.asdict(self.cfg)}
 
@@ -122,7 +122,7 @@ class Loop:
         epoch, batches = state["epoch"], self.sampler.batches(state["epoch"])
         bar = tqdm(total=len(batches), initial=state["position"], desc=f"{self.desc} epoch {epoch + 1}",
                    leave=False, disable=not self.cfg.progress, dynamic_ncols=True)
-        losses, window = [], []
+        window = []
         self.model.train()
         for pos in range(state["position"], len(batches)):
             t0 = time.perf_counter()
@@ -131,7 +131,7 @@ class Loop:
             state["step"] += 1
             state["position"] = pos + 1
             state["examples"] += len(batches[pos])
-            losses.append(loss)
+            state["epoch_loss"] = [state["epoch_loss"][0] + loss, state["epoch_loss"][1] + 1]
             window.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
@@ -148,7 +148,9 @@ class Loop:
                 self.callback({"step": state["step"], "epoch": epoch, "position": pos + 1,
                                "loss": loss, "lr": lr})
         bar.close()
-        return sum(losses) / max(len(losses), 1)
+        total, count = state["epoch_loss"]
+        state["epoch_loss"] = [0.0, 0]
+        return total / max(count, 1)
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:

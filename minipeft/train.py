@@ -154,7 +154,7 @@ def _base_is_trainable(model: nn.Module) -> bool | None:
     table = getattr(minipeft, "param_table", None)
     if table is None:
         return None
-    return any(r["trainable"] and r["role"] == "base" for r in table(model))
+    return any(r.trainable and r.role == "base" for r in table(model))
 
 
 def _set_grad_checkpointing(model: nn.Module, on: bool) -> dict[nn.Module, bool]:
