@@ -7,9 +7,11 @@ GPU and oneDNN/BLAS on a CPU. What they keep for backward is the point:
   same hidden states, so the three share one saved x), A, B, W, and, when dropout is active, the
   keep-mask as `torch.bool` (1 byte per element). It never saves x·Aᵀ (recomputed, N·in·r flops)
   nor the dropped copy of x.
-* `ia3_linear` saves x and the scale. For output scaling, ∂l needs y_base = x Wᵀ + b, which is
-  recomputed from x in backward (one extra GEMM) instead of being saved: x is shared by every
-  projection that reads it, y_base would be one more (N, out) tensor per layer.
+* `ia3_linear` with input scaling saves x (∂l needs it, as the plain path). With output scaling,
+  ∂l needs y_base = x Wᵀ + b: the op keeps its own output y (which its consumer, attention, keeps
+  anyway, so the storage is shared) and recovers y_base = y / l in backward: no extra GEMM, no
+  extra (N, out) tensor. Entries with l = 0 exactly are recomputed from x, which is then kept too.
+  (Recomputing y_base from x instead would cost one more GEMM per backward: measured slower.)
 
 Dropout mask (fused path): `keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= p`
 drawn from the default generator of x's device, so `torch.manual_seed` reproduces it. This is a
@@ -97,33 +99,46 @@ class _IA3Linear(torch.autograd.Function):
         else:
             out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
             out.mul_(scale)                                               # (N, out)
-        ctx.save_for_backward(x, weight, bias, scale)
+        y = out.view(*x.shape[:-1], weight.shape[0])                      # (..., out)
+        # output scaling keeps y itself (its consumer, e.g. attention, keeps it anyway) and
+        # recovers y_base = y / l in backward; x only for a trainable W or an exact zero in l
+        keep_x = feedforward or ctx.needs_input_grad[1] or bool((scale == 0).any())
+        ctx.save_for_backward(x if keep_x else None, weight, bias, scale, None if feedforward else y)
         ctx.feedforward = feedforward
-        return out.reshape(*x.shape[:-1], weight.shape[0])                # (..., out)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, bias, scale = ctx.saved_tensors
+        x, weight, bias, scale, y = ctx.saved_tensors
         need_x, need_w, need_b, need_l = ctx.needs_input_grad[:4]
-        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
         dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
+        x2 = None if x is None else x.reshape(-1, x.shape[-1])            # (N, in)
         dx = dw = db = dl = None
         if ctx.feedforward:
             if need_x or need_l:
                 g = dy2 @ weight                                          # (N, in)
                 dl = (g * x2).sum(0) if need_l else None                  # (in,)
-                dx = g.mul_(scale).reshape(x.shape) if need_x else None
+                dx = g.mul_(scale).reshape(dy.shape[:-1] + (-1,)) if need_x else None
             dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
             dys = dy2 * scale                                             # (N, out)
-            dx = (dys @ weight).reshape(x.shape) if need_x else None      # (N, in)
-            dw = dys.t() @ x2 if need_w else None
+            dx = (dys @ weight).reshape(dy.shape[:-1] + (-1,)) if need_x else None  # (N, in)
             db = dys.sum(0) if need_b else None
-            if need_l:  # recompute y_base = x Wᵀ + b rather than keeping an (N, out) tensor
-                y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-                dl = (dy2 * y).sum(0)                                     # (out,)
+            dw = dys.t() @ x2 if need_w else None                         # (out, in)
+            if need_l:
+                dl = (dy2 * _base_output(y.reshape(dy2.shape), x2, weight, bias, scale)).sum(0)  # (out,)
         return dx, dw, db, dl, None
+
+
+def _base_output(y, x2, weight, bias, scale):
+    """y_base = x Wᵀ + b from the saved output y = y_base ⊙ l; columns with l = 0 recomputed from x."""
+    yb = y / scale                                                        # (N, out)
+    zero = (scale == 0).nonzero().flatten()
+    if zero.numel():
+        b = bias[zero] if bias is not None else None
+        yb[:, zero] = torch.addmm(b, x2, weight[zero].t()) if b is not None else x2 @ weight[zero].t()
+    return yb
 
 
 def ia3_linear(x, weight, bias, scale, feedforward: bool):

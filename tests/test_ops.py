@@ -215,16 +215,37 @@ def test_ia3_half_dtypes(dtype, tol, feedforward):
         torch.testing.assert_close(a.float(), c, rtol=tol, atol=tol * c.abs().max().item())
 
 
-def test_ia3_saved_bytes_output_scaling_shares_x():
-    """Output scaling on k and v saves x once (y_base is recomputed), the composed path two (N, out)."""
+def test_ia3_output_scaling_keeps_only_its_outputs():
+    """Output scaling on k and v keeps only y itself: a consumer that keeps y too (as attention keeps
+    k and v) adds nothing, while the composed path keeps y_base besides."""
     n, d = 64, 32
     x = torch.randn(n, d, requires_grad=True)
     Ws = [torch.nn.Parameter(torch.randn(d, d), requires_grad=False) for _ in range(2)]
     ls = [torch.nn.Parameter(torch.rand(d) + 0.5) for _ in range(2)]
-    f = lambda fn: saved_bytes(lambda: sum(fn(x, W, None, l, False).sum() for W, l in zip(Ws, ls)), Ws + ls)[0]
-    fused, plain = f(ops.ia3_linear), f(ref_ia3)
-    assert fused == x.numel() * 4
-    assert plain == 2 * n * d * 4
+
+    def kv_product(fn):
+        k, v = (fn(x, W, None, l, False) for W, l in zip(Ws, ls))
+        return (k * v).sum()                                               # mul keeps k and v
+
+    fused = saved_bytes(lambda: kv_product(ops.ia3_linear), Ws + ls)[0]
+    plain = saved_bytes(lambda: kv_product(ref_ia3), Ws + ls)[0]
+    assert fused == 2 * n * d * 4
+    assert plain == 4 * n * d * 4
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_ia3_output_scaling_with_a_zero_in_the_scale(bias):
+    """y_base is recovered as y / l; entries where l == 0 are recomputed from x instead."""
+    x, W, b, _, _ = make((4, 3), d_in=6, d_out=5, bias=bias)
+    l = torch.rand(5) + 0.5
+    l[[1, 3]] = 0.0
+    dy = torch.randn(4, 3, 5)
+    y1, g1 = grads(lambda *t: ops.ia3_linear(*t, False), [x, W, b, l], dy)
+    y2, g2 = grads(lambda *t: ref_ia3(*t, False), [x, W, b, l], dy)
+    for a, c in zip([y1] + g1, [y2] + g2):
+        if c is not None:
+            torch.testing.assert_close(a, c)
+    assert g1[3][1] != 0  # the gradient of a zero entry is not lost
 
 
 def test_ia3_rejects_wrong_scale_shape():

@@ -1,0 +1,180 @@
+"""Fused adapter ops vs their plain composition: forward+backward time and bytes saved for backward.
+
+    python -m benchmarks.ops [--shapes minilm,bert-base] [--tokens 1024] [--repeats 15] ...
+
+Cases per shape (hidden h, intermediate f):
+  lora-qkv   three LoRA projections h→h reading one x (query, key, value), dropout on the LoRA branch
+  lora-ffn   one LoRA projection h→f (intermediate.dense)
+  ia3-kv     IA³ output scaling on two projections h→h reading one x (key, value)
+  ia3-ff     IA³ input scaling f→h (output.dense)
+"plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
+F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
+interleaved in every repeat, so their ratio is measured side by side. Bytes saved for backward are
+counted with torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
+The last stdout line is one JSON document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from minipeft import ops
+
+SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
+
+
+def saved_bytes(fn, exclude=()):
+    """(bytes of unique storages autograd saves for backward while fn() runs, fn's result).
+
+    Storages of `exclude` (parameters) are not counted; views of one storage count once."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def summarize(times_s):
+    """Median and spread (min, max) in milliseconds."""
+    ms = sorted(t * 1e3 for t in times_s)
+    return {"median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1]}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _params(shapes, r, dtype, device, gen):
+    """Frozen W, b and trainable adapter tensors for each (d_in, d_out, kind)."""
+    out = []
+    for d_in, d_out, kind in shapes:
+        mk = lambda *s, std=1.0: torch.randn(*s, generator=gen, dtype=dtype).mul_(std).to(device)
+        W = torch.nn.Parameter(mk(d_out, d_in, std=d_in ** -0.5), requires_grad=False)
+        b = torch.nn.Parameter(mk(d_out, std=0.02), requires_grad=False)
+        if kind == "lora":
+            extra = (torch.nn.Parameter(mk(r, d_in, std=0.1)), torch.nn.Parameter(mk(d_out, r, std=0.1)))
+        else:
+            n = d_in if kind == "ia3-ff" else d_out
+            extra = (torch.nn.Parameter(1 + mk(n, std=0.1)),)
+        out.append((W, b) + extra)
+    return out
+
+
+def make_case(name, h, f, r, scaling, p):
+    """(projection shapes, plain fn, fused fn); fns map (x, params) to the list of outputs."""
+    def lora_plain(x, W, b, A, B):
+        return F.linear(x, W, b) + scaling * F.linear(F.linear(F.dropout(x, p, True), A), B)
+
+    def lora_fused(x, W, b, A, B):
+        return ops.lora_linear(x, W, b, A, B, scaling, p, True)
+
+    ff = name == "ia3-ff"
+    ia3_plain = (lambda x, W, b, l: F.linear(x * l, W, b)) if ff else (lambda x, W, b, l: F.linear(x, W, b) * l)
+    ia3_fused = lambda x, W, b, l: ops.ia3_linear(x, W, b, l, ff)
+    shapes, plain, fused = {
+        "lora-qkv": ([(h, h, "lora")] * 3, lora_plain, lora_fused),
+        "lora-ffn": ([(h, f, "lora")], lora_plain, lora_fused),
+        "ia3-kv": ([(h, h, "ia3")] * 2, ia3_plain, ia3_fused),
+        "ia3-ff": ([(f, h, "ia3-ff")], ia3_plain, ia3_fused),
+    }[name]
+    each = lambda fn: (lambda x, params: [fn(x, *p) for p in params])
+    return shapes, each(plain), each(fused)
+
+
+def measure_case(args, name, h, f, device, dtype):
+    gen = torch.Generator().manual_seed(0)
+    shapes, plain, fused = make_case(name, h, f, args.r, args.alpha / args.r, args.dropout)
+    params = _params(shapes, args.r, dtype, device, gen)
+    flat = [t for p in params for t in p]
+    x = torch.randn(args.tokens, shapes[0][0], generator=gen, dtype=dtype).to(device).requires_grad_(True)
+    dys = [torch.randn(args.tokens, d_out, generator=gen, dtype=dtype).to(device) for _, d_out, _ in shapes]
+    step = lambda fn: torch.autograd.backward(fn(x, params), dys)  # no loss op: nothing extra saved
+    res = {}
+    for path, fn in (("plain", plain), ("fused", fused)):
+        nbytes, _ = saved_bytes(lambda: fn(x, params), flat)
+        res[path] = {"saved_bytes": nbytes, "times": []}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step(fn)
+            res[path]["cuda_peak_bytes"] = torch.cuda.max_memory_allocated() - base
+    for _ in range(args.warmup):
+        step(plain), step(fused)
+    for _ in range(args.repeats):
+        for path, fn in (("plain", plain), ("fused", fused)):  # interleaved: side by side
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.inner):
+                step(fn)
+            _sync(device)
+            res[path]["times"].append((time.perf_counter() - t0) / args.inner)
+        x.grad = None
+        for t in flat:
+            t.grad = None
+    for path in ("plain", "fused"):
+        res[path].update(summarize(res[path].pop("times")))
+    res["time_ratio_fused_plain"] = res["fused"]["median_ms"] / res["plain"]["median_ms"]
+    res["bytes_ratio_fused_plain"] = res["fused"]["saved_bytes"] / max(res["plain"]["saved_bytes"], 1)
+    return res
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="minilm,bert-base",
+                    help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072)")
+    ap.add_argument("--cases", default="lora-qkv,lora-ffn,ia3-kv,ia3-ff",
+                    help="comma-separated cases (see above)")
+    ap.add_argument("--tokens", type=int, default=1024, help="rows of x, i.e. batch × sequence (8 × 128)")
+    ap.add_argument("--r", type=int, default=8, help="LoRA rank")
+    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r")
+    ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="dtype of x, weights and adapters")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed forward+backward steps per path first")
+    ap.add_argument("--repeats", type=int, default=15, help="timed repeats; median and min/max reported")
+    ap.add_argument("--inner", type=int, default=3, help="steps per timed repeat (time is their mean)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    dtype = getattr(torch, args.dtype)
+    results = []
+    print(f"{'shape':10} {'case':9} {'plain ms':>17} {'fused ms':>17} {'t f/p':>6} "
+          f"{'plain MiB':>9} {'fused MiB':>9} {'B f/p':>6}")
+    for shape in args.shapes.split(","):
+        h, f = SHAPES[shape]
+        for case in args.cases.split(","):
+            r = measure_case(args, case, h, f, device, dtype)
+            p, q = r["plain"], r["fused"]
+            print(f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
+                  f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} "
+                  f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}")
+            results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
+    print(json.dumps({"benchmark": "ops", "config": vars(args), "torch": torch.__version__,
+                      "device": str(device), "threads": torch.get_num_threads(),
+                      "cpu": platform.processor() or platform.machine(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
