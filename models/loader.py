@@ -24,6 +24,7 @@ from torch import nn
 
 from models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
 from models.config import BertConfig, _replace
+from models.families import ARCHITECTURES, FAMILIES, Family, family_of
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ HEADS = {
     "sequence-classification": BertForSequenceClassification,
     "token-classification": BertForTokenClassification,
 }
-ARCHITECTURES = {cls: cls.__name__ for cls in HEADS.values()}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 WEIGHTS = "model.safetensors"
 
@@ -51,8 +51,8 @@ def read_safetensors(file: Path) -> dict:
                          f"corrupt, copy or download it again") from e
 
 
-def _normalise_key(key: str) -> str:
-    key = key[len("bert."):] if key.startswith("bert.") else key
+def _normalise_key(key: str, prefix: str = "bert") -> str:
+    key = key[len(prefix) + 1:] if key.startswith(prefix + ".") else key
     if key.endswith("LayerNorm.gamma"):
         key = key[: -len("gamma")] + "weight"
     elif key.endswith("LayerNorm.beta"):
@@ -60,16 +60,19 @@ def _normalise_key(key: str) -> str:
     return key
 
 
-def split_checkpoint(tensors: dict, file: Path, drop_pooler: bool) -> tuple[dict, dict]:
-    """-> (encoder tensors keyed as BertModel's state_dict, head tensors keyed `classifier.*`)."""
+def split_checkpoint(tensors: dict, file: Path, drop_pooler: bool,
+                     family: Family = FAMILIES["bert"]) -> tuple[dict, dict]:
+    """-> (encoder tensors keyed as the bare model's state_dict, head tensors keyed `classifier.*`
+    (and `pre_classifier.*` for DistilBERT))."""
     base, head, renamed_from = {}, {}, {}
+    head_prefixes = tuple(m + "." for m in family.head_modules)
     for key, t in tensors.items():
-        if key.startswith("cls.") or key.endswith("embeddings.position_ids"):
+        if key.startswith(family.pretraining) or key.endswith("embeddings.position_ids"):
             continue
-        if key.startswith("classifier."):
+        if key.startswith(head_prefixes):
             head[key] = t
             continue
-        new = _normalise_key(key)
+        new = _normalise_key(key, family.prefix)
         if drop_pooler and new.startswith("pooler."):
             continue
         if new in base:
@@ -107,23 +110,30 @@ def _num_labels(num_labels: Optional[int], cfg: BertConfig) -> int:
     return cfg.num_labels or 2
 
 
-def _load_head(model: nn.Module, head: dict, file: Path, cfg: BertConfig, seed: int) -> bool:
-    """Load a saved `classifier.*` when its shapes fit, else initialise; returns True if loaded."""
-    clf = model.classifier
-    shapes = {"classifier.weight": clf.weight.shape, "classifier.bias": clf.bias.shape}
+def _load_head(model: nn.Module, head: dict, file: Path, cfg, seed: int,
+               names: tuple = ("classifier",)) -> bool:
+    """Load each saved head module (`classifier`, DistilBERT's `pre_classifier`) when its shapes
+    fit, else initialise it; returns True if all were loaded."""
+    return all([_load_head_module(model, name, {k: v for k, v in head.items() if k.startswith(name + ".")},
+                                  file, cfg, seed) for name in names if hasattr(model, name)])
+
+
+def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, seed: int) -> bool:
+    clf = getattr(model, name)
+    shapes = {f"{name}.weight": clf.weight.shape, f"{name}.bias": clf.bias.shape}
     if set(head) == set(shapes) and all(head[k].shape == s for k, s in shapes.items()):
         with torch.no_grad():
-            clf.weight.copy_(head["classifier.weight"])
-            clf.bias.copy_(head["classifier.bias"])
-        log.info("%s: loaded the saved classifier head (%d labels)", file, clf.out_features)
+            clf.weight.copy_(head[f"{name}.weight"])
+            clf.bias.copy_(head[f"{name}.bias"])
+        log.info("%s: loaded the saved %s head (%d outputs)", file, name, clf.out_features)
         return True
     found = {k: tuple(v.shape) for k, v in head.items()} or "none"
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         clf.weight.copy_(torch.empty(clf.weight.shape).normal_(0.0, cfg.initializer_range, generator=gen))
         clf.bias.zero_()
-    log.warning("%s: classifier head initialised fresh, N(0, %g) with seed %d, for %d labels "
-                "(saved head tensors: %s); train it before use", file, cfg.initializer_range, seed,
+    log.warning("%s: %s head initialised fresh, N(0, %g) with seed %d, for %d outputs "
+                "(saved head tensors: %s); train it before use", file, name, cfg.initializer_range, seed,
                 clf.out_features, found)
     return False
 
@@ -138,20 +148,21 @@ def load_pretrained(path, head: Optional[str] = None, num_labels: Optional[int] 
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a folder; expected a HuggingFace model folder "
                                 f"with config.json and {WEIGHTS}")
-    cfg = BertConfig.from_json(path / "config.json")
+    family = family_of(path / "config.json")          # bert, distilbert or mobilebert; others refused
+    cfg = family.config.from_json(path / "config.json")
     cfg = _replace(cfg, name_or_path=str(path))
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(read_safetensors(file), file,
-                                          drop_pooler=head == "token-classification")
+                                          drop_pooler=head == "token-classification", family=family)
     if head is None:
-        model = BertModel(cfg)
+        model = family.heads[None](cfg)
         if head_tensors:
             log.info("%s: ignoring the saved classifier head (loading the bare encoder)", file)
         load_state(model, base, file)
     else:
-        model = HEADS[head](cfg, num_labels=_num_labels(num_labels, cfg))
-        load_state(model.bert, base, file, prefix="bert.")
-        model.head_loaded = _load_head(model, head_tensors, file, cfg, seed)
+        model = family.heads[head](cfg, num_labels=_num_labels(num_labels, cfg))
+        load_state(getattr(model, family.prefix), base, file, prefix=family.prefix + ".")
+        model.head_loaded = _load_head(model, head_tensors, file, cfg, seed, family.head_modules)
     model.name_or_path = str(path)
     return model.to(dtype)
 
@@ -166,7 +177,7 @@ def _architecture(model: nn.Module) -> str:
 
 def _check_plain(model: nn.Module, state: dict) -> None:
     """Refuse models with adapters still injected: the keys must be exactly a fresh model's keys."""
-    kwargs = {} if isinstance(model, BertModel) else {"num_labels": model.num_labels}
+    kwargs = {"num_labels": model.num_labels} if hasattr(model, "num_labels") else {}
     with torch.device("meta"):
         fresh = type(model)(model.config, **kwargs)
     extra = sorted(set(state) - set(fresh.state_dict()))

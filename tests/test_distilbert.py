@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from models import load_pretrained, save_pretrained
 from models.distilbert import (HEADS, DistilBertConfig, DistilBertForSequenceClassification,
                                DistilBertModel, MultiHeadSelfAttention)
 
@@ -100,10 +100,9 @@ def test_logits_match_transformers(tmp_path, head, activation):
     hf = hf_cls(transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    cfg = DistilBertConfig.from_json(tmp_path)
-    ours = HEADS[head](cfg) if head is None else HEADS[head](cfg, num_labels=3)
-    ours.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)   # HF's keys, verbatim
-    ours.eval()
+    ours = load_pretrained(tmp_path, head=head).eval()                         # dispatch on model_type
+    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())   # HF's keys
+    assert head is None or ours.head_loaded
     ids, mask = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask)
@@ -111,3 +110,39 @@ def test_logits_match_transformers(tmp_path, head, activation):
         got = ours(ids, mask)
         got = got.last_hidden_state if head is None else got
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- loader dispatch
+def test_masked_lm_checkpoint_loads_encoder_and_initialises_both_head_layers(tmp_path):
+    """distilbert-base-uncased is saved as DistilBertForMaskedLM: its vocab_* keys are ignored and
+    pre_classifier + classifier start fresh, the encoder equals the file's."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.DistilBertForMaskedLM(transformers.DistilBertConfig(**SMALL)).eval()
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path, head="sequence-classification", num_labels=2).eval()
+    assert ours.head_loaded is False and torch.all(ours.pre_classifier.bias == 0)
+    ids, mask = _batch()
+    with torch.no_grad():
+        want = hf.distilbert(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(ours.distilbert(ids, mask).last_hidden_state, want, rtol=0, atol=1e-5)
+
+
+def test_save_pretrained_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours = DistilBertForSequenceClassification(DistilBertConfig(**SMALL), num_labels=3).eval()
+    _perturb(ours)
+    save_pretrained(ours, tmp_path)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(hf).__name__ == "DistilBertForSequenceClassification"
+    ids, mask = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask), rtol=0, atol=1e-5)
+    again = load_pretrained(tmp_path, head="sequence-classification")
+    assert again.head_loaded and again.num_labels == 3
+
+
+def test_unknown_model_type_is_refused_by_name(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "roberta", "hidden_size": 32}')
+    with pytest.raises(ValueError, match="roberta.*bert, distilbert, mobilebert"):
+        load_pretrained(tmp_path)

@@ -2,8 +2,8 @@
 own MobileBERT on random weights for every bottleneck/normalisation variant (test-only extra)."""
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from models import load_pretrained, save_pretrained
 from models.mobilebert import (HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm)
 from models.mobilebert_config import MobileBertConfig
 
@@ -100,10 +100,9 @@ def test_logits_match_transformers(tmp_path, head, variant):
     hf = hf_cls(transformers.MobileBertConfig(**{**SMALL, **VARIANTS[variant]}, num_labels=3)).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    cfg = MobileBertConfig.from_json(tmp_path)
-    ours = HEADS[head](cfg) if head is None else HEADS[head](cfg, num_labels=3)
-    ours.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)   # HF's keys, verbatim
-    ours.eval()
+    ours = load_pretrained(tmp_path, head=head).eval()                         # dispatch on model_type
+    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())   # HF's keys
+    assert head is None or ours.head_loaded
     ids, mask, tt = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt)
@@ -113,3 +112,32 @@ def test_logits_match_transformers(tmp_path, head, variant):
         torch.testing.assert_close(got.pooler_output, want.pooler_output, rtol=0, atol=1e-5)
     else:
         torch.testing.assert_close(got, want.logits, rtol=0, atol=1e-5)
+
+
+def test_pretraining_checkpoint_loads_for_token_classification(tmp_path):
+    """google/mobilebert-uncased is saved as MobileBertForPreTraining: cls.* is ignored, and the
+    pooler is dropped for token classification, as HF builds that head without one."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.MobileBertForPreTraining(transformers.MobileBertConfig(**SMALL)).eval()
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path, head="token-classification", num_labels=5).eval()
+    assert ours.head_loaded is False and ours.mobilebert.pooler is None
+    ids, mask, tt = _batch()
+    with torch.no_grad():
+        want = hf.mobilebert(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state
+        got = ours.mobilebert(ids, mask, tt).last_hidden_state
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_save_pretrained_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours = MobileBertForSequenceClassification(MobileBertConfig(**SMALL), num_labels=3).eval()
+    _perturb(ours)
+    save_pretrained(ours, tmp_path)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(hf).__name__ == "MobileBertForSequenceClassification"
+    ids, mask, tt = _batch()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits
+    torch.testing.assert_close(ours(ids, mask, tt), want, rtol=0, atol=1e-5)
