@@ -156,3 +156,15 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(model(ids), model(ids))
     model.train()
     assert not torch.allclose(model(ids), model(ids))
+
+
+@pytest.mark.parametrize("act, formula", [
+    ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
+    ("gelu_new", lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    ("gelu_pytorch_tanh", lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    ("relu", lambda x: x.clamp(min=0)),
+])
+def test_activations_follow_their_formula(act, formula):
+    inter = BertModel(small(hidden_act=act)).encoder.layer[0].intermediate
+    x = torch.randn(2, 3, 32) * 3
+    torch.testing.assert_close(inter(x), formula(inter.dense(x)))

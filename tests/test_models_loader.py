@@ -172,3 +172,10 @@ def test_save_refuses_injected_keys_and_copies_tokenizer(tmp_path):
 def test_dtype_argument(tmp_path, base):
     m = load_pretrained(write(tmp_path / "m", base[1]), dtype=torch.bfloat16)
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+
+
+def test_bare_encoder_from_head_checkpoint_ignores_classifier(tmp_path, base):
+    model, sd = base
+    head = {"classifier.weight": torch.randn(2, 32), "classifier.bias": torch.randn(2)}
+    folder = write(tmp_path / "m", {**{"bert." + k: v for k, v in sd.items()}, **head})
+    same_weights(load_pretrained(folder), model)
