@@ -94,3 +94,19 @@ def test_unknown_names_are_refused_by_name():
         get_preset("huge")
     with pytest.raises(ValueError, match="nearest"):
         choose_preset("nearest", "x", "bert")
+
+
+@pytest.mark.parametrize("label, cls, cfg, name, model_type, lora, ia3, pre", PAPER, ids=[p[0] for p in PAPER])
+def test_paper_counts_with_minipeft_inject(label, cls, cfg, name, model_type, lora, ia3, pre):
+    """The same counts through minipeft's inject + summary, the path `tasks.finetune` takes."""
+    from minipeft import IA3Config, LoraConfig, inject, summary
+    preset = paper_preset(name, model_type)
+    classifier = cfg.hidden_size * 2 + 2
+    model = _build(cls, cfg)
+    inject(model, LoraConfig(r=8, alpha=8, targets=preset.lora_targets, modules_to_save=preset.head))
+    s = summary(model)
+    assert (s.adapter, s.head, s.trainable) == (lora, classifier + pre, lora + classifier + pre)
+    model = _build(cls, cfg)
+    inject(model, IA3Config(targets=preset.ia3_targets, feedforward=preset.ia3_feedforward,
+                            modules_to_save=preset.head))
+    assert (summary(model).adapter, summary(model).head) == (ia3, classifier + pre)
