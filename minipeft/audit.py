@@ -9,14 +9,17 @@ Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetens
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import sys
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from minipeft.inject import adapters, saved_modules
+from minipeft.inject import adapter_state, adapters, saved_modules
 
 ROLES = ("base", "lora", "ia3", "head")
 
@@ -138,3 +141,105 @@ def fingerprint(model: nn.Module) -> str:
         h.update(struct.pack("<Q", len(head)) + head + struct.pack("<Q", raw.nbytes))
         h.update(raw)
     return h.hexdigest()
+
+
+# ---- the adapter manifest: adapter_manifest.json beside PEFT's two files ----------------------------
+
+MANIFEST_FILE = "adapter_manifest.json"
+MANIFEST_FORMAT = "minipeft.adapter_manifest/1"
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _sorted_lists(obj):
+    if isinstance(obj, dict):
+        return {k: _sorted_lists(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return sorted((_sorted_lists(v) for v in obj), key=canonical_json)
+    return obj
+
+
+def config_sha256(config: dict) -> str:
+    """SHA-256 of adapter_config.json's meaning: lists sorted (PEFT writes sets in hash order),
+    peft_version dropped, keys sorted, compact separators."""
+    body = {k: v for k, v in config.items() if k != "peft_version"}
+    return hashlib.sha256(canonical_json(_sorted_lists(body)).encode()).hexdigest()
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """SHA-256 of the manifest without its own `manifest_sha256` field (detects edits, not forgery)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def build_manifest(model: nn.Module, config: dict, tensors: dict, provenance: dict | None = None) -> dict:
+    import minipeft
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "minipeft_version": minipeft.__version__,
+        "torch_version": torch.__version__,
+        "base_fingerprint": fingerprint(model),
+        "config_sha256": config_sha256(config),
+        "tensors": {k: {"dtype": SAFETENSORS_DTYPES.get(t.dtype, dtype_name(t.dtype)), "shape": list(t.shape),
+                        "sha256": tensor_sha256(t)} for k, t in sorted(tensors.items())},
+        "provenance": provenance,
+    }
+    json.dumps(manifest)    # provenance must be plain JSON: fail here, before anything is written
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    return manifest
+
+
+def _verify(manifest: dict, config: dict, tensors: dict, file: Path) -> None:
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{file}: format={manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if manifest.get("manifest_sha256") != manifest_sha256(manifest):
+        raise ValueError(f"{file}: the manifest was edited after it was written (its manifest_sha256 does not "
+                         "match its content); do not trust this adapter's provenance")
+    if manifest["config_sha256"] != config_sha256(config):
+        raise ValueError(f"{file}: adapter_config.json does not match the manifest's config_sha256; the "
+                         "configuration was changed after saving")
+    listed = manifest["tensors"]
+    if set(listed) != set(tensors):
+        raise ValueError(f"{file}: tensors differ from the manifest: missing {sorted(set(listed) - set(tensors))}, "
+                         f"unlisted {sorted(set(tensors) - set(listed))}")
+    for k, t in sorted(tensors.items()):
+        dtype = SAFETENSORS_DTYPES.get(t.dtype, dtype_name(t.dtype))
+        if tensor_sha256(t) != listed[k]["sha256"] or [list(t.shape), dtype] != [listed[k]["shape"], listed[k]["dtype"]]:
+            raise ValueError(f"{file}: tensor {k} does not match its SHA-256 in the manifest; the adapter "
+                             "file is corrupted or was tampered with. Refusing to load it")
+
+
+def check_manifest(model: nn.Module, in_dir: Path, config: dict, tensors: dict,
+                   allow_base_mismatch: bool = False) -> dict:
+    """Verify an adapter folder against its manifest and `model` (already injected). Records the
+    outcome on the model's AdapterState.loaded_from, for the audit report, and returns it."""
+    file = Path(in_dir) / MANIFEST_FILE
+    record = {"adapter_dir": str(in_dir), "manifest": None, "verified": False, "provenance": None,
+              "base_fingerprint": fingerprint(model), "base_mismatch": False}
+    if not file.is_file():
+        warnings.warn(f"{in_dir}: no {MANIFEST_FILE}; the adapter is unverified (written by PEFT or an older "
+                      "minipeft): its tensors and base model cannot be checked")
+    else:
+        try:
+            manifest = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        _verify(manifest, config, tensors, file)
+        record.update(manifest=str(file), verified=True, provenance=manifest.get("provenance"),
+                      expected_base_fingerprint=manifest["base_fingerprint"])
+        if manifest["base_fingerprint"] != record["base_fingerprint"]:
+            if not allow_base_mismatch:
+                raise ValueError(f"{file}: the adapter was trained on another base model (base fingerprint "
+                                 f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
+                                 "Load the right base, or pass allow_base_mismatch=True to override (recorded)")
+            warnings.warn(f"{file}: base fingerprint mismatch overridden by allow_base_mismatch=True")
+            record["base_mismatch"] = True
+    state = adapter_state(model)
+    if state is not None:
+        state.loaded_from = record
+    return record

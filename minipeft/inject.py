@@ -31,7 +31,7 @@ class AdapterState:
     configs: list = field(default_factory=list)          # LoraConfig / IA3Config, in injection order
     saved: tuple[str, ...] = ()                          # resolved modules_to_save paths
     requires_grad: dict = field(default_factory=dict)    # parameter name -> flag before injection
-    base_mismatch: dict | None = None                    # set by load_adapter(allow_base_mismatch=True)
+    loaded_from: dict | None = None                      # set by load_adapter: folder, manifest check, ...
 
 
 def adapter_state(model: nn.Module) -> AdapterState | None:
@@ -155,7 +155,8 @@ def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[str]:
         state = AdapterState(requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         model.__dict__[STATE_ATTR] = state
     for p in paths:
-        _set_module(model, p, _wrap(model.get_submodule(p), p, config))
+        base = model.get_submodule(p)
+        _set_module(model, p, _wrap(base, p, config).train(base.training))   # keep train/eval mode
     state.configs.append(config)
     state.saved = tuple(dict.fromkeys(state.saved + tuple(saved)))
     _refreeze(model, state)

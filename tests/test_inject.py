@@ -175,3 +175,13 @@ def test_disabled_runs_the_base_alone_and_restores():
     with disabled(model):
         assert torch.equal(model(x), ref(x))
     assert torch.equal(model(x), adapted) and not torch.equal(adapted, ref(x))
+
+
+def test_injected_layers_inherit_eval_mode():
+    model = Toy().eval()
+    inject(model, LoraConfig(dropout=0.5, targets=("query",)))
+    assert not model.query.training and not model.query.lora_dropout.training
+    with torch.no_grad():
+        model.query.lora_B.normal_()
+    x = torch.randn(3, 6)
+    assert torch.equal(model(x), model(x))        # no live dropout in eval mode
