@@ -99,7 +99,7 @@ def load_state(module: nn.Module, tensors: dict, file: Path, prefix: str = "") -
         if t.shape != want[key].shape:
             raise ValueError(f"{file}: tensor {prefix}{key!r} has shape {tuple(t.shape)}, expected "
                              f"{tuple(want[key].shape)} from config.json; the weights and config do not match")
-    module.load_state_dict(tensors, strict=True)
+    module.load_state_dict(tensors, strict=True, assign=True)   # takes the tensors (meta-built model)
 
 
 def _num_labels(num_labels: Optional[int], cfg: BertConfig) -> int:
@@ -154,15 +154,22 @@ def load_pretrained(path, head: Optional[str] = None, num_labels: Optional[int] 
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(read_safetensors(file), file,
                                           drop_pooler=head == "token-classification", family=family)
+    base = {k: v.to(dtype) for k, v in base.items()}
+    with torch.device("meta"):        # no random init of weights that are overwritten next
+        model = (family.heads[None](cfg) if head is None
+                 else family.heads[head](cfg, num_labels=_num_labels(num_labels, cfg)))
     if head is None:
-        model = family.heads[None](cfg)
         if head_tensors:
             log.info("%s: ignoring the saved classifier head (loading the bare encoder)", file)
         load_state(model, base, file)
     else:
-        model = family.heads[head](cfg, num_labels=_num_labels(num_labels, cfg))
         load_state(getattr(model, family.prefix), base, file, prefix=family.prefix + ".")
+        for name in family.head_modules:
+            if hasattr(model, name):
+                getattr(model, name).to_empty(device="cpu")
         model.head_loaded = _load_head(model, head_tensors, file, cfg, seed, family.head_modules)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    assert not left, f"tensors never loaded nor initialised: {left[:3]}"
     model.name_or_path = str(path)
     return model.to(dtype)
 
