@@ -41,14 +41,16 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
+        """`past_length`: positions start there (after a key/value prefix, as HF with a cache)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, hidden)
         b, t, _ = inputs_embeds.shape
-        if t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
-                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
-        positions = torch.arange(t, device=inputs_embeds.device)
+        if past_length + t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
+                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
+                             f"tokenize with a smaller max_length")
+        positions = torch.arange(past_length, past_length + t, device=inputs_embeds.device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=inputs_embeds.device)
         x = inputs_embeds + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
@@ -177,8 +179,16 @@ class BertPooler(nn.Module):
         return self.activation(self.dense(h[:, 0]))                           # (batch, hidden)
 
 
+def prefix_length(prefix_kv) -> int:
+    """Number of prefix positions in a per-layer list of (key, value) pairs (0 for None)."""
+    return next((kv[0].shape[2] for kv in prefix_kv or () if kv is not None), 0)
+
+
 class BertModel(nn.Module):
-    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output)."""
+    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output).
+
+    With `prefix_kv` the tokens' positions start after the prefix (HF's rule for past keys and
+    values, which PEFT prefix tuning inherits), so the prefix uses up position embeddings."""
 
     def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
@@ -192,7 +202,7 @@ class BertModel(nn.Module):
                 prefix_kv=None):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)          # (batch, seq, hidden)
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
         h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 

@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 import models.hf_config as hf_config
 from models.attention import attention, key_mask, merge_heads, split_heads
-from models.bert import ACTIVATIONS, BertOutputs
+from models.bert import ACTIVATIONS, BertOutputs, prefix_length
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,16 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.dim, eps=1e-12)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids=None, inputs_embeds=None):
+    def forward(self, input_ids=None, inputs_embeds=None, past_length: int = 0):
+        """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, dim)
         t = inputs_embeds.shape[1]
-        if t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
-                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
-        positions = torch.arange(t, device=inputs_embeds.device)
+        if past_length + t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
+                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
+                             f"tokenize with a smaller max_length")
+        positions = torch.arange(past_length, past_length + t, device=inputs_embeds.device)
         x = inputs_embeds + self.position_embeddings(positions)                # (batch, seq, dim)
         return self.dropout(self.LayerNorm(x))
 
@@ -183,7 +185,8 @@ class Transformer(nn.Module):
 
 
 class DistilBertModel(nn.Module):
-    """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]) (no pooler)."""
+    """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]) (no pooler).
+    With `prefix_kv` the tokens' positions start after the prefix, as in our BERT."""
 
     def __init__(self, cfg: DistilBertConfig):
         super().__init__()
@@ -196,7 +199,7 @@ class DistilBertModel(nn.Module):
                 prefix_kv=None):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        x = self.embeddings(input_ids, inputs_embeds)                          # (batch, seq, dim)
+        x = self.embeddings(input_ids, inputs_embeds, prefix_length(prefix_kv))  # (batch, seq, dim)
         h = self.transformer(x, attention_mask, prefix_kv)                     # (batch, seq, dim)
         return BertOutputs(h, h[:, 0])
 

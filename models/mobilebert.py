@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.attention import attention, merge_heads, split_heads
-from models.bert import ACTIVATIONS, BertOutputs
+from models.bert import ACTIVATIONS, BertOutputs, prefix_length
 from models.distilbert import _with_prefix
 from models.mobilebert_config import MobileBertConfig
 
@@ -60,13 +60,15 @@ class MobileBertEmbeddings(nn.Module):
         self.LayerNorm = make_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
+        """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, emb)
         b, t, _ = inputs_embeds.shape
-        if t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
-                             f"{self.position_embeddings.num_embeddings}; tokenize with max_length")
+        if past_length + t > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
+                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
+                             f"tokenize with a smaller max_length")
         x = inputs_embeds
         if self.trigram_input:                                                 # [E[t+1]; E[t]; E[t-1]], zero-padded
             nxt = nn.functional.pad(x[:, 1:], (0, 0, 0, 1))                    # (batch, seq, emb)
@@ -76,7 +78,7 @@ class MobileBertEmbeddings(nn.Module):
             x = self.embedding_transformation(x)                               # (batch, seq, hidden)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=x.device)
-        positions = torch.arange(t, device=x.device)
+        positions = torch.arange(past_length, past_length + t, device=x.device)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
 
@@ -292,10 +294,11 @@ class MobileBertModel(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
         """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
-        the trigram projection, as in HF."""
+        the trigram projection, as in HF. With `prefix_kv` the tokens' positions start after the
+        prefix, as in our BERT."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)          # (batch, seq, hidden)
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
         h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 

@@ -146,3 +146,14 @@ def test_unknown_model_type_is_refused_by_name(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "roberta", "hidden_size": 32}')
     with pytest.raises(ValueError, match="roberta.*bert, distilbert, mobilebert"):
         load_pretrained(tmp_path)
+
+
+def test_positions_start_after_a_prefix():
+    """With prefix_kv of length P the tokens take positions P..P+T-1 (HF's rule for past keys)."""
+    model = DistilBertModel(DistilBertConfig(**SMALL, dropout=0.0)).eval()
+    ids, _ = _batch()
+    emb = model.embeddings
+    want = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings.weight[3:10])
+    torch.testing.assert_close(emb(ids, past_length=3), want)
+    with pytest.raises(ValueError, match="prefix positions"):
+        emb(ids, past_length=10)                                                # 10 + 7 > 16
