@@ -236,7 +236,8 @@ def check_manifest(model: nn.Module, in_dir: Path, config: dict, tensors: dict,
             if not allow_base_mismatch:
                 raise ValueError(f"{file}: the adapter was trained on another base model (base fingerprint "
                                  f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
-                                 "Load the right base, or pass allow_base_mismatch=True to override (recorded)")
+                                 "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
+                                 "to override (recorded)")
             warnings.warn(f"{file}: base fingerprint mismatch overridden by allow_base_mismatch=True")
             record["base_mismatch"] = True
     state = adapter_state(model)

@@ -64,14 +64,18 @@ PEFT_CONFIGS = {
     "lora": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.1,
                                     target_modules=["query", "value"]),
     "ia3": lambda: peft.IA3Config(task_type="SEQ_CLS"),
+    "rslora-regex": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=6, use_rslora=True,
+                                            target_modules=r".*\.(query|key|intermediate\.dense)"),
 }
 OUR_CONFIGS = {
     "lora": LoraConfig(r=4, alpha=8, dropout=0.1, targets=("query", "value"), modules_to_save=("classifier",)),
     "ia3": IA3Config(modules_to_save=("classifier",)),
+    "rslora-regex": LoraConfig(r=4, alpha=6, use_rslora=True, targets=r".*\.(query|key|intermediate\.dense)",
+                               modules_to_save=("classifier",)),
 }
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "rslora-regex"])
 def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
     hf = _hf_base()
     base_state = copy.deepcopy(hf.state_dict())
@@ -95,14 +99,14 @@ def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
     peft_params = dict(pm.named_parameters())
     for path, m in adapters(ours):
         for ours_name, peft_name in ([("lora_A", "lora_A.default.weight"), ("lora_B", "lora_B.default.weight")]
-                                     if method == "lora" else [("ia3_l", "ia3_l.default")]):
+                                     if method != "ia3" else [("ia3_l", "ia3_l.default")]):
             theirs = peft_params[f"base_model.model.{path}.{peft_name}"]
             assert torch.equal(getattr(m, ours_name), theirs.reshape(getattr(m, ours_name).shape))
     assert torch.equal(ours.classifier.weight,
                        peft_params["base_model.model.classifier.modules_to_save.default.weight"])
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3"])
+@pytest.mark.parametrize("method", ["lora", "ia3", "rslora-regex"])
 def test_adapter_saved_here_loads_in_peft_with_identical_logits(tmp_path, method):
     base_state = copy.deepcopy(_hf_base().state_dict())
     ours = _ours(base_state)
