@@ -168,3 +168,20 @@ def test_activations_follow_their_formula(act, formula):
     inter = BertModel(small(hidden_act=act)).encoder.layer[0].intermediate
     x = torch.randn(2, 3, 32) * 3
     torch.testing.assert_close(inter(x), formula(inter.dense(x)))
+
+
+def test_gradient_checkpointing_with_dropout_replays_the_same_masks():
+    """checkpoint() restores the RNG state, so recomputed dropout masks equal the first pass's."""
+    model = BertForSequenceClassification(small(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)).train()
+    ids, mask = torch.randint(0, 99, (2, 6)), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    results = []
+    for flag in (False, True):
+        model.bert.encoder.gradient_checkpointing = flag
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss = model(ids, mask).logsumexp(-1).sum()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
