@@ -1,0 +1,185 @@
+"""One whole training step on the real checkpoint (all-MiniLM-L6-v2), every variant in one run.
+
+    python -m benchmarks.train_step [--variants ...] [--batch 8] [--seq 128] [--repeats 10] [--compile]
+
+A step = forward (sequence classification, 2 labels) + cross-entropy + backward + AdamW step +
+zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's config). Variants:
+  full            full fine-tuning, every parameter trainable
+  full-sdpa       the same with models.attention's recompute switch off (SDPA keeps probabilities)
+  lora-plain      LoRA r=8 on query,key,value, dropout 0.1, composed path (LoraConfig(fused=False))
+  lora-fused      the same through minipeft.ops (LoraConfig(fused=True))
+  lora-fused-sdpa lora-fused with the recompute switch off
+  ia3             IA³ on key,value,output.dense (fused)
+  hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
+                  (skipped with a note when transformers/peft are not installed)
+LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
+Variants run round-robin in every repeat, so their ratios are measured side by side on a shared
+machine. "Activation bytes" are the unique storages autograd saves for backward during one
+forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks).
+
+The default of models.attention.RECOMPUTE_BACKWARD (True) comes from this benchmark: compare
+full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.ops import saved_bytes, summarize
+
+VARIANTS = ("full", "full-sdpa", "lora-plain", "lora-fused", "lora-fused-sdpa", "ia3", "hf-peft")
+
+
+def _ours(kind, path, args):
+    from minipeft import IA3Config, LoraConfig, inject
+    from models import load_pretrained
+    model = load_pretrained(path, head="sequence-classification", num_labels=2)
+    if kind.startswith("lora"):
+        inject(model, LoraConfig(r=args.r, alpha=args.alpha, dropout=args.dropout,
+                                 targets=tuple(args.targets.split(",")), modules_to_save=("classifier",),
+                                 fused=kind != "lora-plain"))
+    elif kind == "ia3":
+        inject(model, IA3Config(modules_to_save=("classifier",)))
+    return model
+
+
+def _hf_peft(path, args):
+    try:
+        import peft
+        from transformers import BertForSequenceClassification
+    except ImportError as e:
+        return None, f"skipped: {e}"
+    model = BertForSequenceClassification.from_pretrained(str(path), num_labels=2)
+    cfg = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
+                          target_modules=args.targets.split(","), task_type="SEQ_CLS")
+    model = peft.get_peft_model(model, cfg)
+    impl = getattr(model.config, "_attn_implementation", "?")
+    return model, f"transformers+peft {peft.__version__}, attention {impl}"
+
+
+class Runner:
+    """One variant: its model, optimizer, and the attention switch it runs under."""
+
+    def __init__(self, name, model, recompute, note=""):
+        self.name, self.model, self.recompute, self.note = name, model, recompute, note
+        self.model.train()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-5)
+        self.forward = model
+
+    def loss(self, batch, labels):
+        from models import attention
+        attention.RECOMPUTE_BACKWARD = self.recompute
+        out = self.forward(**batch)
+        logits = out.logits if hasattr(out, "logits") else out                # (batch, 2)
+        return F.cross_entropy(logits, labels)
+
+    def step(self, batch, labels):
+        self.loss(batch, labels).backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def activation_bytes(self, batch, labels):
+        exclude = list(self.model.parameters()) + list(self.model.buffers())
+        nbytes, loss = saved_bytes(lambda: self.loss(batch, labels), exclude)
+        loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return nbytes
+
+
+def build(args, path):
+    runners, notes = [], {}
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            raise ValueError(f"--variants: unknown {name!r}; expected some of {','.join(VARIANTS)}")
+        torch.manual_seed(0)
+        if name == "hf-peft":
+            model, note = _hf_peft(path, args)
+            notes[name] = note
+            if model is None:
+                continue
+        else:
+            model, note = _ours(name.replace("-sdpa", ""), path, args), ""
+        r = Runner(name, model, recompute=not name.endswith("-sdpa"), note=note)
+        if args.compile:
+            r.forward = torch.compile(model)
+        runners.append(r)
+    return runners, notes
+
+
+def batch_of(args, vocab):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, vocab, (args.batch, args.seq), generator=g)     # (batch, seq)
+    ids[:, 0], ids[:, -1] = 101, 102                                         # [CLS] ... [SEP]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    return batch, torch.randint(0, 2, (args.batch,), generator=g)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants above")
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
+    ap.add_argument("--seq", type=int, default=128, help="tokens per sequence (no padding)")
+    ap.add_argument("--r", type=int, default=8, help="LoRA rank")
+    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
+    ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout (on the adapter branch)")
+    ap.add_argument("--targets", default="query,key,value", help="comma-separated LoRA target modules")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    ap.add_argument("--repeats", type=int, default=10, help="timed steps per variant, round-robin")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
+    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
+    ap.add_argument("--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from models.assets import MINILM, asset_dir
+    path = args.model_dir or asset_dir(MINILM)
+    runners, notes = build(args, path)
+    batch, labels = batch_of(args, vocab=30522)
+    res = {r.name: {"activation_bytes": r.activation_bytes(batch, labels), "times": [], "note": r.note,
+                    "trainable": sum(p.numel() for p in r.params)} for r in runners}
+    for _ in range(args.warmup):
+        for r in runners:
+            r.step(batch, labels)
+    for _ in range(args.repeats):
+        for r in runners:                                                    # round-robin: side by side
+            t0 = time.perf_counter()
+            r.step(batch, labels)
+            res[r.name]["times"].append(time.perf_counter() - t0)
+    for name in res:
+        res[name].update(summarize(res[name].pop("times")))
+    report(res, notes, args)
+
+
+def report(res, notes, args):
+    full = res.get("full")
+    hf = res.get("hf-peft")
+    print(f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
+          f"{'act MiB':>8} {'/full':>6} {'/hf':>6}")
+    for name, r in res.items():
+        for ref, key in ((full, "full"), (hf, "hf_peft")):
+            if ref:
+                r[f"time_ratio_{key}"] = r["median_ms"] / ref["median_ms"]
+                r[f"bytes_ratio_{key}"] = r["activation_bytes"] / ref["activation_bytes"]
+        fmt = lambda k: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
+        print(f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
+              f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {r['activation_bytes'] / 2**20:8.1f} "
+              f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')}")
+    for name, note in notes.items():
+        print(f"note {name}: {note}")
+    print(json.dumps({"benchmark": "train_step", "config": vars(args), "torch": torch.__version__,
+                      "device": "cpu", "threads": torch.get_num_threads(),
+                      "cpu": platform.processor() or platform.machine(), "notes": notes, "results": res}))
+
+
+if __name__ == "__main__":
+    main()
