@@ -188,7 +188,8 @@ def run(args) -> dict:
 
     eval_bs = args.batch_size * args.grad_accum
     metrics = {split: json_safe(evaluate(model, encoded[split], eval_fn, batch_size=eval_bs, collate=collate))
-               for split in ("validation", "test")}
+               for split in ("validation", "test") if split == "test" or not result.best_metrics}
+    metrics.setdefault("validation", json_safe(result.best_metrics))   # the best epoch's own evaluation
     ended = now()
     doc = {"task": task.name, "primary_metric": task.primary, "select_by": config.select_metric,
            **metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
