@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="NER: label every sub-token (all, as the paper) or only each word's first (first)")
     a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
     a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
+    a("--checkpoint-every", type=int, default=0, help="optimiser steps between resumable checkpoints "
+      "(default 0: at epoch ends only)")
     a("--grad-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -178,6 +180,7 @@ def run(args) -> dict:
                          grad_accum=args.grad_accum, seed=args.seed,
                          select_metric=args.select_by or task.select_by, patience=args.patience,
                          grad_checkpointing=args.grad_checkpointing, device=args.device,
+                         checkpoint_every=args.checkpoint_every,
                          progress=not args.no_progress)
     is_seq = task.type == SEQ_CLS
     loss_fn = seq_cls_loss if is_seq else token_cls_loss

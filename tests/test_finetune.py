@@ -141,3 +141,29 @@ def test_align_labels_first_and_all_by_hand():
 def test_word_predictions_first_subtoken_and_truncation():
     # 4 words, truncation kept only words 0-1; word 0's second sub-token disagrees and is ignored
     assert word_predictions([9, 2, 7, 4, 9], [-1, 0, 0, 1, -1], n_words=4, outside=0) == [2, 4, 0, 0]
+
+
+def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatch):
+    data_dir = write_mimic(tmp_path / "data", "mp")
+    extra = ("--method", "lora", "--epochs", "2", "--checkpoint-every", "1", "--lr", "3e-3")
+    _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "whole", *extra)
+
+    real_train = finetune.train
+
+    def killed_at_step_4(*a, **kw):                  # 3 steps per epoch: step 4 is mid-epoch 1
+        def callback(info):
+            if info["step"] == 4:
+                raise KeyboardInterrupt("killed")
+        return real_train(*a, **kw, callback=callback)
+
+    monkeypatch.setattr(finetune, "train", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    monkeypatch.setattr(finetune, "train", real_train)
+    _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
+    a = load_file(str(tmp_path / "whole" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    result = json.loads((tmp_path / "resumed" / "result.json").read_text())
+    assert result["result"]["resumed_from_step"] == 4
