@@ -48,15 +48,12 @@ def saved_modules(model: nn.Module) -> tuple[str, ...]:
     return state.saved if state else ()
 
 
-def _candidates(model: nn.Module) -> list[str]:
-    paths = [p for p, _ in model.named_modules() if p]
-    return sorted(set(paths) | {p.rsplit(".", 1)[-1] for p in paths} | {".".join(p.split(".")[-2:]) for p in paths})
-
-
 def _nearest(model: nn.Module, name: str, only_linear: bool = False) -> list[str]:
-    pool = ([p for p, m in model.named_modules() if isinstance(m, nn.Linear)] if only_linear
-            else _candidates(model))
-    return difflib.get_close_matches(name, pool, n=5, cutoff=0.4)
+    """Module paths, and their last one or two components, closest to `name` (difflib)."""
+    paths = [p for p, m in model.named_modules() if p and (isinstance(m, nn.Linear) or not only_linear)]
+    pool = set(paths) | {p.rsplit(".", 1)[-1] for p in paths} | {".".join(p.split(".")[-2:]) for p in paths}
+    close = difflib.get_close_matches(name, sorted(pool), n=5, cutoff=0.4)
+    return close or sorted({p.rsplit(".", 1)[-1] for p in paths})[:8]    # nothing close: what there is
 
 
 def _outside(path: str, roots) -> bool:
