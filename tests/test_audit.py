@@ -207,11 +207,21 @@ def test_stdlib_script_runs_without_torch(tmp_path):
     assert cli.returncode == 0 and cli.stdout.startswith("OK")
 
 
-def test_readme_snippet_is_the_tested_script():
-    """Once the README shows the verification code, it must be exactly tasks/verify_manifest.verify."""
-    readme = (ROOT / "README.md").read_text()
-    if "def verify(adapter_dir)" not in readme:
-        pytest.skip("README has no verification snippet yet")
+def test_readme_snippet_is_the_tested_script(tmp_path):
+    """Once the README shows the verification code, it is exactly tasks/verify_manifest.verify, and
+    the README's code block itself runs: intact adapter passes, a flipped byte is reported."""
     import inspect
+    import re
     import tasks.verify_manifest as vm
-    assert inspect.getsource(vm.verify) in readme
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify(adapter_dir)" in b]
+    if not blocks:
+        pytest.skip("README has no verification snippet yet")
+    assert inspect.getsource(vm.verify) in blocks[0]
+    namespace = {}
+    exec(blocks[0], namespace)
+    _saved(tmp_path)
+    assert namespace["verify"](tmp_path) == []
+    _flip_one_byte(tmp_path / WEIGHTS_FILE, "base_model.model.query.lora_B.weight")
+    assert namespace["verify"](tmp_path) == ["base_model.model.query.lora_B.weight: bytes, dtype or shape "
+                                             "differ from the manifest"]
