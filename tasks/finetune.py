@@ -154,8 +154,18 @@ def load_inputs(args, task):
     return data, model_dir, tokenizer, encoded
 
 
+def train_config(args, task, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
+                       warmup_ratio=args.warmup_ratio, batch_size=args.batch_size,
+                       grad_accum=args.grad_accum, seed=args.seed,
+                       select_metric=args.select_by or task.select_by, patience=args.patience,
+                       grad_checkpointing=args.grad_checkpointing, device=args.device,
+                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+
+
 def run(args) -> dict:
-    started = now()
+    """Check the inputs, train, evaluate the best epoch, write metrics.json and the adapter/model."""
+    started, t0 = now(), time.perf_counter()
     task = get_task(args.task)
     out = Path(args.out)
     if (out / "metrics.json").exists():
@@ -170,43 +180,41 @@ def run(args) -> dict:
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
     adapted = prepare(model, spec)
     log(f"method {args.method}: {len(adapted)} adapted modules; {minipeft.summary(model)}")
-
     hp = hyperparameters(args, spec, lr)
     provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
                   "data_files": {str(f): sha256_file(f) for f in data.files},
                   "seed": args.seed, "hyperparameters": hp, "started": started}
-    config = TrainConfig(epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
-                         warmup_ratio=args.warmup_ratio, batch_size=args.batch_size,
-                         grad_accum=args.grad_accum, seed=args.seed,
-                         select_metric=args.select_by or task.select_by, patience=args.patience,
-                         grad_checkpointing=args.grad_checkpointing, device=args.device,
-                         checkpoint_every=args.checkpoint_every,
-                         progress=not args.no_progress)
+    config = train_config(args, task, lr)
     is_seq = task.type == SEQ_CLS
-    loss_fn = seq_cls_loss if is_seq else token_cls_loss
     eval_fn = seq_cls_eval if is_seq else make_token_cls_eval(data.labels)
     collate = PadCollate(pad_id=tokenizer.pad_id, pad_values=PAD_VALUES)
-    result = train(model, encoded["train"], encoded["validation"], loss_fn, eval_fn, config,
-                   out_dir=out, provenance=provenance, collate=collate, desc=f"{task.name}/{args.method}")
+    result = train(model, encoded["train"], encoded["validation"], seq_cls_loss if is_seq else token_cls_loss,
+                   eval_fn, config, out_dir=out, provenance=provenance, collate=collate,
+                   desc=f"{task.name}/{args.method}")
 
-    eval_bs = args.batch_size * args.grad_accum
-    metrics = {split: json_safe(evaluate(model, encoded[split], eval_fn, batch_size=eval_bs, collate=collate))
-               for split in ("validation", "test") if split == "test" or not result.best_metrics}
-    metrics.setdefault("validation", json_safe(result.best_metrics))   # the best epoch's own evaluation
+    metrics = {"test": json_safe(evaluate(model, encoded["test"], eval_fn, collate=collate,
+                                          batch_size=args.batch_size * args.grad_accum))}
+    metrics["validation"] = json_safe(result.best_metrics) if result.best_metrics else json_safe(
+        evaluate(model, encoded["validation"], eval_fn, collate=collate, batch_size=args.batch_size))
     ended = now()
     doc = {"task": task.name, "primary_metric": task.primary, "select_by": config.select_metric,
            **metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
            "steps": result.steps, "train_seconds": result.train_seconds,
-           "samples_per_second": result.samples_per_second, "trainable_params": result.trainable_params,
-           "memory": result.memory, "hyperparameters": hp, "started": started, "ended": ended}
-    task_doc = {"task": task.name, "type": task.type, "labels": list(data.labels), "max_length": args.max_length,
+           "wall_seconds": time.perf_counter() - t0, "samples_per_second": result.samples_per_second,
+           "trainable_params": result.trainable_params, "memory": result.memory,
+           "hyperparameters": hp, "started": started, "ended": ended}
+    provenance.update(metrics=metrics, ended=ended)
+    write_outputs(model, args, out, model_dir, task, data.labels, doc, provenance)
+    return doc
+
+
+def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: dict, provenance: dict) -> None:
+    task_doc = {"task": task.name, "type": task.type, "labels": list(labels), "max_length": args.max_length,
                 "label_alignment": args.label_alignment, "method": args.method, "base_model": str(model_dir)}
     write_json(out / "task.json", task_doc)
     write_json(out / "metrics.json", doc)                  # first: the numbers survive a failed save
-    provenance.update(metrics=metrics, ended=ended)
-    target = save_model(model, args.method, out, model_dir, task, data.labels, provenance)
+    target = save_model(model, args.method, out, model_dir, task, labels, provenance)
     write_json(target / "task.json", task_doc)
-    return doc
 
 
 def main(argv=None) -> None:
