@@ -79,9 +79,9 @@ class BertConfig:
         names = {f.name for f in fields(cls)} - {"extra", "name_or_path"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names and k != "position_embedding_type"}
-        if "num_labels" in extra and "id2label" not in known:   # HF writes id2label, but be lenient
-            n = int(extra.pop("num_labels"))
-            known["id2label"] = {i: f"LABEL_{i}" for i in range(n)}
+        n = extra.pop("num_labels", None)          # HF writes id2label; num_labels is derived from it
+        if n is not None and not known.get("id2label"):
+            known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
         try:
             return cls(**known, extra=extra, name_or_path=str(d.get("_name_or_path", "")))
         except (TypeError, ValueError) as e:

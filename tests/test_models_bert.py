@@ -185,3 +185,10 @@ def test_gradient_checkpointing_with_dropout_replays_the_same_masks():
     torch.testing.assert_close(results[1][0], results[0][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b)
+
+
+def test_config_num_labels_key_is_derived_not_kept():
+    cfg = BertConfig.from_dict({**SMALL, "num_labels": 3})
+    assert cfg.num_labels == 3 and "num_labels" not in cfg.to_dict()
+    cfg = BertConfig.from_dict({**SMALL, "num_labels": 5, "id2label": {"0": "a", "1": "b"}})
+    assert cfg.num_labels == 2 and cfg.with_labels(4).to_dict()["id2label"] == {str(i): f"LABEL_{i}" for i in range(4)}
