@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .batching import LengthBucketSampler, split_micro
+from . import distributed
+from .batching import LengthBucketSampler
 from .memory import SavedTensorsMeter, cuda_peak_bytes, peak_rss_bytes, reset_cuda_peak
 from .optim import build_adamw, linear_warmup_factor, named_trainable, set_lr, warmup_steps
 from .train import (_RESUME_FREE, TrainResult, _base_is_trainable, _fingerprint, _jsonable, _Log,
@@ -40,6 +41,9 @@ class Loop:
         self.meter = SavedTensorsMeter(model) if config.measure_memory else None
         self.saved_bytes_max = 0
         self.best_tensors: dict[str, torch.Tensor] | None = None
+        self.dist = distributed.context()  # distributed hook: rank 0 alone reads/writes out_dir
+        if not self.dist.is_main:
+            self.out_dir = None
 
     # ---------------------------------------------------------------- set-up and resume
     def _fresh_state(self) -> dict:
@@ -88,20 +92,22 @@ class Loop:
         """Forward/backward over the micro-batches of `indices`, clip, AdamW. Returns (loss, lr, norm)."""
         params = [p for _, p in self.named]
         loss_sum = 0.0
-        for micro in split_micro(indices, self.cfg.batch_size):
+        # distributed hook: this rank's share of the step, weight |micro|/N (× world size for DDP's mean)
+        for micro, weight in self.dist.micro_batches(indices, self.cfg.batch_size, self.train_model,
+                                                     seed=(self.cfg.seed, step)):
             batch = to_device(self.collate([self.train_data[i] for i in micro]), self.device)
-            weight = len(micro) / len(indices)
             if self.meter is not None:
                 with self.meter.measure():
-                    loss = self.loss_fn(self.model, batch)
+                    loss = self.loss_fn(self.train_model, batch)
                 self.saved_bytes_max = max(self.saved_bytes_max, self.meter.bytes)
             else:
-                loss = self.loss_fn(self.model, batch)
+                loss = self.loss_fn(self.train_model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at optimiser step {step}; lower the "
                                          f"learning rate (now {self.cfg.lr}) or check the inputs")
             (loss * weight).backward()
             loss_sum += loss.item() * weight
+        loss_sum = self.dist.mean(loss_sum)  # distributed hook: the global batch's mean loss
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf)
         lr = self.cfg.lr * linear_warmup_factor(step, self.total_steps, self.warmup)
         set_lr(self.optimizer, lr)
@@ -194,6 +200,8 @@ class Loop:
         reset_cuda_peak(self.device)
         try:
             state = self._start()
+            state = self.dist.sync_start(self, state)    # distributed hook: rank 0's state everywhere
+            self.train_model = self.dist.wrap(self.model)  # distributed hook: DDP (or the model itself)
             while state["epoch"] < self.cfg.epochs and not state["stopped_early"]:
                 loss = self._train_epoch(state)
                 self._end_epoch(state, loss)
