@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .batching import LengthBucketSampler, PadCollate
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
@@ -131,12 +132,13 @@ def evaluate(model: nn.Module, examples: Sequence[Mapping], eval_fn: EvalFn, *, 
         raise ValueError("evaluate() got no examples; the validation/test split is empty")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     order = LengthBucketSampler([len(ex[length_key]) for ex in examples], batch_size, shuffle=False)
-    batches = (to_device(collate([examples[i] for i in idx]), device) for idx in order.batches())
+    make = lambda idx: to_device(collate([examples[i] for i in idx]), device)  # noqa: E731
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            metrics = dict(eval_fn(model, batches))
+            # distributed hook: batches shared by the processes, metrics on the gathered outputs
+            metrics = dict(distributed.context().evaluate(eval_fn, model, order.batches(), make))
     finally:
         model.train(was_training)
     return {k: float(v) for k, v in metrics.items()}
