@@ -1,0 +1,253 @@
+"""`python -m benchmarks.rank_sweep`: the paper's LoRA rank study (ΔAUROC = AUROC_r − AUROC_8).
+
+One base model and one tokenised data set are loaded once; every run injects LoRA at its rank,
+trains with minipeft.train, records validation/test metrics, and removes the adapter again.
+Outputs in --out: runs.csv, summary.md, rank_sweep.png, sweep.json; the last stdout line is a JSON
+summary. A killed sweep restarted with the same --out skips the runs already in runs.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import minipeft
+from minipeft.batching import PadCollate
+from benchmarks import sweep_io, sweep_report, sweep_stats
+from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from models import load_pretrained, load_tokenizer
+from models.assets import MINILM, asset_dir, sha256_file
+from models.bert import init_weights
+from tasks.encode import encode_texts
+from tasks.objective import seq_cls_eval, seq_cls_loss
+from tasks.registry import SEQ_CLS, get_task, load_data
+
+DEFAULTS = dict(task="rotten-tomatoes", ranks="2,8,64", seeds="12,34,56", alpha_policy="rslora", alpha=8.0,
+                targets="query,value", epochs=1, lr=1e-3, dropout=0.1, batch_size=16, max_length=480,
+                max_train_examples=2000, max_eval_examples=800)
+HEAD = ("classifier",)
+
+DESCRIPTION = """\
+The paper's LoRA rank study (Taylor et al. 2024, MIMIC mortality): AUROC at rank r minus AUROC at
+rank 8, paired per seed, on your data (--task mimic-mp --data-dir DIR) or on an embedded default.
+
+Default (about 10-15 min on 2 CPU cores; the estimate is printed before anything trains):
+the real all-MiniLM-L6-v2 checkpoint on rotten-tomatoes (real critic snippets, binary, 64 tokens
+cover them all), ranks 2,8,64 x seeds 12,34,56 = 9 runs of 1 epoch on 2,000 training examples,
+lr 1e-3, scored on 800 validation and 800 test examples.
+Why this grid and policy: the question is whether rank above 8 helps; 2 and 64 sit 4x and 8x away
+from 8, so an effect, if any, is largest there, and three seeds are the fewest that give a
+paired std (the paper used 12,34,56). The alpha policy is rsLoRA (alpha 8, scaling 8/sqrt(r)):
+with `fixed` (8/r, the authors' first sweep) rank 64 would update 8x more slowly than rank 8, so
+within a one-epoch budget the figure would show under-training, not rank; `proportional`
+(scaling 1) grows the update with r instead. rsLoRA keeps the update size comparable across
+ranks, so differences reflect rank. lr 1e-3 (the authors' first sweep) because one short epoch
+at 3e-4 leaves LoRA under-trained. Seed noise is as large as the paper's rank effect (about
++-0.01 AUROC), so the summary says when a difference is within noise (95% paired t-interval).
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rank_sweep", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a, d = p.add_argument, DEFAULTS
+    a("--task", default=d["task"], help="registered sequence-classification task (default rotten-tomatoes; "
+      "mimic-mp, mimic-los, icd9-triage, i2b2-re need --data-dir)")
+    a("--data-dir", help="folder with your files in the task's layout (see python -m tasks.finetune --help)")
+    a("--model", help="HuggingFace BERT folder (default: the fetched all-MiniLM-L6-v2)")
+    a("--ranks", type=_ints, default=_ints(d["ranks"]), help=f"LoRA ranks (default {d['ranks']}; the paper: 8,16,32,64,128)")
+    a("--reference-rank", type=int, default=8, help="rank every Δ is taken against (default 8, as the paper); must be in --ranks")
+    a("--seeds", type=_ints, default=_ints(d["seeds"]), help=f"seed values, one run per rank and seed (default {d['seeds']}, the paper's)")
+    a("--alpha-policy", choices=("fixed", "proportional", "rslora"), default=d["alpha_policy"],
+      help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
+           "alpha=r, scaling 1; rslora: alpha=--alpha, scaling alpha/sqrt(r) (default; see above)")
+    a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
+    a("--targets", type=_names, default=_names(d["targets"]), help="LoRA target modules (default query,value: the paper's for BERT)")
+    a("--epochs", type=int, default=d["epochs"], help="epochs per run (default 1; the paper: 5)")
+    a("--lr", type=float, default=d["lr"], help="learning rate (default 1e-3; ignored with --search)")
+    a("--dropout", type=float, default=d["dropout"], help="LoRA dropout (default 0.1; ignored with --search)")
+    a("--batch-size", type=int, default=d["batch_size"], help="training batch size (default 16)")
+    a("--max-length", type=int, default=d["max_length"], help="max tokens per note, right-truncated (default 480, the paper's)")
+    a("--max-train-examples", type=int, default=d["max_train_examples"],
+      help="train on a fixed random subset of this size (default 2000; 0 = all)")
+    a("--max-eval-examples", type=int, default=d["max_eval_examples"],
+      help="score on fixed random subsets of validation and test of this size (default 800; 0 = all)")
+    a("--search", type=int, default=0, metavar="N",
+      help="the paper's protocol: N random trials per rank and seed over lr ~ logU[1e-5, 1e-3], "
+           "alpha = r x {0.3, 0.5, 1} and dropout {0.1, 0.3, 0.5} (the same draws at every rank), keeping "
+           "the trial with the best validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)")
+    a("--data-seed", type=int, default=0, help="seed of the data subsets and of seeded splits (default 0; the same for every run)")
+    a("--threads", type=int, help="torch threads (default: torch's choice)")
+    a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
+    a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
+    a("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def check_args(args) -> None:
+    if args.reference_rank not in args.ranks:
+        raise ValueError(f"--reference-rank {args.reference_rank} is not in --ranks {args.ranks}; add it")
+    if min(args.ranks) < 1 or args.epochs < 1 or args.batch_size < 1 or args.search < 0:
+        raise ValueError("--ranks, --epochs and --batch-size must be >= 1 and --search >= 0")
+    if get_task(args.task).type != SEQ_CLS:
+        raise ValueError(f"--task {args.task} is a tagging task; the rank sweep scores AUROC and needs a "
+                         f"sequence-classification task (mimic-mp, mimic-los, icd9-triage, i2b2-re, rotten-tomatoes, ...)")
+
+
+def subsample(examples: list, n: int, seed: int) -> list:
+    if not n or n >= len(examples):
+        return examples
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
+
+
+def load_context(args) -> Context:
+    """Task data, tokenised once; the base model, loaded once."""
+    task = get_task(args.task)
+    data = load_data(task, args.data_dir, args.data_seed)
+    model_dir = Path(args.model) if args.model else asset_dir(MINILM)
+    tok = load_tokenizer(model_dir)
+    splits = {"train": subsample(data.train, args.max_train_examples, args.data_seed),
+              "val": subsample(data.validation, args.max_eval_examples, args.data_seed),
+              "test": subsample(data.test, args.max_eval_examples, args.data_seed)}
+    encoded = {k: encode_texts(tok, v, args.max_length) for k, v in splits.items()}
+    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=0)
+    files = {str(f): sha256_file(f) for f in data.files}
+    return Context(task=task, labels=data.labels, model=model, model_dir=model_dir, encoded=encoded,
+                   collate=PadCollate(pad_id=tok.pad_id), files=files)
+
+
+def reset_head(model, seed: int) -> None:
+    """A fresh head drawn from the run's seed (HF's BERT init), identical at every rank."""
+    std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
+    g = torch.Generator().manual_seed(seed)
+    for name in HEAD:
+        init_weights(model.get_submodule(name), std, generator=g)
+
+
+def run_one(ctx: Context, run: Run, args) -> dict:
+    """inject -> train -> evaluate -> remove; returns the runs.csv row."""
+    model = ctx.model
+    seed_everything(run.seed)
+    reset_head(model, run.seed)
+    minipeft.inject(model, run.lora_config(args.targets, HEAD))
+    try:
+        s = minipeft.summary(model)
+        cfg = TrainConfig(epochs=args.epochs, lr=run.lr, batch_size=args.batch_size, seed=run.seed,
+                          select_metric="roc_auc", patience=None, progress=not args.no_progress,
+                          eval_batch_size=max(64, args.batch_size))
+        result = train(model, ctx.encoded["train"], ctx.encoded["val"], seq_cls_loss, seq_cls_eval, cfg,
+                       collate=ctx.collate, desc=f"r={run.rank} seed={run.seed}" + (f" trial={run.trial}" if args.search else ""))
+        t0 = time.perf_counter()
+        test = evaluate(model, ctx.encoded["test"], seq_cls_eval, batch_size=cfg.eval_batch_size, collate=ctx.collate)
+        eval_seconds = time.perf_counter() - t0
+    finally:
+        minipeft.remove(model)
+    val = result.best_metrics
+    return {"task": args.task, "rank": run.rank, "seed": run.seed, "trial": run.trial,
+            "alpha_policy": run.policy, "alpha": run.alpha, "scaling": run.scaling, "lr": run.lr,
+            "dropout": run.dropout, "targets": ",".join(args.targets), "epochs": args.epochs,
+            "train_examples": len(ctx.encoded["train"]), "trainable_params": result.trainable_params,
+            "adapter_params": s.adapter, "adapter_percent": round(s.percent, 4), "model_params": s.model,
+            "val_auroc": val["roc_auc"], "val_f1_macro": val["f1_macro"], "val_accuracy": val["accuracy"],
+            "test_auroc": test["roc_auc"], "test_f1_macro": test["f1_macro"], "test_accuracy": test["accuracy"],
+            "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 2),
+            "eval_seconds": round(eval_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
+            "saved_bytes_max": result.memory["saved_bytes_max"], "peak_rss_bytes": result.memory["peak_rss_bytes"]}
+
+
+def settings_of(args, ctx: Context) -> dict:
+    """What every row depends on (ranks and seeds may grow between invocations)."""
+    return {"task": args.task, "model": str(ctx.model_dir), "data_files": ctx.files, "alpha_policy": args.alpha_policy,
+            "alpha": args.alpha, "targets": list(args.targets), "epochs": args.epochs,
+            "lr": None if args.search else args.lr, "dropout": None if args.search else args.dropout,
+            "batch_size": args.batch_size, "max_length": args.max_length, "search": args.search,
+            "train_examples": len(ctx.encoded["train"]), "val_examples": len(ctx.encoded["val"]),
+            "test_examples": len(ctx.encoded["test"]), "data_seed": args.data_seed}
+
+
+def sweep(args) -> dict:
+    started = time.perf_counter()
+    check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    ctx = load_context(args)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = settings_of(args, ctx)
+    sweep_io.check_settings(out / "sweep.json", settings)
+    rows = sweep_io.read_runs(out / "runs.csv")
+    done = {sweep_io.run_key(r) for r in rows}
+    runs = plan_runs(args)
+    pending = [r for r in runs if r.key not in done]
+    if args.max_runs is not None:
+        pending = pending[:args.max_runs]
+    n_done = sum(r.key in done for r in runs)
+    print(f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
+          f"{len(pending)} to do now", flush=True)
+    if pending:
+        per_step, per_eval = calibrate(ctx, pending, args)
+        est = estimate_seconds(ctx, pending, args, per_step, per_eval)
+        tokens = sum(len(e["input_ids"]) for e in ctx.encoded["train"]) / len(ctx.encoded["train"])
+        print(f"estimated time: {est / 60:.1f} min for {len(pending)} runs (measured now on {torch.get_num_threads()} "
+              f"threads: {per_step * 1e3:.2f} ms per padded training token, about "
+              f"{per_step * tokens * args.batch_size:.2f} s per step of {args.batch_size}; a busy machine "
+              f"makes this pessimistic)", flush=True)
+    from tqdm.auto import tqdm
+    bar = tqdm(pending, desc="runs", disable=args.no_progress, dynamic_ncols=True)
+    for run in bar:
+        bar.set_postfix(rank=run.rank, seed=run.seed)
+        rows.append(run_one(ctx, run, args))
+        sweep_io.write_runs(out / "runs.csv", rows)
+    bar.close()
+    return finish(args, out, rows, settings, time.perf_counter() - started)
+
+
+def finish(args, out: Path, rows: list[dict], settings: dict, wall: float) -> dict:
+    rows = [r for r in rows if int(r["rank"]) in args.ranks and int(r["seed"]) in args.seeds]
+    summary = sweep_stats.summarise(rows, args.reference_rank)
+    settings = dict(settings, seeds=args.seeds)
+    sweep_io.atomic_write(out / "summary.md", sweep_report.markdown(summary, args.reference_rank, settings, wall))
+    title = f"{args.task}: LoRA rank sweep, {Path(settings['model']).name}, {args.alpha_policy if not args.search else f'search {args.search}'}"
+    sweep_report.plot(summary, args.reference_rank, out / "rank_sweep.png", title)
+    print(sweep_report.table(summary, args.reference_rank))
+    text, helps = sweep_report.verdict(summary, args.reference_rank)
+    print(text)
+    return {"benchmark": "rank_sweep", "config": {k: v for k, v in settings.items() if k != "data_files"},
+            "ranks": args.ranks, "reference_rank": args.reference_rank, "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
+            "runs": len(rows), "wall_seconds": round(wall, 1), "rank_above_reference_helps": helps,
+            "verdict": text, "results": sweep_report.json_summary(summary, args.reference_rank), "out": str(out)}
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        doc = sweep(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        raise SystemExit(2)
+    print(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    main()
