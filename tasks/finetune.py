@@ -32,7 +32,7 @@ from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
 from tasks.fetch import default_model_dir
-from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, MethodSpec, prepare
+from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, MethodSpec, prepare, resolve_preset
 from tasks.metrics import json_safe
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, task_names
@@ -54,10 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     a("--alpha", type=float, default=8.0, help="LoRA alpha; scaling alpha/r (default 8)")
     a("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default 0.1)")
-    a("--targets", type=_csv_list, default=(), help="comma-separated module names to adapt "
-      "(default lora: query,value; ia3: key,value,output.dense)")
-    a("--feedforward", type=_csv_list, default=("output.dense",),
-      help="IA3: comma-separated targets scaled on their input (default output.dense)")
+    a("--targets", type=_csv_list, default=("preset",), help="comma-separated module names to adapt, or "
+      "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
+      "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)")
+    a("--feedforward", type=_csv_list, default=(),
+      help="IA3: comma-separated targets scaled on their input (default: the preset's, BERT output.dense)")
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
     a("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default 1)")
@@ -138,12 +139,11 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
-def load_inputs(args, task):
+def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
     data = load_data(task, args.data_dir, args.seed)
     for note in data.notes:
         log(note)
-    model_dir = Path(args.model) if args.model else default_model_dir()
     tokenizer = load_tokenizer(model_dir)
     splits = {"train": subsample(data.train, args.max_train_examples, args.seed),
               "validation": subsample(data.validation, args.max_eval_examples, args.seed),
@@ -151,7 +151,7 @@ def load_inputs(args, task):
     encoded = {k: encode_split(task, tokenizer, v, data.labels, args) for k, v in splits.items()}
     log(f"{task.name}: {len(data.labels)} labels, " +
         ", ".join(f"{k} {len(v)}" for k, v in encoded.items()) + f" examples (max length {args.max_length})")
-    return data, model_dir, tokenizer, encoded
+    return data, tokenizer, encoded
 
 
 def train_config(args, task, lr: float) -> TrainConfig:
@@ -170,16 +170,18 @@ def run(args) -> dict:
     out = Path(args.out)
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
-    spec = MethodSpec(args.method, args.rank, args.alpha, args.dropout, args.targets, args.feedforward)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    preset, targets = resolve_preset(args.targets, model_dir)
+    spec = MethodSpec(args.method, preset, args.rank, args.alpha, args.dropout, targets, args.feedforward)
     spec.adapter_config()                                           # invalid adapter settings fail here
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
-    data, model_dir, tokenizer, encoded = load_inputs(args, task)
+    data, tokenizer, encoded = load_inputs(args, task, model_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
     adapted = prepare(model, spec)
-    log(f"method {args.method}: {len(adapted)} adapted modules; {minipeft.summary(model)}")
+    log(f"method {args.method} (preset {preset.name}): {len(adapted)} adapted modules; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
     provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
                   "data_files": {str(f): sha256_file(f) for f in data.files},

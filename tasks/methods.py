@@ -1,53 +1,64 @@
 """What trains under each `--method`, with the paper's defaults (§1.2-1.5).
 
-    lora    LoRA on --targets (default query,value), r=8, alpha=8, dropout 0.1; lr 3e-4
-    ia3     IA3 on key,value,output.dense, input-scaled output.dense (PEFT's rule); lr 3e-4
+    lora    LoRA on the preset's targets (BERT: query,value), r=8, alpha=8, dropout 0.1; lr 3e-4
+    ia3     IA3 on the preset's targets (BERT: key,value,output.dense, output.dense input-scaled)
     full    every parameter; lr 3e-5
     frozen  the encoder frozen, only the task head trains; lr 3e-5
-The task head (`classifier`) always trains.
+The task head (`classifier`; DistilBERT also `pre_classifier`) always trains.
+
+Targets come from a preset (models.presets) unless named: `--targets preset` (the default) applies
+the paper's rule to the checkpoint (names with "tiny" or "mobile" get query,key,value; DistilBERT
+gets q_lin,k_lin,v_lin), `--targets preset:NAME` picks one (bert, tiny, mobile, distilbert), and
+`--targets query,key,value` names modules directly.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
 from minipeft import IA3Config, LoraConfig, inject
+from models.presets import Preset, choose_preset
 
 METHODS = ("lora", "ia3", "full", "frozen")
 ADAPTER_METHODS = ("lora", "ia3")
 DEFAULT_LR = {"lora": 3e-4, "ia3": 3e-4, "full": 3e-5, "frozen": 3e-5}
-DEFAULT_TARGETS = {"lora": ("query", "value"), "ia3": ("key", "value", "output.dense")}
-DEFAULT_FEEDFORWARD = ("output.dense",)
-HEAD = ("classifier",)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     method: str
+    preset: Preset
     rank: int = 8
     alpha: float = 8.0
     dropout: float = 0.1
-    targets: tuple[str, ...] = ()          # empty: the method's default
-    feedforward: tuple[str, ...] = DEFAULT_FEEDFORWARD
+    targets: tuple[str, ...] = ()          # empty: the preset's
+    feedforward: tuple[str, ...] = ()      # IA3, empty: the preset's
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
 
+    @property
+    def head(self) -> tuple[str, ...]:
+        return self.preset.head
+
     def adapter_config(self):
         """The LoraConfig / IA3Config of an adapter method (None for full and frozen)."""
-        targets = self.targets or DEFAULT_TARGETS.get(self.method, ())
         if self.method == "lora":
-            return LoraConfig(r=self.rank, alpha=self.alpha, dropout=self.dropout, targets=targets,
-                              modules_to_save=HEAD)
+            return LoraConfig(r=self.rank, alpha=self.alpha, dropout=self.dropout,
+                              targets=self.targets or self.preset.lora_targets, modules_to_save=self.head)
         if self.method == "ia3":
-            return IA3Config(targets=targets, feedforward=self.feedforward, modules_to_save=HEAD)
+            targets = self.targets or self.preset.ia3_targets
+            feedforward = self.feedforward or tuple(t for t in self.preset.ia3_feedforward if t in targets)
+            return IA3Config(targets=targets, feedforward=feedforward, modules_to_save=self.head)
         return None
 
     def describe(self) -> dict:
         cfg = self.adapter_config()
-        out = {"method": self.method}
+        out = {"method": self.method, "preset": self.preset.name, "head": list(self.head)}
         if self.method == "lora":
             out.update(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=list(cfg.targets))
         elif self.method == "ia3":
@@ -55,15 +66,26 @@ class MethodSpec:
         return out
 
 
+def resolve_preset(targets: tuple[str, ...], model_dir: Path) -> tuple[Preset, tuple[str, ...]]:
+    """(preset, explicit targets) from --targets: empty or `preset` -> the paper's name rule;
+    `preset:NAME` -> that preset; anything else -> explicit module names (preset for the head only)."""
+    cfg_file = Path(model_dir) / "config.json"
+    model_type = json.loads(cfg_file.read_text()).get("model_type", "bert") if cfg_file.is_file() else "bert"
+    if len(targets) == 1 and targets[0].startswith("preset"):
+        _, _, name = targets[0].partition(":")
+        return choose_preset(name or "paper", str(model_dir), model_type), ()
+    return choose_preset("paper", str(model_dir), model_type), targets
+
+
 def prepare(model: nn.Module, spec: MethodSpec) -> list[str]:
     """Set up `model` in place for `spec`; returns the adapted module paths (empty for full/frozen)."""
     cfg = spec.adapter_config()
     if cfg is not None:
         return inject(model, cfg)
-    head = [m for name, m in model.named_modules() if name in HEAD]
+    head = [m for name, m in model.named_modules() if name in spec.head]
     if not head:
-        raise ValueError(f"{type(model).__name__} has no module named {HEAD[0]!r}; expected a model "
-                         f"with a classification head")
+        raise ValueError(f"{type(model).__name__} has no module named {' or '.join(spec.head)}; expected "
+                         f"a model with a classification head")
     for p in model.parameters():
         p.requires_grad = spec.method == "full"
     for m in head:

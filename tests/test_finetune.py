@@ -167,3 +167,19 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatc
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     result = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert result["result"]["resumed_from_step"] == 4
+
+
+def test_target_presets_follow_the_paper_rule(tmp_path):
+    from tasks.methods import MethodSpec, resolve_preset
+    for name, lora, ia3_ff in (("bio-bert", ("query", "value"), ("output.dense",)),
+                               ("tiny-biobert", ("query", "key", "value"), ("output.dense",))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        preset, explicit = resolve_preset(("preset",), folder)
+        assert explicit == () and MethodSpec("lora", preset).adapter_config().targets == lora
+        assert MethodSpec("ia3", preset).adapter_config().feedforward == ia3_ff
+    preset, explicit = resolve_preset(("preset:distilbert",), tmp_path / "bio-bert")
+    assert preset.name == "distilbert" and MethodSpec("frozen", preset).head == ("pre_classifier", "classifier")
+    preset, explicit = resolve_preset(("query", "key"), tmp_path / "bio-bert")
+    assert MethodSpec("lora", preset, targets=explicit).adapter_config().targets == ("query", "key")
