@@ -65,34 +65,65 @@ def test_lora_equals_reference_no_dropout(bias, lead):
             torch.testing.assert_close(a, c)
 
 
-def test_lora_dropout_reproduces_documented_mask():
-    """The mask is `torch.rand(x.shape) >= p` from the default generator: reproduce it, compare all grads."""
-    x, W, b, A, B = make((4, 5), d_in=8, d_out=6)
-    dy = torch.randn(4, 5, 6)
+def documented_drop(shape, p):
+    """The mask recipe of minipeft.ops' docstring, written out: 16 bits per element from full-range
+    int64 draws of the default generator, dropped when below round(p·2¹⁶) (as unsigned)."""
+    t = round(p * 65536)
+    n = torch.Size(shape).numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+    return bits.view(torch.int16)[:n].view(shape) < t - 32768, 65536 / (65536 - t)
+
+
+@pytest.mark.parametrize("lead", [(4, 5), (3,)])  # 3·8 = 24 and 4·5·8 elements; odd counts covered below
+def test_lora_dropout_reproduces_documented_mask(lead):
+    x, W, b, A, B = make(lead, d_in=8, d_out=6)
+    dy = torch.randn(*lead, 6)
     p = 0.3
     torch.manual_seed(123)
     y1, g1 = grads(lambda *t: ops.lora_linear(*t, 2.0, p, True), [x, W, b, A, B], dy)
     torch.manual_seed(123)
-    keep = torch.rand(x.shape, dtype=torch.float32) >= p
-    assert 0 < keep.sum() < keep.numel()
+    drop, keep_scale = documented_drop(x.shape, p)
+    assert 0 < drop.sum() < drop.numel()
+    keep = (~drop).float() * keep_scale * (1 - p)  # ref_lora divides by (1 - p)
     y2, g2 = grads(lambda *t: ref_lora(*t, 2.0, keep, p), [x, W, b, A, B], dy)
     torch.testing.assert_close(y1, y2)
     for a, c in zip(g1, g2):
         torch.testing.assert_close(a, c)
     # and a different mask really changes the result (the check above can fail)
-    y3 = ref_lora(x, W, b, A, B, 2.0, ~keep, p)
+    y3 = ref_lora(x, W, b, A, B, 2.0, 1 - keep, p)
     assert not torch.allclose(y1, y3)
 
 
+@pytest.mark.parametrize("shape", [(7, 3), (5,)])
+def test_dropout_mask_odd_sizes_match_recipe(shape):
+    torch.manual_seed(9)
+    keep, s = ops.dropout_mask(shape, 0.5)
+    torch.manual_seed(9)
+    drop, s2 = documented_drop(shape, 0.5)
+    assert keep.shape == shape and keep.dtype == torch.uint8
+    assert torch.equal(keep.bool(), ~drop) and s == s2
+
+
+def test_dropout_mask_every_lane_has_rate_p():
+    """Each of the four 16-bit lanes of a draw drops with probability p (a biased high lane would not)."""
+    p, n = 0.1, 400_000
+    keep, keep_scale = ops.dropout_mask((n,), p)
+    rates = 1 - keep.view(-1, 4).float().mean(0)
+    sigma = (p * (1 - p) / (n / 4)) ** 0.5
+    assert (rates - p).abs().max() < 5 * sigma
+    assert keep_scale == pytest.approx(1 / (1 - p), rel=1e-4)
+
+
 def test_lora_dropout_statistics():
-    """With W=0, A=B=I, s=1 and x=1 the op returns the dropped-out ones: fraction p zero, rest 1/(1-p)."""
+    """With W=0, A=B=I, s=1 and x=1 the op returns the dropped-out ones: fraction p zero, rest 1/(1-p')."""
     n, d, p = 4000, 16, 0.1
     x = torch.ones(n, d)
     y = ops.lora_linear(x, torch.zeros(d, d), None, torch.eye(d), torch.eye(d), 1.0, p, True)
     zero = (y == 0).float().mean().item()
     sigma = (p * (1 - p) / y.numel()) ** 0.5
     assert abs(zero - p) < 5 * sigma
-    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    p_rounded = round(p * 2**16) / 2**16
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p_rounded)))
 
 
 def test_lora_eval_mode_has_no_dropout():
@@ -103,7 +134,7 @@ def test_lora_eval_mode_has_no_dropout():
 def test_lora_gradcheck_float64():
     x, W, b, A, B = (t.double().requires_grad_(True) for t in make((2, 3), d_in=4, d_out=3, r=2))
     assert torch.autograd.gradcheck(lambda *t: ops.lora_linear(*t, 0.8, 0.0, True), (x, W, b, A, B))
-    keep = torch.rand(x.shape) >= 0.4
+    keep = (torch.rand(x.shape) >= 0.4).to(torch.uint8)
     f = lambda *t: ops._LoRALinear.apply(*t, 0.8, keep, 1 / 0.6)  # fixed mask: gradcheck calls it often
     assert torch.autograd.gradcheck(f, (x, W, b, A, B))
     assert torch.autograd.gradcheck(f, (x, W, None, A, B))

@@ -60,18 +60,24 @@ def test_no_dropout_equals_sdpa(mask_kind):
 
 
 def test_dropout_equals_reference_with_the_regenerated_mask():
-    """The seed comes from the default CPU generator, the mask from `rand >= p` on a generator seeded with it."""
+    """The seed comes from the default CPU generator; the mask from 16-bit lanes of full-range int64
+    draws of a generator seeded with it, dropped below round(p·2¹⁶) (written out here)."""
     q, k, v = qkv()
     mask, p, dout = padding_mask(), 0.25, torch.randn(2, 3, 7, 4)
     torch.manual_seed(11)
     got = run(lambda q, k, v: att.attention(q, k, v, mask, p, recompute=True), q, k, v, dout)
     torch.manual_seed(11)
     seed = int(torch.randint(0, 2**62, ()).item())
-    keep = torch.rand(2, 3, 7, 7, generator=torch.Generator().manual_seed(seed)) >= p
+    t = round(p * 65536)
+    bits = torch.empty(2 * 3 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
+        -2**63, None, generator=torch.Generator().manual_seed(seed))
+    drop = bits.view(torch.int16)[:2 * 3 * 7 * 7].view(2, 3, 7, 7) < t - 32768
+    keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)            # ref divides by (1 - p)
+    assert 0 < drop.sum() < drop.numel()
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    other = run(lambda q, k, v: ref_attention(q, k, v, mask, p, ~keep), q, k, v, dout)
+    other = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep.flip(-1)), q, k, v, dout)
     assert not torch.allclose(got[0], other[0])
 
 
