@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import minipeft
+from minipeft import distributed
 from minipeft.batching import PadCollate
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
@@ -176,7 +177,8 @@ def run(args) -> dict:
     spec.adapter_config()                                           # invalid adapter settings fail here
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     data, tokenizer, encoded = load_inputs(args, task, model_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.context().is_main:                   # distributed hook: rank 0 alone writes
+        out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
@@ -206,7 +208,8 @@ def run(args) -> dict:
            "trainable_params": result.trainable_params, "memory": result.memory,
            "hyperparameters": hp, "started": started, "ended": ended}
     provenance.update(metrics=metrics, ended=ended)
-    write_outputs(model, args, out, model_dir, task, data.labels, doc, provenance)
+    if distributed.context().is_main:                   # distributed hook: rank 0 alone writes
+        write_outputs(model, args, out, model_dir, task, data.labels, doc, provenance)
     return doc
 
 
@@ -228,6 +231,8 @@ def main(argv=None) -> None:
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
     test = doc["test"]
+    if not distributed.context().is_main:               # distributed hook: one summary line per job
+        return
     print(json.dumps({"task": doc["task"], "method": args.method, "best_epoch": doc["best_epoch"],
                       "test": {k: test.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "entity_f1")
                                if k in test}, "train_seconds": round(doc["train_seconds"], 1),
