@@ -117,8 +117,10 @@ class PrefixTuning(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        dtype = next(self.base_model.parameters()).dtype                       # PEFT casts to the base dtype
+        prefix = [(k.to(dtype), v.to(dtype)) for k, v in self.prefix_kv(batch)]
         return self.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               inputs_embeds=inputs_embeds, prefix_kv=self.prefix_kv(batch))
+                               inputs_embeds=inputs_embeds, prefix_kv=prefix)
 
 
 def _find_embedding(model: nn.Module, suffix: str) -> str:

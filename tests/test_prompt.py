@@ -218,3 +218,21 @@ def test_a_few_steps_fit_a_toy_task_and_leave_the_base_untouched(method):
     # only creeps down here, the collapse the paper reports
     assert losses[-1] < (0.5 * losses[0] if method == "prefix" else losses[0])
     assert all(torch.equal(base.state_dict()[k], v) for k, v in frozen.items())
+
+
+def test_prefix_gradients_survive_gradient_checkpointing():
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(BertConfig(**SMALL, hidden_dropout_prob=0.0,
+                                                    attention_probs_dropout_prob=0.0), num_labels=3)
+    w = prefix_tuning(base, PrefixConfig(num_virtual_tokens=3)).train()
+    ids, mask = _batch()
+
+    def grad():
+        w.zero_grad()
+        w(ids, mask).logsumexp(-1).sum().backward()
+        return w.prompt_encoder.embedding.weight.grad.clone()
+
+    g0 = grad()
+    base.bert.encoder.gradient_checkpointing = True
+    torch.testing.assert_close(grad(), g0)
+    assert g0.abs().sum() > 0
