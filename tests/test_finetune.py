@@ -183,3 +183,17 @@ def test_target_presets_follow_the_paper_rule(tmp_path):
     assert preset.name == "distilbert" and MethodSpec("frozen", preset).head == ("pre_classifier", "classifier")
     preset, explicit = resolve_preset(("query", "key"), tmp_path / "bio-bert")
     assert MethodSpec("lora", preset, targets=explicit).adapter_config().targets == ("query", "key")
+
+
+def test_predict_input_errors(tmp_path, capsys):
+    notes = tmp_path / "notes.csv"
+    write_csv(notes, ["id", "note"], [[1, "x"]])
+    with pytest.raises(SystemExit):
+        predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
+    assert "missing column(s) text; expected text; found columns id, note" in capsys.readouterr().err
+    write_csv(notes, ["id", "text"], [[1, "x"]])
+    (tmp_path / "task.json").write_text(json.dumps({"task": "i2b2-2010", "type": "token-cls", "labels": ["O"]}))
+    with pytest.raises(SystemExit):
+        predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
+    assert "sequence classification) only" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
