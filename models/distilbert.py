@@ -122,12 +122,12 @@ class MultiHeadSelfAttention(nn.Module):
         q = split_heads(self.q_lin(x), self.n_heads)                           # (batch, heads, seq, head_dim)
         k = split_heads(self.k_lin(x), self.n_heads)
         v = split_heads(self.v_lin(x), self.n_heads)
-        k, v, mask = _with_prefix(k, v, x, attention_mask, prefix_kv)
+        k, v, mask = with_prefix(k, v, x, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
         return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq, dim)
 
 
-def _with_prefix(k, v, x, attention_mask, prefix_kv):
+def with_prefix(k, v, x, attention_mask, prefix_kv):
     """Prepend learned (key, value) prefixes and grow the padding mask by always-visible positions."""
     if prefix_kv is None:
         return k, v, key_mask(attention_mask)
