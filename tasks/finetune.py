@@ -140,6 +140,14 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
+def check_max_length(model_dir: Path, max_length: int) -> None:
+    cfg_file = model_dir / "config.json"
+    limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
+    if max_length < 3 or (limit and max_length > limit):
+        raise ValueError(f"--max-length {max_length}: expected 3..{limit or 512} tokens "
+                         f"({cfg_file} has max_position_embeddings={limit})")
+
+
 def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
     data = load_data(task, args.data_dir, args.seed)
@@ -172,6 +180,7 @@ def run(args) -> dict:
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
     model_dir = Path(args.model) if args.model else default_model_dir()
+    check_max_length(model_dir, args.max_length)
     preset, targets = resolve_preset(args.targets, model_dir)
     spec = MethodSpec(args.method, preset, args.rank, args.alpha, args.dropout, targets, args.feedforward)
     spec.adapter_config()                                           # invalid adapter settings fail here

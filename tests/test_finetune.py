@@ -197,3 +197,8 @@ def test_predict_input_errors(tmp_path, capsys):
         predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
     assert "sequence classification) only" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_max_length_beyond_the_position_table_is_refused(tmp_path, tiny_model):
+    with pytest.raises(ValueError, match=r"--max-length 480: expected 3\.\.128"):
+        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, tmp_path / "run", "--max-length", "480")
