@@ -17,7 +17,8 @@ COLUMNS = ("task", "rank", "seed", "trial", "alpha_policy", "alpha", "scaling", 
            "targets", "epochs", "train_examples", "trainable_params", "adapter_params",
            "adapter_percent", "model_params", "val_auroc", "val_f1_macro", "val_accuracy",
            "test_auroc", "test_f1_macro", "test_accuracy", "best_epoch", "train_seconds",
-           "eval_seconds", "samples_per_second", "saved_bytes_max", "peak_rss_bytes")
+           "eval_seconds", "run_seconds", "cpu_seconds", "threads", "samples_per_second",
+           "saved_bytes_max", "peak_rss_bytes")
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

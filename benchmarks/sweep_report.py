@@ -53,7 +53,7 @@ def verdict(summary: list[dict], ref_rank: int) -> tuple[str, bool | None]:
             f"t-interval contains 0 or is negative, as in the paper (about ±0.01)."), False
 
 
-def markdown(summary: list[dict], ref_rank: int, settings: dict, wall: float) -> str:
+def markdown(summary: list[dict], ref_rank: int, settings: dict, wall: float, cpu: float) -> str:
     noise = seed_noise(summary, ref_rank)
     text, _ = verdict(summary, ref_rank)
     lines = [f"# LoRA rank sweep: {settings['task']}", "",
@@ -70,7 +70,8 @@ def markdown(summary: list[dict], ref_rank: int, settings: dict, wall: float) ->
              + ("n/a (one seed)" if math.isnan(noise) else f"{noise:.4f}") + ".",
              "Adapter parameters exclude the classification head and are a share of all non-adapter "
              "parameters (base + head), as the paper counts them.", "", f"**{text}**", "",
-             f"Wall time of this invocation: {wall / 60:.1f} min.", ""]
+             f"This invocation: {wall / 60:.1f} min wall clock, {cpu / 60:.1f} min of process CPU time "
+             f"(wall clock grows when other jobs share the cores; runs already in runs.csv are not re-timed).", ""]
     return "\n".join(lines)
 
 
