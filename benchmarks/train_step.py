@@ -15,7 +15,9 @@ zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
 Variants run round-robin in every repeat, so their ratios are measured side by side on a shared
 machine. "Activation bytes" are the unique storages autograd saves for backward during one
-forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks).
+forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
+With --compile, the seed draw of models.attention.recompute_attention is a graph break (one per
+layer); compile time is excluded by the warm-up steps.
 
 The default of models.attention.RECOMPUTE_BACKWARD (True) comes from this benchmark: compare
 full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.
@@ -74,8 +76,11 @@ class Runner:
 
     def loss(self, batch, labels):
         from models import attention
-        attention.RECOMPUTE_BACKWARD = self.recompute
-        out = self.forward(**batch)
+        before, attention.RECOMPUTE_BACKWARD = attention.RECOMPUTE_BACKWARD, self.recompute
+        try:
+            out = self.forward(**batch)
+        finally:
+            attention.RECOMPUTE_BACKWARD = before
         logits = out.logits if hasattr(out, "logits") else out                # (batch, 2)
         return F.cross_entropy(logits, labels)
 
@@ -85,8 +90,14 @@ class Runner:
         self.opt.zero_grad(set_to_none=True)
 
     def activation_bytes(self, batch, labels):
+        """Counted on the eager model (under --compile, what a compiled graph saves is decided by
+        its partitioner and not visible to saved_tensors_hooks)."""
         exclude = list(self.model.parameters()) + list(self.model.buffers())
-        nbytes, loss = saved_bytes(lambda: self.loss(batch, labels), exclude)
+        forward, self.forward = self.forward, self.model
+        try:
+            nbytes, loss = saved_bytes(lambda: self.loss(batch, labels), exclude)
+        finally:
+            self.forward = forward
         loss.backward()
         self.opt.zero_grad(set_to_none=True)
         return nbytes

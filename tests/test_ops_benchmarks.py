@@ -1,0 +1,36 @@
+"""The op and training-step benchmarks run end to end at tiny sizes and report what they claim."""
+import json
+
+import pytest
+
+from benchmarks import ops as bench_ops
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
+    n = 16
+    bench_ops.main(["--shapes", "minilm", "--tokens", str(n), "--warmup", "0", "--repeats", "1", "--inner", "1"])
+    doc = last_json(capsys)
+    assert doc["benchmark"] == "ops" and doc["torch"] and doc["device"] == "cpu"
+    by_case = {r["case"]: r for r in doc["results"]}
+    assert set(by_case) == {"lora-qkv", "lora-ffn", "ia3-kv", "ia3-ff"}
+    h = 384
+    # fused q,k,v: x once (fp32) + three 1-byte keep-masks
+    assert by_case["lora-qkv"]["fused"]["saved_bytes"] == n * h * 4 + 3 * n * h
+    assert by_case["lora-qkv"]["bytes_ratio_fused_plain"] <= 0.5
+    for r in doc["results"]:
+        assert r["fused"]["min_ms"] <= r["fused"]["median_ms"] <= r["fused"]["max_ms"]
+
+
+def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
+    from benchmarks import train_step
+    train_step.main(["--variants", "full,lora-plain,lora-fused,ia3", "--batch", "2", "--seq", "16",
+                     "--warmup", "0", "--repeats", "1", "--model-dir", str(minilm_dir)])
+    res = last_json(capsys)["results"]
+    assert set(res) == {"full", "lora-plain", "lora-fused", "ia3"}
+    assert res["full"]["time_ratio_full"] == pytest.approx(1.0)
+    assert res["lora-fused"]["activation_bytes"] < res["lora-plain"]["activation_bytes"]
+    assert res["lora-fused"]["trainable"] == res["lora-plain"]["trainable"] < res["full"]["trainable"]
