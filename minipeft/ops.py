@@ -22,6 +22,7 @@ random stream from `nn.Dropout`; compare runs of the same path.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def dropout_mask(shape, p: float, device=None, generator=None):
@@ -36,6 +37,23 @@ def dropout_mask(shape, p: float, device=None, generator=None):
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
     keep = bits.view(torch.int16)[:n].view(shape) >= t - 32768            # (*shape) bool
     return keep.view(torch.uint8), 65536.0 / (65536 - t)
+
+
+def _autocast(x, *tensors):
+    """(device type or None, tensors): under autocast, every floating tensor cast to the autocast
+    dtype (outside the Function, so autograd casts the gradients back), as F.linear would."""
+    dev = x.device.type
+    if not torch.is_autocast_enabled(dev):
+        return None, (x,) + tensors
+    dt = torch.get_autocast_dtype(dev)
+    return dev, tuple(t.to(dt) if t is not None and t.is_floating_point() else t for t in (x,) + tensors)
+
+
+def _apply(fn, dev, *args):
+    if dev is None:
+        return fn.apply(*args)
+    with torch.autocast(dev, enabled=False):  # inputs already cast; backward then sees one dtype
+        return fn.apply(*args)
 
 
 def _check_dropout(dropout: float) -> None:
@@ -59,6 +77,7 @@ class _LoRALinear(torch.autograd.Function):
         return out.reshape(*x.shape[:-1], weight.shape[0])                # (..., out)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         x, weight, A, B, keep = ctx.saved_tensors
         c = ctx.c
@@ -91,14 +110,16 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling: float, dropout: float,
     """y = x Wᵀ + b + scaling · dropout(x) Aᵀ Bᵀ.  x (..., in), W (out, in), A (r, in), B (out, r).
 
     Dropout acts on the LoRA branch only. Adapters in another dtype than x are cast to x's dtype
-    (outside the Function, so autograd casts their gradients back)."""
+    (outside the Function, so autograd casts their gradients back); under autocast, everything is
+    cast to the autocast dtype first, as F.linear would be."""
     _check_dropout(dropout)
+    dev, (x, weight, bias, lora_A, lora_B) = _autocast(x, weight, bias, lora_A, lora_B)
     if lora_A.dtype != x.dtype:
         lora_A, lora_B = lora_A.to(x.dtype), lora_B.to(x.dtype)
     keep, keep_scale = None, 1.0
     if training and dropout > 0:
         keep, keep_scale = dropout_mask(x.shape, dropout, x.device)      # (..., in) uint8 0/1
-    return _LoRALinear.apply(x, weight, bias, lora_A, lora_B, float(scaling), keep, keep_scale)
+    return _apply(_LoRALinear, dev, x, weight, bias, lora_A, lora_B, float(scaling), keep, keep_scale)
 
 
 class _IA3Linear(torch.autograd.Function):
@@ -123,6 +144,7 @@ class _IA3Linear(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         x, weight, bias, scale, y = ctx.saved_tensors
         need_x, need_w, need_b, need_l = ctx.needs_input_grad[:4]
@@ -167,6 +189,7 @@ def ia3_linear(x, weight, bias, scale, feedforward: bool):
     if scale.dim() != 1 or scale.shape[0] != want:
         raise ValueError(f"ia3_linear: scale must have shape ({want},) for feedforward={feedforward}, "
                          f"found {tuple(scale.shape)}; feed-forward targets scale inputs, others outputs")
+    dev, (x, weight, bias, scale) = _autocast(x, weight, bias, scale)
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
-    return _IA3Linear.apply(x, weight, bias, scale, bool(feedforward))
+    return _apply(_IA3Linear, dev, x, weight, bias, scale, bool(feedforward))

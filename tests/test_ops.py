@@ -283,3 +283,41 @@ def test_ia3_rejects_wrong_scale_shape():
     x, W, b, _, _ = make(d_in=6, d_out=5)
     with pytest.raises(ValueError, match=r"\(6,\)"):
         ops.ia3_linear(x, W, b, torch.ones(5), True)
+
+
+def test_lora_and_ia3_under_cpu_autocast_match_composed():
+    """Under autocast the ops run in the autocast dtype like F.linear; grads come back in fp32."""
+    x, W, b, A, B = make((4, 8), d_in=32, d_out=16, r=4)
+    l = torch.rand(16) + 0.5
+    dy = torch.randn(4, 8, 16)
+    for fused, ref in ((lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), lambda *t: ref_lora(*t, 0.5)),
+                       (lambda x, W, b, A, B: ops.ia3_linear(x, W, b, l, False),
+                        lambda x, W, b, A, B: ref_ia3(x, W, b, l, False))):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y1, g1 = grads(fused, [x, W, b, A, B], dy)
+        y2, g2 = grads(ref, [x, W, b, A, B], dy)
+        assert y1.dtype == torch.bfloat16 and g1[0].dtype == torch.float32
+        for a, c in zip([y1] + g1, [y2] + g2):
+            if c is None:  # A, B unused by the IA3 pair
+                assert a is None
+                continue
+            torch.testing.assert_close(a.float(), c, rtol=3e-2, atol=3e-2 * c.abs().max().item())
+
+
+def test_lora_non_contiguous_input():
+    x, W, b, A, B = make((6, 5), d_in=6, d_out=4)
+    xt = x.transpose(0, 1)                                                # (5, 6, in), non-contiguous
+    dy = torch.randn(5, 6, 4)
+    y1, g1 = grads(lambda x, *t: ops.lora_linear(x.transpose(0, 1), *t, 0.7, 0.0, True), [x, W, b, A, B], dy)
+    y2, g2 = grads(lambda x, *t: ref_lora(x.transpose(0, 1), *t, 0.7), [x, W, b, A, B], dy)
+    assert not xt.is_contiguous()
+    for a, c in zip([y1] + g1, [y2] + g2):
+        torch.testing.assert_close(a, c)
+
+
+def test_double_backward_is_refused():
+    x, W, b, A, B = (t.requires_grad_(True) for t in make())
+    y = ops.lora_linear(x, W, b, A, B, 1.0, 0.0, True)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gx.sum().backward()
