@@ -1,0 +1,48 @@
+"""benchmarks.rank_sweep --workers 2: the same rows as one process (runs on 2 spawned processes)."""
+import csv
+
+import pytest
+import torch
+
+from benchmarks import rank_sweep, sweep_workers
+from models import BertConfig, BertModel, save_pretrained
+from synthetic_tasks import write_mimic
+
+SAME = ("rank", "seed", "trial", "alpha", "scaling", "lr", "adapter_params", "val_auroc", "val_f1_macro",
+        "test_auroc", "test_f1_macro", "test_accuracy", "best_epoch", "threads")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(minilm_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
+
+
+def _rows(out):
+    with open(out / "runs.csv", newline="") as f:
+        return {(r["rank"], r["seed"]): r for r in csv.DictReader(f)}
+
+
+def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
+    data = write_mimic(tmp_path / "mimic", "mp")
+    common = ["--task", "mimic-mp", "--data-dir", str(data), "--model", str(tiny_model), "--ranks", "2,8",
+              "--seeds", "3", "--epochs", "1", "--batch-size", "8", "--max-length", "48", "--lr", "3e-3",
+              "--threads", "1", "--no-progress"]
+    rank_sweep.main([*common, "--out", str(tmp_path / "one")])
+    capsys.readouterr()
+    rank_sweep.main([*common, "--out", str(tmp_path / "two"), "--workers", "2"])
+    assert "spreading 2 runs over 2 processes with 1 thread(s) each" in capsys.readouterr().out
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert one.keys() == two.keys() == {("2", "3"), ("8", "3")}
+    for key in one:   # same seed, same thread count: the same arithmetic in another process
+        assert {k: one[key][k] for k in SAME} == {k: two[key][k] for k in SAME}
+
+
+def test_worker_threads_split_the_cores(monkeypatch):
+    monkeypatch.setattr(sweep_workers.os, "cpu_count", lambda: 8)
+    ns = lambda **kw: type("A", (), kw)()  # noqa: E731
+    assert sweep_workers.worker_threads(ns(threads="auto"), 3) == 8 // 3
+    assert sweep_workers.worker_threads(ns(threads="auto"), 16) == 1
+    assert sweep_workers.worker_threads(ns(threads="2"), 3) == 2
