@@ -18,7 +18,7 @@ import torch
 
 import minipeft
 from minipeft.batching import PadCollate
-from benchmarks import sweep_io, sweep_report, sweep_stats
+from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--threads", default="auto", help="torch threads, or 'auto' (default): time a training step with torch's "
       "default and with 1 thread and keep the faster; on a machine shared with other jobs, one thread "
       "avoids oversubscription and is often several times faster")
+    a("--workers", type=int, default=1, help="processes to spread the runs over, each run on one process "
+      "(default 1: this process); see benchmarks/sweep_workers.py")  # --workers hook
     a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
@@ -241,10 +243,11 @@ def sweep(args) -> dict:
               f"{per_step * tokens * args.batch_size:.2f} s per step of {args.batch_size}; a busy machine "
               f"makes this pessimistic)", flush=True)
     from tqdm.auto import tqdm
-    bar = tqdm(pending, desc="runs", disable=args.no_progress, dynamic_ncols=True)
-    for run in bar:
+    bar = tqdm(total=len(pending), desc="runs", disable=args.no_progress, dynamic_ncols=True)
+    for run, row in sweep_workers.rows(ctx, pending, args, run_one):  # --workers hook: 1 or N processes
+        bar.update(1)
         bar.set_postfix(rank=run.rank, seed=run.seed)
-        rows.append(run_one(ctx, run, args))
+        rows.append(row)
         sweep_io.write_runs(out / "runs.csv", rows)
     bar.close()
     return finish(args, out, rows, settings, time.perf_counter() - started, time.process_time() - cpu_started)
