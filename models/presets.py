@@ -15,8 +15,8 @@ trains: its plain-suffix match also catches DistilBERT's `pre_classifier`, so th
 Two ways to pick a preset:
   * `family_preset(model_type)`: by architecture (bert -> bert, distilbert -> distilbert,
     mobilebert -> mobile). A 4-layer 312-wide BERT is just "bert" here.
-  * `paper_preset(name, model_type)`: the paper's rule, on the checkpoint's *name*: names containing
-    "mobile" or "tiny" get query,key,value (so TinyBioBERT, a BERT, gets 3 LoRA targets, 59,904
+  * `paper_preset(name, model_type)`: the paper's rule, on the checkpoint's *name or path*: names
+    containing "mobile" or "tiny" get query,key,value (so TinyBioBERT, a BERT, gets 3 LoRA targets, 59,904
     parameters); DistilBERT architectures get the distilbert preset; everything else gets PEFT's
     BERT default. nlpie/distil-biobert is a 6-layer BERT whose name lacks "distilbert": "bert".
 This module knows module names only; it imports nothing from minipeft.
@@ -24,7 +24,6 @@ This module knows module names only; it imports nothing from minipeft.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,15 @@ def family_preset(model_type: str) -> Preset:
 
 
 def paper_preset(name_or_path: str, model_type: str) -> Preset:
-    """The paper's name rule: "mobile" or "tiny" in the checkpoint's name -> query,key,value.
-
-    Only the last path component counts (a folder called /models/tiny-runs/... does not make a
-    checkpoint tiny). Architectures whose module names differ from BERT's keep their family preset."""
+    """The paper's name rule: "mobile" or "tiny" anywhere in the lower-cased name or path ->
+    query,key,value. The whole path counts, as in the authors' script, which also catches HF's cache
+    layout (.../models--nlpie--tiny-biobert/snapshots/<hash>); a parent folder named "tiny-runs"
+    therefore matches too: pick the preset by name then. Architectures whose module names differ
+    from BERT's keep their family preset."""
     family = family_preset(model_type)
     if family.name != "bert":
         return family
-    base = PurePath(str(name_or_path).rstrip("/")).name.lower()
+    base = str(name_or_path).lower()
     if "mobile" in base:
         return PRESETS["mobile"]
     if "tiny" in base:

@@ -77,7 +77,8 @@ def test_mobilebert_count_follows_the_papers_shapes():
 def test_name_rule_and_family_rule():
     assert paper_preset("nlpie/tiny-biobert", "bert").lora_targets == ("query", "key", "value")
     assert paper_preset("/ckpt/TinyClinicalBERT/", "bert").name == "tiny"
-    assert paper_preset("/models/tiny-runs/biobert", "bert").name == "bert"     # only the last component counts
+    assert paper_preset("~/.cache/huggingface/hub/models--nlpie--tiny-biobert/snapshots/0a1b", "bert").name == "tiny"
+    assert paper_preset("/models/biobert-v1.1", "bert").name == "bert"
     assert paper_preset("google/mobilebert-uncased", "mobilebert").name == "mobile"
     assert paper_preset("nlpie/distil-biobert", "bert").name == "bert"
     assert paper_preset("anything", "distilbert").name == "distilbert"
