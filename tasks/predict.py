@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -76,7 +77,13 @@ def load_classifier(adapter: str | None, model: str | None):
         base = Path(model or info.get("base_model") or default_model_dir())
         if not labels:
             raise ValueError(f"{folder}: no task.json with the label names; it is written by tasks.finetune")
-        net = load_pretrained(base, head="sequence-classification", num_labels=len(labels))
+        quiet = logging.getLogger("models.loader")       # the adapter brings the head: no "fresh head" warning
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            net = load_pretrained(base, head="sequence-classification", num_labels=len(labels))
+        finally:
+            quiet.setLevel(level)
         load_adapter(net, folder)
     labels = labels or [str(i) for i in range(net.num_labels)]
     return net.eval(), base, {**info, "labels": list(labels)}
