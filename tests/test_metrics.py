@@ -99,3 +99,7 @@ def test_matches_seqeval_when_installed():
     gold = [[tags[i] for i in rng.integers(0, 5, 12)] for _ in range(30)]
     pred = [[t if rng.random() < 0.7 else tags[rng.integers(0, 5)] for t in g] for g in gold]
     assert entity_scores(gold, pred)["f1"] == pytest.approx(seqeval.f1_score(gold, pred))
+    from seqeval.scheme import IOB2
+    strict = entity_scores(gold, pred, strict=True)
+    assert strict["f1"] == pytest.approx(seqeval.f1_score(gold, pred, mode="strict", scheme=IOB2))
+    assert strict["precision"] == pytest.approx(seqeval.precision_score(gold, pred, mode="strict", scheme=IOB2))
