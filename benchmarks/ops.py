@@ -9,7 +9,8 @@ Cases per shape (hidden h, intermediate f):
   ia3-ff     IA³ input scaling f→h (output.dense)
 "plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
 F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
-interleaved in every repeat, so their ratio is measured side by side. Bytes saved for backward are
+interleaved in every repeat, so their ratio is measured side by side ("t f/p": ratio of medians;
+"paired": median of the per-repeat ratios, robust to load drifting on a shared machine). Bytes saved for backward are
 counted with torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
 The last stdout line is one JSON document.
 """
@@ -125,9 +126,11 @@ def measure_case(args, name, h, f, device, dtype):
         x.grad = None
         for t in flat:
             t.grad = None
+    paired = [f / p for f, p in zip(res["fused"]["times"], res["plain"]["times"])]
     for path in ("plain", "fused"):
         res[path].update(summarize(res[path].pop("times")))
     res["time_ratio_fused_plain"] = res["fused"]["median_ms"] / res["plain"]["median_ms"]
+    res["time_ratio_paired"] = statistics.median(paired)  # median of per-repeat ratios: robust to drift
     res["bytes_ratio_fused_plain"] = res["fused"]["saved_bytes"] / max(res["plain"]["saved_bytes"], 1)
     return res
 
@@ -160,7 +163,7 @@ def main(argv=None):
                           else ("cpu" if args.device == "auto" else args.device))
     dtype = getattr(torch, args.dtype)
     results = []
-    print(f"{'shape':10} {'case':9} {'plain ms':>17} {'fused ms':>17} {'t f/p':>6} "
+    print(f"{'shape':10} {'case':9} {'plain ms':>17} {'fused ms':>17} {'t f/p':>6} {'paired':>6} "
           f"{'plain MiB':>9} {'fused MiB':>9} {'B f/p':>6}")
     for shape in args.shapes.split(","):
         h, f = SHAPES[shape]
@@ -168,7 +171,7 @@ def main(argv=None):
             r = measure_case(args, case, h, f, device, dtype)
             p, q = r["plain"], r["fused"]
             print(f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
-                  f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} "
+                  f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
                   f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}")
             results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
     print(json.dumps({"benchmark": "ops", "config": vars(args), "torch": torch.__version__,
