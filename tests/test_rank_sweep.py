@@ -130,3 +130,19 @@ def test_reference_rank_must_be_in_the_grid(capsys):
     with pytest.raises(SystemExit):
         rank_sweep.main(["--ranks", "4,16", "--out", "/nonexistent/never"])
     assert "--reference-rank 8 is not in --ranks" in capsys.readouterr().err
+
+
+def test_search_keeps_the_best_validation_trial(tmp_path, tiny_model, capsys):
+    data_dir = write_mimic(tmp_path / "mimic", "mp")
+    out = tmp_path / "search"
+    rank_sweep.main(_sweep(data_dir, tiny_model, out, "--ranks", "8", "--seeds", "3", "--search", "2"))
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["trial"]) for r in rows] == [0, 1]
+    for r in rows:
+        lr, mult, dropout = sweep_plan.search_draw(3, int(r["trial"]))
+        assert float(r["lr"]) == pytest.approx(lr) and float(r["dropout"]) == dropout
+        assert float(r["alpha"]) == max(1, round(8 * mult)) and r["alpha_policy"] == "search"
+    best = max(rows, key=lambda r: float(r["val_auroc"]))
+    assert doc["results"][0]["test_auroc_mean"] == pytest.approx(float(best["test_auroc"]), abs=1e-5)
