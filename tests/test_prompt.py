@@ -236,3 +236,32 @@ def test_prefix_gradients_survive_gradient_checkpointing():
     base.bert.encoder.gradient_checkpointing = True
     torch.testing.assert_close(grad(), g0)
     assert g0.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(num_virtual_tokens=0), "num_virtual_tokens"),
+    (dict(task_type="CAUSAL_LM"), "CAUSAL_LM"),
+    (dict(modules_to_save="classifier"), "write"),
+])
+def test_configs_refuse_bad_values(bad, words):
+    for cls in (PrefixConfig, PromptConfig):
+        with pytest.raises(ValueError, match=words):
+            cls(**bad)
+
+
+def test_unmatched_head_and_embedding_names_are_refused():
+    with pytest.raises(KeyError, match="score"):
+        prefix_tuning(_bert(), PrefixConfig(modules_to_save=("score",)))
+    with pytest.raises(KeyError, match="token_embeddings"):
+        prompt_tuning(_bert(), PromptConfig(embeddings="token_embeddings"))
+
+
+def test_mobilebert_prefix_runs_on_its_128_wide_keys():
+    """Beyond PEFT (which cannot prefix-tune MobileBERT): the prefix fits the bottleneck attention."""
+    cfg = MobileBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=24, embedding_size=8, intra_bottleneck_size=16, max_position_embeddings=32)
+    w = prefix_tuning(MobileBertForSequenceClassification(cfg, num_labels=2), PrefixConfig(num_virtual_tokens=3))
+    assert w.prefix_kv(2)[0][0].shape == (2, 2, 3, 8)                          # (batch, heads, P, 16 / 2)
+    ids, mask = _batch()
+    w(ids, mask).sum().backward()
+    assert w.prompt_encoder.embedding.weight.grad.abs().sum() > 0
