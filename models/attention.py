@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from models.dropout import keep_mask
+
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     b, t, h = x.shape                                                      # (batch, seq, hidden)
@@ -70,19 +72,11 @@ def _probs(q, k, mask):
 
 
 def _keep_mask(shape, p, seed, device):
-    """(keep as uint8 0/1, keep_scale), regenerated bit for bit from `seed` on a private generator: 16 random bits
-    per element, four per full-range int64 draw (about 10× cheaper on a CPU than `rand`), dropped
-    below round(p·2¹⁶); keep_scale = 1/(1-p') for the rounded p'. (minipeft.ops.dropout_mask draws
-    the same way; models/ may not import minipeft.)"""
+    """(keep uint8 0/1, keep_scale), regenerated bit for bit from `seed` on a private generator
+    (models.dropout.keep_mask: 16-bit lanes of int64 draws, p rounded to a multiple of 2⁻¹⁶)."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
-    t = min(round(p * 65536), 65535)
-    n = 1
-    for d in shape:
-        n *= d
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=g)
-    keep = bits.view(torch.int16)[:n].view(shape) >= t - 32768           # (b, n, tq, tk)
-    return keep.view(torch.uint8), 65536.0 / (65536 - t)  # uint8: mul_ by it is ~10× masked_fill_
+    return keep_mask(shape, p, device, generator=g)                        # (b, n, tq, tk)
 
 
 class _RecomputeAttention(torch.autograd.Function):
