@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -114,9 +115,12 @@ class DistContext:
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError("distributed training got a model without trainable parameters; inject an "
                              "adapter or unfreeze a head before calling train()")
-        ids = [self.local_rank] if self.backend == "nccl" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
-                                                   init_sync=False)
+        ddp = nn.parallel.DistributedDataParallel
+        # sync_start already broadcast the trainable tensors and compared the base fingerprints, so
+        # DDP's own start-up broadcast of every parameter (the frozen base included) is skipped
+        quiet_start = {"init_sync": False} if "init_sync" in inspect.signature(ddp).parameters else {}
+        return ddp(model, device_ids=[self.local_rank] if self.backend == "nccl" else None,
+                   broadcast_buffers=False, **quiet_start)
 
     def sync_start(self, loop: Any, state: dict) -> dict:
         """Give every process rank 0's starting point: loop state, trainable tensors, AdamW moments,
