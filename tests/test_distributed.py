@@ -68,6 +68,51 @@ def test_shards_weights_sum_to_world_times_one(n, micro):
     assert total == pytest.approx(world)     # Σ_r Σ W|micro|/N = W
 
 
+class _Stop(BaseException):
+    pass
+
+
+def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
+    """Two ranks simulated in one process (the collectives patched): each records its share of 5
+    length-sorted batches, the shares are gathered, and tasks.objective.seq_cls_eval (AUROC, F1) on
+    the replayed outputs equals seq_cls_eval over the whole set in one process."""
+    from tasks.objective import seq_cls_eval
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.Embedding(30, 2)
+
+    def model(input_ids, attention_mask, token_type_ids=None):
+        return (emb(input_ids) * attention_mask[..., None]).sum(1)                      # (batch, 2)
+
+    examples = [{"input_ids": torch.randint(1, 30, (int(n),), generator=g).tolist(), "label": i % 2}
+                for i, n in enumerate(torch.randint(2, 9, (13,), generator=g))]
+    from minipeft.batching import PadCollate
+    collate = PadCollate()
+    batches = [[12, 11, 10], [9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]
+    make = lambda idx: collate([examples[i] for i in idx])  # noqa: E731
+    with torch.no_grad():
+        whole = seq_cls_eval(model, (make(b) for b in batches))
+        shares = {}
+
+        def gather(out, obj):
+            shares[rank] = obj
+            if rank == 1:
+                raise _Stop
+            out[:] = [shares[0], shares[1]]
+
+        monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+        monkeypatch.setattr(distributed.dist, "broadcast_object_list", lambda box, src, device=None: None)
+        for rank in (1, 0):
+            ctx = DistContext(rank=rank, world_size=2, backend="gloo")
+            try:
+                got = ctx.evaluate(seq_cls_eval, model, batches, make)
+            except _Stop:
+                continue
+    sizes = [[len(b["label"]) for b in shares[r][0]] for r in (0, 1)]
+    assert sizes == [[3, 3, 1], [3, 3]]                # batches 0,2,4 on rank 0; 1,3 on rank 1
+    assert got.keys() == whole.keys() and 0 < whole["roc_auc"] < 1
+    assert all(got[k] == pytest.approx(whole[k], abs=1e-12) for k in whole)
+
+
 def test_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MINIPEFT_DIST_TIMEOUT", "12.5")
     assert distributed.timeout_seconds() == 12.5
