@@ -14,7 +14,7 @@ zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
 Variants run round-robin in every repeat, so their ratios are measured side by side on a shared
-machine. "Activation bytes" are the unique storages autograd saves for backward during one
+machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios. "Activation bytes" are the unique storages autograd saves for backward during one
 forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention is a graph break (one per
 layer); compile time is excluded by the warm-up steps.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import torch
@@ -166,6 +167,11 @@ def main(argv=None):
             t0 = time.perf_counter()
             r.step(batch, labels)
             res[r.name]["times"].append(time.perf_counter() - t0)
+    for name in res:  # median of per-repeat ratios (same round): robust to load drifting
+        for ref in ("full", "hf-peft"):
+            if ref in res:
+                res[name][f"time_ratio_paired_{ref.replace('-', '_')}"] = statistics.median(
+                    a / b for a, b in zip(res[name]["times"], res[ref]["times"]))
     for name in res:
         res[name].update(summarize(res[name].pop("times")))
     report(res, notes, args)
@@ -175,7 +181,7 @@ def report(res, notes, args):
     full = res.get("full")
     hf = res.get("hf-peft")
     print(f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
-          f"{'act MiB':>8} {'/full':>6} {'/hf':>6}")
+          f"{'p/full':>6} {'p/hf':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6}")
     for name, r in res.items():
         for ref, key in ((full, "full"), (hf, "hf_peft")):
             if ref:
@@ -183,7 +189,8 @@ def report(res, notes, args):
                 r[f"bytes_ratio_{key}"] = r["activation_bytes"] / ref["activation_bytes"]
         fmt = lambda k: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
         print(f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
-              f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {r['activation_bytes'] / 2**20:8.1f} "
+              f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
+              f"{fmt('time_ratio_paired_hf_peft')} {r['activation_bytes'] / 2**20:8.1f} "
               f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')}")
     for name, note in notes.items():
         print(f"note {name}: {note}")

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.attention import attention, key_mask, merge_heads, split_heads
 from models.config import BertConfig
+from models.dropout import Dropout
 
 ACTIVATIONS = {
     "gelu": nn.GELU,                                    # exact erf
@@ -39,7 +40,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as HF with a cache)."""
@@ -94,7 +95,7 @@ class BertSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, ctx, x):
         return self.LayerNorm(self.dropout(self.dense(ctx)) + x)               # (batch, seq, hidden)
@@ -129,7 +130,7 @@ class BertOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, h, a):
         return self.LayerNorm(self.dropout(self.dense(h)) + a)                 # (batch, seq, hidden)
@@ -217,7 +218,7 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = BertModel(self.config)
         p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
@@ -236,7 +237,7 @@ class BertForTokenClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = BertModel(self.config, add_pooling_layer=False)
         p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
