@@ -40,18 +40,23 @@ rank 8, paired per seed, on your data (--task mimic-mp --data-dir DIR) or on an 
 Default (about 8-12 min on 2 idle CPU cores; the estimate is printed before anything trains):
 the real all-MiniLM-L6-v2 checkpoint on rotten-tomatoes (real critic snippets, binary; 64 tokens
 cover them all), ranks 2,8,32,128 x seeds 12,34,56 = 12 runs of 1 epoch on 2,000 training
-examples, lr 1e-3, LoRA on query,value, scored on 800 validation and 800 test examples.
+examples, lr 1e-3, LoRA on query,value, alpha policy `rslora`, scored on 800 validation and 800
+test examples.
 Why this grid: the question is whether rank above 8 helps; 32 and 128 reach the top of the
-paper's grid (8-128) and 2 sits below it, and three seeds (the paper's 12,34,56) are the fewest
-that give a paired std. Why rsLoRA (alpha 8, scaling 8/sqrt(r)): with `fixed` (8/r, the authors'
-first sweep) rank 128 would learn 16x more slowly than rank 8, so within one short epoch the
-figure would show under-training, not rank; `proportional` (scaling 1) makes the update grow
-with r instead. rsLoRA keeps the update size comparable across ranks, so differences reflect
-rank. lr 1e-3 (the authors' first sweep) because one short epoch at 3e-4 leaves LoRA
-under-trained; 2,000 examples reach test AUROC ~0.84 at r=8. Seed noise is as large as the
-paper's rank effect (about +-0.01 AUROC), so the summary says when a difference is within noise
-(95% paired t-interval). For the paper's full protocol use e.g. --ranks 8,16,32,64,128
---epochs 5 --search 20 --max-train-examples 0 (hours, not minutes).
+paper's grid (8-128) and 2 sits below it; three seeds (the paper's 12,34,56) are the fewest that
+give a paired std.
+Why `rslora` (alpha 8, scaling 8/sqrt(r)): under AdamW every entry of B moves by about lr per
+step whatever the scaling, and for a new input the r directions add up like random signs, so the
+layer's output moves by about scaling x lr x sqrt(r). rsLoRA's 1/sqrt(r) keeps that step the same
+at every rank, so the Δ reflects rank rather than step size. With `fixed` (8/r, the authors'
+first sweep) the step shrinks like 1/sqrt(r) (4x smaller at r=128 than at r=8), so within one
+short epoch high ranks would look worse from under-training; `proportional` (scaling 1) grows it
+like sqrt(r). (A 5-step AdamW toy, r=2..128: output change 0.36..0.06 fixed, 0.50..0.67 rslora,
+0.09..0.95 proportional.) lr 1e-3 as in the authors' first sweep (above the paper's 3e-4 default,
+since one short epoch is the whole budget); 2,000 examples reach test AUROC ~0.83 at r=8. Seed noise is as large
+as the paper's rank effect (about +-0.01 AUROC), so the summary says when a difference is within
+noise (95% paired t-interval). The paper's full protocol: --ranks 8,16,32,64,128 --epochs 5
+--search 20 --max-train-examples 0 (hours, not minutes).
 """
 
 
