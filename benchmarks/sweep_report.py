@@ -47,8 +47,9 @@ def verdict(summary: list[dict], ref_rank: int) -> tuple[str, bool | None]:
         return (f"Single seed: the differences above r={ref_rank} cannot be told from seed noise "
                 f"(the paper saw about ±0.01 AUROC between seeds); run several --seeds."), None
     if better:
-        return (f"Rank {', '.join(map(str, better))} beats r={ref_rank} on test AUROC beyond seed noise "
-                f"(95% paired t-interval excludes 0)."), True
+        names = f"Rank {better[0]} beats" if len(better) == 1 else f"Ranks {', '.join(map(str, better))} beat"
+        return (f"{names} r={ref_rank} on test AUROC beyond seed noise (95% paired t-interval excludes 0), "
+                f"in this training budget."), True
     return (f"No rank above {ref_rank} beats it beyond seed noise: every paired test ΔAUROC's 95% "
             f"t-interval contains 0 or is negative, as in the paper (about ±0.01)."), False
 
