@@ -94,7 +94,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
         rows = list(csv.DictReader(f))
     assert [(int(r["seed"]), int(r["rank"])) for r in rows] == [(1, 2), (1, 8), (2, 8)]
     for r in rows:  # rslora scaling; LoRA on query,value of 2 layers: 2 * 2 * r * (32 + 32)
-        assert float(r["scaling"]) == pytest.approx(8 / math.sqrt(int(r["rank"])))
+        assert float(r["scaling"]) == pytest.approx(8 / math.sqrt(int(r["rank"])))  # default policy: rslora
         assert int(r["adapter_params"]) == 2 * 2 * int(r["rank"]) * 64
         assert 0.0 <= float(r["test_auroc"]) <= 1.0
     capsys.readouterr()
