@@ -56,6 +56,15 @@ def _apply(fn, dev, *args):
         return fn.apply(*args)
 
 
+def _mm_into(shape, a, b):
+    """a @ b written into a fresh tensor of `shape` (returned as that base tensor, not a view, so
+    that autograd can accumulate gradients into it in place) and the 2-D view of it."""
+    out = torch.empty(shape, dtype=a.dtype, device=a.device)
+    out2 = out.view(-1, b.shape[-1])
+    torch.mm(a, b, out=out2)
+    return out, out2
+
+
 def _check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"lora_linear: dropout must be in [0, 1), found {dropout}; "
@@ -87,12 +96,11 @@ class _LoRALinear(torch.autograd.Function):
         gB = dy2 @ B                                                      # (N, r)
         dx = dw = db = dA = dB = None
         if ctx.needs_input_grad[0]:
-            dx = dy2 @ weight                                             # (N, in)
+            dx, dx2 = _mm_into(x.shape, dy2, weight)                      # (..., in), (N, in)
             if mask2 is None:
-                dx.addmm_(gB, A, alpha=c)
+                dx2.addmm_(gB, A, alpha=c)
             else:
-                dx.add_((gB @ A).mul_(mask2), alpha=c)
-            dx = dx.reshape(x.shape)
+                dx2.add_((gB @ A).mul_(mask2), alpha=c)
         if ctx.needs_input_grad[1]:
             dw = dy2.t() @ x2                                             # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -138,7 +146,8 @@ class _IA3Linear(torch.autograd.Function):
         y = out.view(*x.shape[:-1], weight.shape[0])                      # (..., out)
         # output scaling keeps y itself (its consumer, e.g. attention, keeps it anyway) and
         # recovers y_base = y / l in backward; x only for a trainable W or an exact zero in l
-        keep_x = feedforward or ctx.needs_input_grad[1] or bool((scale == 0).any())
+        ctx.has_zero = (not feedforward) and bool((scale == 0).any())
+        keep_x = feedforward or ctx.needs_input_grad[1] or ctx.has_zero
         ctx.save_for_backward(x if keep_x else None, weight, bias, scale, None if feedforward else y)
         ctx.feedforward = feedforward
         return y
@@ -153,27 +162,27 @@ class _IA3Linear(torch.autograd.Function):
         dx = dw = db = dl = None
         if ctx.feedforward:
             if need_x or need_l:
-                g = dy2 @ weight                                          # (N, in)
-                dl = (g * x2).sum(0) if need_l else None                  # (in,)
-                dx = g.mul_(scale).reshape(dy.shape[:-1] + (-1,)) if need_x else None
+                g, g2 = _mm_into(dy.shape[:-1] + x.shape[-1:], dy2, weight)  # (..., in), (N, in)
+                dl = (g2 * x2).sum(0) if need_l else None                 # (in,)
+                dx = g.mul_(scale) if need_x else None
             dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
             dys = dy2 * scale                                             # (N, out)
-            dx = (dys @ weight).reshape(dy.shape[:-1] + (-1,)) if need_x else None  # (N, in)
+            dx = _mm_into(dy.shape[:-1] + weight.shape[1:], dys, weight)[0] if need_x else None  # (..., in)
             db = dys.sum(0) if need_b else None
             dw = dys.t() @ x2 if need_w else None                         # (out, in)
             if need_l:
-                dl = _scale_grad(dy2, y.reshape(dy2.shape), x2, weight, bias, scale)  # (out,)
+                dl = _scale_grad(dy2, y.reshape(dy2.shape), x2, weight, bias, scale, ctx.has_zero)
         return dx, dw, db, dl, None
 
 
-def _scale_grad(dy, y, x2, weight, bias, scale):
+def _scale_grad(dy, y, x2, weight, bias, scale, has_zero):
     """∂l = Σ_n dy ⊙ y_base with y_base = y / l: the division moves after the row sum (l is per
     column), so it costs (out,) divisions. Columns with l = 0 are recomputed from x."""
     dl = (dy * y).sum(0).div_(scale)                                      # (out,)
-    zero = (scale == 0).nonzero().flatten()
-    if zero.numel():
+    if has_zero:
+        zero = (scale == 0).nonzero().flatten()
         yb = x2 @ weight[zero].t()                                        # (N, zeros)
         if bias is not None:
             yb += bias[zero]
