@@ -55,10 +55,3 @@ def family_of(config_file) -> Family:
                          f"types: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[model_type]
 
-
-def family_of_model(model) -> Family:
-    """The family of a built model (bare encoder or head), by its class."""
-    for fam in FAMILIES.values():
-        if type(model) in fam.heads.values():
-            return fam
-    raise TypeError(f"{type(model).__name__} is not one of {sorted(ARCHITECTURES.values())}")
