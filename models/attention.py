@@ -38,6 +38,19 @@ def key_mask(attention_mask: Optional[torch.Tensor], prefix_len: int = 0) -> Opt
     return keep[:, None, None, :]                                          # (batch, 1, 1, keys)
 
 
+def with_prefix(k: torch.Tensor, v: torch.Tensor, attention_mask: Optional[torch.Tensor], prefix_kv=None):
+    """(k, v, boolean key mask) with a (key, value) pair of (batch, heads, prefix, head_dim) tensors
+    prepended to the keys and values; the mask grows by as many always-visible positions.
+    Without `prefix_kv` it is (k, v, key_mask(attention_mask))."""
+    if prefix_kv is None:
+        return k, v, key_mask(attention_mask)
+    pk, pv = prefix_kv                                                     # (batch, heads, prefix, head_dim)
+    if attention_mask is None:
+        attention_mask = k.new_ones((k.shape[0], k.shape[2]), dtype=torch.long)  # (batch, seq)
+    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)            # (batch, heads, prefix + seq, head_dim)
+    return k, v, key_mask(attention_mask, pk.shape[2])                     # mask (batch, 1, 1, prefix + seq)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
               dropout_p: float = 0.0, recompute: Optional[bool] = None) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v over heads; q (b, n, tq, d), k and v (b, n, tk, d), mask bool
