@@ -1,8 +1,9 @@
 """Accounting for every parameter: roles, counts in the paper's convention, hashes, the base fingerprint.
 
 Roles come from the model's structure, never from name substrings: a LoRALinear's `lora_A` /
-`lora_B` are "lora", an IA3Linear's `ia3_l` is "ia3", everything inside a module registered by
-inject(modules_to_save=...) is "head", the rest is "base". Tensors shared under several names
+`lora_B` are "lora", an IA3Linear's `ia3_l` is "ia3", a VirtualTokens table (prefix/prompt tuning)
+is "prompt", everything inside a module registered by inject(modules_to_save=...) or saved by a
+prefix/prompt wrapper is "head", the rest is "base". Tensors shared under several names
 (tied weights) get one row per name, and every later name points at the first in `shared_with`.
 Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetensors file stores.
 """
@@ -20,8 +21,10 @@ import torch
 import torch.nn as nn
 
 from minipeft.inject import adapter_state, adapters, saved_modules
+from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
 
-ROLES = ("base", "lora", "ia3", "head")
+ROLES = ("base", "lora", "ia3", "prompt", "head")
+ADAPTER_ROLES = ("lora", "ia3", "prompt")
 
 
 def tensor_bytes(t: torch.Tensor):
@@ -45,7 +48,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 class ParamRow:
     name: str                   # as in named_parameters() / state_dict()
     kind: str                   # "parameter" or "buffer"
-    role: str                   # base | lora | ia3 | head
+    role: str                   # base | lora | ia3 | prompt | head
     shape: tuple
     dtype: str
     numel: int
@@ -54,16 +57,32 @@ class ParamRow:
     shared_with: str | None     # first name of the same tensor, when this one is an alias
 
 
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _head_paths(model: nn.Module) -> tuple[str, ...]:
+    """inject()'s modules_to_save plus the head a PrefixTuning/PromptTuning wrapper keeps trainable."""
+    wrapped = tuple(_join(_join(p, "base_model"), s) for p, m in model.named_modules()
+                    if isinstance(m, (PrefixTuning, PromptTuning)) for s in m.saved)
+    return tuple(saved_modules(model)) + wrapped
+
+
+def _adapter_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """LoRA/IA3 layers (minipeft.inject.adapters) and prefix/prompt tables, each with ROLE and ADAPTER_PARAMS."""
+    return adapters(model) + [(p, m) for p, m in model.named_modules() if isinstance(m, VirtualTokens)]
+
+
 def roles(model: nn.Module) -> dict[str, str]:
     """Parameter/buffer name -> role, for every name that is not "base"."""
     out = {}
-    for path in saved_modules(model):
+    for path in _head_paths(model):
         sub = model.get_submodule(path)
         for n, _ in list(sub.named_parameters(remove_duplicate=False)) + list(sub.named_buffers(remove_duplicate=False)):
             out[f"{path}.{n}"] = "head"
-    for path, m in adapters(model):
+    for path, m in _adapter_modules(model):
         for n in m.ADAPTER_PARAMS:
-            key = f"{path}.{n}"
+            key = _join(path, n)
             if key in out:
                 raise RuntimeError(f"{key} is both an adapter parameter and inside a saved module")
             out[key] = m.ROLE
@@ -118,14 +137,14 @@ class ParamSummary:
 def summary(model: nn.Module) -> ParamSummary:
     rows = [r for r in param_table(model, hashes=False) if r.shared_with is None]
     by_role = {k: sum(r.numel for r in rows if r.role == k) for k in ROLES}
-    adapter = by_role["lora"] + by_role["ia3"]
+    adapter = sum(by_role[k] for k in ADAPTER_ROLES)
     return ParamSummary(adapter=adapter, head=by_role["head"], model=by_role["base"] + by_role["head"],
                         trainable=sum(r.numel for r in rows if r.trainable), by_role=by_role)
 
 
 def _excluded(model: nn.Module) -> tuple[set, tuple]:
-    names = {f"{p}.{n}" for p, m in adapters(model) for n in m.ADAPTER_PARAMS}
-    return names, tuple(p + "." for p in saved_modules(model))
+    names = {_join(p, n) for p, m in _adapter_modules(model) for n in m.ADAPTER_PARAMS}
+    return names, tuple(p + "." for p in _head_paths(model))
 
 
 def fingerprint(model: nn.Module) -> str:
