@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.attention import attention, key_mask, merge_heads, split_heads
+from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.config import BertConfig
 from models.dropout import Dropout
 
@@ -76,14 +76,7 @@ class BertSelfAttention(nn.Module):
         q = split_heads(self.query(x), self.num_heads)                         # (batch, heads, seq, head_dim)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
-        prefix_len = 0
-        if prefix_kv is not None:
-            pk, pv = prefix_kv                                                 # (batch, heads, prefix, head_dim)
-            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-            prefix_len = pk.shape[2]
-            if attention_mask is None:
-                attention_mask = x.new_ones(x.shape[:2], dtype=torch.long)
-        mask = key_mask(attention_mask, prefix_len)                            # (batch, 1, 1, keys) or None
+        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)              # mask (batch, 1, 1, keys) or None
         p = self.dropout_p if self.training else 0.0
         return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, hidden)
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import models.hf_config as hf_config
-from models.attention import attention, key_mask, merge_heads, split_heads
+from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.bert import ACTIVATIONS, BertOutputs, prefix_length
 
 
@@ -122,20 +122,9 @@ class MultiHeadSelfAttention(nn.Module):
         q = split_heads(self.q_lin(x), self.n_heads)                           # (batch, heads, seq, head_dim)
         k = split_heads(self.k_lin(x), self.n_heads)
         v = split_heads(self.v_lin(x), self.n_heads)
-        k, v, mask = with_prefix(k, v, x, attention_mask, prefix_kv)
+        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
         return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq, dim)
-
-
-def with_prefix(k, v, x, attention_mask, prefix_kv):
-    """Prepend learned (key, value) prefixes and grow the padding mask by always-visible positions."""
-    if prefix_kv is None:
-        return k, v, key_mask(attention_mask)
-    pk, pv = prefix_kv                                                         # (batch, heads, prefix, head_dim)
-    if attention_mask is None:
-        attention_mask = x.new_ones(x.shape[:2], dtype=torch.long)             # (batch, seq)
-    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)                # (batch, heads, prefix+seq, head_dim)
-    return k, v, key_mask(attention_mask, pk.shape[2])
 
 
 class FFN(nn.Module):

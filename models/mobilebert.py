@@ -20,9 +20,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.attention import attention, merge_heads, split_heads
+from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.bert import ACTIVATIONS, BertOutputs, prefix_length
-from models.distilbert import with_prefix
 from models.mobilebert_config import MobileBertConfig
 
 
@@ -101,7 +100,7 @@ class MobileBertSelfAttention(nn.Module):
         q = split_heads(self.query(q_in), self.num_heads)                      # (batch, heads, seq, head_dim)
         k = split_heads(self.key(k_in), self.num_heads)
         v = split_heads(self.value(v_in), self.num_heads)
-        k, v, mask = with_prefix(k, v, q_in, attention_mask, prefix_kv)
+        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
         return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, true_hidden)
 
