@@ -12,18 +12,12 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
+from models.common import (ACTIVATIONS, check_inputs, classifier_dropout, position_ids,
+                           prefix_length, run_layers)
 from models.config import BertConfig
 from models.dropout import Dropout
-
-ACTIVATIONS = {
-    "gelu": nn.GELU,                                    # exact erf
-    "relu": nn.ReLU,
-    "gelu_new": lambda: nn.GELU(approximate="tanh"),
-    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
-}
 
 
 class BertOutputs(NamedTuple):
@@ -47,11 +41,7 @@ class BertEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, hidden)
         b, t, _ = inputs_embeds.shape
-        if past_length + t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
-                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
-                             f"tokenize with a smaller max_length")
-        positions = torch.arange(past_length, past_length + t, device=inputs_embeds.device)
+        positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=inputs_embeds.device)
         x = inputs_embeds + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
@@ -152,13 +142,8 @@ class BertEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, x, attention_mask=None, prefix_kv=None):
-        for i, layer in enumerate(self.layer):
-            pkv = prefix_kv[i] if prefix_kv is not None else None
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attention_mask, pkv, use_reentrant=False)
-            else:
-                x = layer(x, attention_mask, pkv)                              # (batch, seq, hidden)
-        return x
+        checkpointing = self.gradient_checkpointing and self.training
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, hidden)
 
 
 class BertPooler(nn.Module):
@@ -171,11 +156,6 @@ class BertPooler(nn.Module):
 
     def forward(self, h):
         return self.activation(self.dense(h[:, 0]))                           # (batch, hidden)
-
-
-def prefix_length(prefix_kv) -> int:
-    """Number of prefix positions in a per-layer list of (key, value) pairs (0 for None)."""
-    return next((kv[0].shape[2] for kv in prefix_kv or () if kv is not None), 0)
 
 
 class BertModel(nn.Module):
@@ -194,8 +174,7 @@ class BertModel(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
         h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
@@ -210,8 +189,7 @@ class BertForSequenceClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.bert = BertModel(self.config)
-        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.dropout = Dropout(p)
+        self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
@@ -229,8 +207,7 @@ class BertForTokenClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.bert = BertModel(self.config, add_pooling_layer=False)
-        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.dropout = Dropout(p)
+        self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,

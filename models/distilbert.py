@@ -18,11 +18,11 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.bert import ACTIVATIONS, BertOutputs, prefix_length
+from models.bert import BertOutputs
+from models.common import ACTIVATIONS, check_inputs, position_ids, prefix_length, run_layers
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,7 @@ class Embeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, dim)
         t = inputs_embeds.shape[1]
-        if past_length + t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
-                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
-                             f"tokenize with a smaller max_length")
-        positions = torch.arange(past_length, past_length + t, device=inputs_embeds.device)
+        positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
         x = inputs_embeds + self.position_embeddings(positions)                # (batch, seq, dim)
         return self.dropout(self.LayerNorm(x))
 
@@ -164,13 +160,8 @@ class Transformer(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, x, attention_mask=None, prefix_kv=None):
-        for i, block in enumerate(self.layer):
-            pkv = prefix_kv[i] if prefix_kv is not None else None
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, attention_mask, pkv, use_reentrant=False)
-            else:
-                x = block(x, attention_mask, pkv)                              # (batch, seq, dim)
-        return x
+        checkpointing = self.gradient_checkpointing and self.training
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, dim)
 
 
 class DistilBertModel(nn.Module):
@@ -186,8 +177,7 @@ class DistilBertModel(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, inputs_embeds, prefix_length(prefix_kv))  # (batch, seq, dim)
         h = self.transformer(x, attention_mask, prefix_kv)                     # (batch, seq, dim)
         return BertOutputs(h, h[:, 0])

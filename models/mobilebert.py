@@ -18,10 +18,11 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.bert import ACTIVATIONS, BertOutputs, prefix_length
+from models.bert import BertOutputs
+from models.common import (ACTIVATIONS, check_inputs, classifier_dropout, position_ids, prefix_length,
+                           run_layers)
 from models.mobilebert_config import MobileBertConfig
 
 
@@ -64,10 +65,7 @@ class MobileBertEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, emb)
         b, t, _ = inputs_embeds.shape
-        if past_length + t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
-                             f"max_position_embeddings={self.position_embeddings.num_embeddings}; "
-                             f"tokenize with a smaller max_length")
+        positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
         x = inputs_embeds
         if self.trigram_input:                                                 # [E[t+1]; E[t]; E[t-1]], zero-padded
             nxt = nn.functional.pad(x[:, 1:], (0, 0, 0, 1))                    # (batch, seq, emb)
@@ -77,7 +75,6 @@ class MobileBertEmbeddings(nn.Module):
             x = self.embedding_transformation(x)                               # (batch, seq, hidden)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=x.device)
-        positions = torch.arange(past_length, past_length + t, device=x.device)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
 
@@ -257,13 +254,8 @@ class MobileBertEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, x, attention_mask=None, prefix_kv=None):
-        for i, layer in enumerate(self.layer):
-            pkv = prefix_kv[i] if prefix_kv is not None else None
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attention_mask, pkv, use_reentrant=False)
-            else:
-                x = layer(x, attention_mask, pkv)                              # (batch, seq, hidden)
-        return x
+        checkpointing = self.gradient_checkpointing and self.training
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, hidden)
 
 
 class MobileBertPooler(nn.Module):
@@ -295,15 +287,10 @@ class MobileBertModel(nn.Module):
         """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
         the trigram projection, as in HF. With `prefix_kv` the tokens' positions start after the
         prefix, as in our BERT."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
         h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
-
-
-def _classifier_dropout(cfg: MobileBertConfig) -> float:
-    return cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
 
 
 class MobileBertForSequenceClassification(nn.Module):
@@ -315,7 +302,7 @@ class MobileBertForSequenceClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.mobilebert = MobileBertModel(self.config)
-        self.dropout = nn.Dropout(_classifier_dropout(cfg))
+        self.dropout = nn.Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
@@ -333,7 +320,7 @@ class MobileBertForTokenClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.mobilebert = MobileBertModel(self.config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(cfg))
+        self.dropout = nn.Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import models.hf_config as hf_config
-from models.bert import ACTIVATIONS
+from models.common import ACTIVATIONS
 
 NORMALIZATIONS = ("no_norm", "layer_norm")
 
