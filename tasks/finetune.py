@@ -1,4 +1,5 @@
-"""Fine-tune a BERT-compatible checkpoint on one task with LoRA, IA3, full fine-tuning or a frozen encoder.
+"""Fine-tune a BERT-compatible checkpoint on one task with LoRA, IA3, prefix or prompt tuning, full
+fine-tuning or a frozen encoder.
 
     python -m tasks.finetune --task rotten-tomatoes --method lora --out runs/rt-lora
     python -m tasks.finetune --task mimic-mp --data-dir /data/mimic-mp --method lora --seed 12 --out runs/mp
@@ -7,8 +8,12 @@ Defaults follow the paper (Taylor et al. 2024, §1.5): 5 epochs, batch 32, lr 3e
 3e-5 for full and frozen, max length 480, LoRA r=8 alpha=8 dropout 0.1 on query,value; the task head
 always trains; the best epoch by validation macro-F1 (entity F1 for NER) is kept and scored on test.
 
-Writes into --out: the best adapter in adapter/ (PEFT layout; full and frozen: the model in HF layout
-in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
+Prefix and prompt tuning (`--method prefix|prompt`, `--num-virtual-tokens 10`) prepend virtual
+tokens that take positions: --max-length plus --num-virtual-tokens must fit the checkpoint's
+max_position_embeddings (the paper: 480 + 10 <= 512).
+
+Writes into --out: the best adapter in adapter/ (PEFT layout with adapter_manifest.json, for every
+adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
 needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
 column, unknown label, empty split, undecodable text) is reported before training starts. A killed
 run restarted with the same --out resumes from its last checkpoint.
@@ -25,15 +30,20 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 import minipeft
 from minipeft import distributed
+from minipeft.audit import MANIFEST_FILE, build_manifest
 from minipeft.batching import PadCollate
+from minipeft.prompt import prompt_counts
+from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
 from tasks.fetch import default_model_dir
-from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, MethodSpec, prepare, resolve_preset
+from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, PROMPT_METHODS, MethodSpec, build, resolve_preset
 from tasks.metrics import json_safe
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, task_names
@@ -51,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", help="folder with your files in the task's layout (the clinical tasks); embedded "
                          "defaults read the asset cache unless given")
     a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
-    a("--method", default="lora", choices=METHODS, help="lora | ia3 | full | frozen (head only); default lora")
+    a("--method", default="lora", choices=METHODS,
+      help="lora | ia3 | prefix | prompt | full | frozen (head only); default lora")
     a("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     a("--alpha", type=float, default=8.0, help="LoRA alpha; scaling alpha/r (default 8)")
     a("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default 0.1)")
@@ -60,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
       "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)")
     a("--feedforward", type=_csv_list, default=(),
       help="IA3: comma-separated targets scaled on their input (default: the preset's, BERT output.dense)")
+    a("--num-virtual-tokens", type=int, default=10,
+      help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
+           "(default 10, the paper's)")
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
     a("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default 1)")
-    a("--lr", type=float, help="peak learning rate (default 3e-4 for lora/ia3, 3e-5 for full/frozen)")
+    a("--lr", type=float, help="peak learning rate (default 3e-4 for lora/ia3/prefix/prompt, 3e-5 for full/frozen)")
     a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     a("--warmup-ratio", type=float, default=0.06, help="linear warm-up share of the steps (default 0.06)")
     a("--max-length", type=int, default=480, help="tokens per example incl. [CLS]/[SEP] (default 480)")
@@ -117,8 +131,21 @@ def hyperparameters(args, spec: MethodSpec, lr: float) -> dict:
     return {**spec.describe(), "lr": lr, **{k: getattr(args, k) for k in keys}}
 
 
+def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict) -> Path:
+    """save_prompt's PEFT files plus the adapter_manifest.json that save_adapter writes for LoRA/IA3
+    (tensor hashes, config hash, base fingerprint, provenance), built from the files as written."""
+    save_prompt(wrapper, target, base_model_name_or_path=str(model_dir))
+    config = json.loads((target / CONFIG_FILE).read_text())
+    manifest = build_manifest(wrapper, config, load_file(str(target / WEIGHTS_FILE)), json.loads(
+        json.dumps(provenance, default=str)))
+    write_json(target / MANIFEST_FILE, manifest)
+    return target
+
+
 def save_model(model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict) -> Path:
-    """The adapter (lora/ia3) or the whole model in HF layout (full/frozen), with task.json beside it."""
+    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with task.json beside it."""
+    if method in PROMPT_METHODS:
+        return save_prompt_adapter(model, out / "adapter", model_dir, provenance)
     if method in ADAPTER_METHODS:
         target = out / "adapter"
         kwargs = {"task_type": "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"}
@@ -140,12 +167,17 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
-def check_max_length(model_dir: Path, max_length: int) -> None:
+def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
+    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens` positions."""
     cfg_file = model_dir / "config.json"
     limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
     if max_length < 3 or (limit and max_length > limit):
         raise ValueError(f"--max-length {max_length}: expected 3..{limit or 512} tokens "
                          f"({cfg_file} has max_position_embeddings={limit})")
+    if limit and max_length + virtual_tokens > limit:
+        raise ValueError(f"--max-length {max_length} + --num-virtual-tokens {virtual_tokens} = "
+                         f"{max_length + virtual_tokens} positions, but {cfg_file} has max_position_embeddings="
+                         f"{limit}; use --max-length {limit - virtual_tokens} or fewer (the paper: 480 + 10)")
 
 
 def load_inputs(args, task, model_dir: Path):
@@ -172,6 +204,17 @@ def train_config(args, task, lr: float) -> TrainConfig:
                        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
 
+def method_spec(args, task, model_dir: Path) -> MethodSpec:
+    """The method's settings, checked (lengths, targets, adapter options) before any data is read."""
+    prompt = args.method in PROMPT_METHODS
+    check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
+    preset, targets = resolve_preset(args.targets, model_dir)
+    spec = MethodSpec(args.method, preset, args.rank, args.alpha, args.dropout, targets, args.feedforward,
+                      args.num_virtual_tokens, "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS")
+    spec.adapter_config(), spec.prompt_config()                     # invalid adapter settings fail here
+    return spec
+
+
 def run(args) -> dict:
     """Check the inputs, train, evaluate the best epoch, write metrics.json and the adapter/model."""
     started, t0 = now(), time.perf_counter()
@@ -180,10 +223,8 @@ def run(args) -> dict:
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
     model_dir = Path(args.model) if args.model else default_model_dir()
-    check_max_length(model_dir, args.max_length)
-    preset, targets = resolve_preset(args.targets, model_dir)
-    spec = MethodSpec(args.method, preset, args.rank, args.alpha, args.dropout, targets, args.feedforward)
-    spec.adapter_config()                                           # invalid adapter settings fail here
+    spec = method_spec(args, task, model_dir)
+    preset, prompt = spec.preset, args.method in PROMPT_METHODS
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     data, tokenizer, encoded = load_inputs(args, task, model_dir)
     if distributed.context().is_main:                   # distributed hook: rank 0 alone writes
@@ -191,8 +232,10 @@ def run(args) -> dict:
 
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
-    adapted = prepare(model, spec)
-    log(f"method {args.method} (preset {preset.name}): {len(adapted)} adapted modules; {minipeft.summary(model)}")
+    model, adapted = build(model, spec)
+    counts = f" {spec.num_virtual_tokens} virtual tokens {prompt_counts(model)};" if prompt else ""
+    log(f"method {args.method} (preset {preset.name}): {len(adapted)} adapted modules;{counts} "
+        f"{minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
     provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
                   "data_files": {str(f): sha256_file(f) for f in data.files},

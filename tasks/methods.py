@@ -4,7 +4,10 @@
     ia3     IA3 on the preset's targets (BERT: key,value,output.dense, output.dense input-scaled)
     full    every parameter; lr 3e-5
     frozen  the encoder frozen, only the task head trains; lr 3e-5
-The task head (`classifier`; DistilBERT also `pre_classifier`) always trains.
+    prefix  10 learned key and value rows in every layer (prefix tuning, no projection); lr 3e-4
+    prompt  10 learned input embeddings prepended to the tokens (prompt tuning); lr 3e-4
+The task head (`classifier`; DistilBERT also `pre_classifier`) always trains. prefix and prompt
+wrap the model (minipeft.prompt) instead of changing it in place: use `build`, not `prepare`.
 
 Targets come from a preset (models.presets) unless named: `--targets preset` (the default) applies
 the paper's rule to the checkpoint (names with "tiny" or "mobile" get query,key,value; DistilBERT
@@ -20,11 +23,13 @@ from pathlib import Path
 from torch import nn
 
 from minipeft import IA3Config, LoraConfig, inject
+from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_tuning
 from models.presets import Preset, choose_preset
 
-METHODS = ("lora", "ia3", "full", "frozen")
+METHODS = ("lora", "ia3", "full", "frozen", "prefix", "prompt")
 ADAPTER_METHODS = ("lora", "ia3")
-DEFAULT_LR = {"lora": 3e-4, "ia3": 3e-4, "full": 3e-5, "frozen": 3e-5}
+PROMPT_METHODS = ("prefix", "prompt")
+DEFAULT_LR = {"lora": 3e-4, "ia3": 3e-4, "full": 3e-5, "frozen": 3e-5, "prefix": 3e-4, "prompt": 3e-4}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class MethodSpec:
     dropout: float = 0.1
     targets: tuple[str, ...] = ()          # empty: the preset's
     feedforward: tuple[str, ...] = ()      # IA3, empty: the preset's
+    num_virtual_tokens: int = 10           # prefix / prompt
+    task_type: str = "SEQ_CLS"             # prefix / prompt: SEQ_CLS or TOKEN_CLS
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -56,6 +63,13 @@ class MethodSpec:
             return IA3Config(targets=targets, feedforward=feedforward, modules_to_save=self.head)
         return None
 
+    def prompt_config(self):
+        """The PrefixConfig / PromptConfig of a virtual-token method (None for the others)."""
+        if self.method not in PROMPT_METHODS:
+            return None
+        cls = PrefixConfig if self.method == "prefix" else PromptConfig
+        return cls(num_virtual_tokens=self.num_virtual_tokens, modules_to_save=self.head, task_type=self.task_type)
+
     def describe(self) -> dict:
         cfg = self.adapter_config()
         out = {"method": self.method, "preset": self.preset.name, "head": list(self.head)}
@@ -63,6 +77,8 @@ class MethodSpec:
             out.update(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=list(cfg.targets))
         elif self.method == "ia3":
             out.update(targets=list(cfg.targets), feedforward=list(cfg.feedforward))
+        elif self.method in PROMPT_METHODS:
+            out.update(num_virtual_tokens=self.num_virtual_tokens)
         return out
 
 
@@ -77,8 +93,20 @@ def resolve_preset(targets: tuple[str, ...], model_dir: Path) -> tuple[Preset, t
     return choose_preset("paper", str(model_dir), model_type), targets
 
 
+def build(model: nn.Module, spec: MethodSpec) -> tuple[nn.Module, list[str]]:
+    """(the model to train, adapted module paths): prefix/prompt wrap `model` (its base stays
+    untouched and frozen); the other methods set it up in place with `prepare`."""
+    cfg = spec.prompt_config()
+    if cfg is None:
+        return model, prepare(model, spec)
+    wrap = prefix_tuning if spec.method == "prefix" else prompt_tuning
+    return wrap(model, cfg), []
+
+
 def prepare(model: nn.Module, spec: MethodSpec) -> list[str]:
     """Set up `model` in place for `spec`; returns the adapted module paths (empty for full/frozen)."""
+    if spec.method in PROMPT_METHODS:
+        raise ValueError(f"--method {spec.method} wraps the model; call tasks.methods.build, not prepare")
     cfg = spec.adapter_config()
     if cfg is not None:
         return inject(model, cfg)

@@ -4,7 +4,7 @@
     python -m tasks.predict --model runs/mp-full/model --input new_notes.csv --output predictions.csv
 
 The adapter folder is what `tasks.finetune` wrote (PEFT layout plus task.json with the label names
-and max length); its base model is --model, else the one recorded at training time, else the cached
+and max length; LoRA/IA3, or prefix/prompt tuning when adapter_config.json's peft_type says so); its base model is --model, else the one recorded at training time, else the cached
 default checkpoint. The output CSV has one row per note, in input order: `id`, `label` (the
 predicted label name) and `prob_<label>` for every class. Notes are read as RFC 4180 CSV (quoted,
 multi-line, long fields), batched by length, and the output is written atomically.
@@ -22,8 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from safetensors.torch import load_file
+
 from minipeft import load_adapter
+from minipeft.audit import check_manifest
 from minipeft.batching import LengthBucketSampler, PadCollate
+from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
 from models import load_pretrained, load_tokenizer
 from tasks.data_csv import read_csv
 from tasks.fetch import default_model_dir
@@ -33,7 +37,7 @@ from tasks.objective import model_inputs
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tasks.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--adapter", help="adapter folder written by tasks.finetune (lora/ia3)")
+    p.add_argument("--adapter", help="adapter folder written by tasks.finetune (lora/ia3/prefix/prompt)")
     p.add_argument("--model", help="with --adapter: the base model folder; alone: a fine-tuned model folder "
                                    "(tasks.finetune --method full|frozen writes it to OUT/model)")
     p.add_argument("--input", required=True, help="CSV of notes, with a header")
@@ -84,9 +88,30 @@ def load_classifier(adapter: str | None, model: str | None):
             net = load_pretrained(base, head="sequence-classification", num_labels=len(labels))
         finally:
             quiet.setLevel(level)
-        load_adapter(net, folder)
-    labels = labels or [str(i) for i in range(net.num_labels)]
+        net = attach_adapter(net, folder)
+    labels = labels or [str(i) for i in range(num_labels(net))]
     return net.eval(), base, {**info, "labels": list(labels)}
+
+
+PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
+
+
+def attach_adapter(net, folder: Path):
+    """LoRA/IA3 in place (load_adapter); prefix/prompt tuning wrap the model (load_prompt), and
+    their adapter_manifest.json, when present, is verified against the files and this base."""
+    cfg_file = folder / CONFIG_FILE
+    peft_type = json.loads(cfg_file.read_text()).get("peft_type") if cfg_file.is_file() else None
+    if peft_type not in PROMPT_TYPES:
+        load_adapter(net, folder)
+        return net
+    wrapper = load_prompt(net, folder)
+    check_manifest(wrapper, folder, json.loads(cfg_file.read_text()), load_file(str(folder / WEIGHTS_FILE)))
+    return wrapper
+
+
+def num_labels(net) -> int:
+    """Classes of a model, or of the model inside a prefix/prompt wrapper."""
+    return net.num_labels if hasattr(net, "num_labels") else net.base_model.num_labels
 
 
 @torch.no_grad()
@@ -96,7 +121,7 @@ def predict_probs(net, ids: list[list[int]], pad_id: int, batch_size: int, devic
     net.to(device)
     collate = PadCollate(pad_id=pad_id)
     order = LengthBucketSampler([len(x) for x in ids], batch_size, shuffle=False).batches()
-    out = torch.empty(len(ids), net.num_labels, dtype=torch.float64)             # (n, labels)
+    out = torch.empty(len(ids), num_labels(net), dtype=torch.float64)             # (n, labels)
     for idx in tqdm(order, desc="predict", unit="batch", disable=not progress):
         batch = collate([{"input_ids": ids[i]} for i in idx])
         logits = net(**{k: v.to(device) for k, v in model_inputs(batch).items()})  # (batch, labels)
