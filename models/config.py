@@ -6,12 +6,13 @@ silently computing something different from the checkpoint's own model.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
-SUPPORTED_ACTS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+import models.hf_config as hf_config
+from models.common import ACTIVATIONS
+
+SUPPORTED_ACTS = tuple(ACTIVATIONS)                 # ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 SUPPORTED_POSITIONS = ("absolute",)
 # model_type -> config class; other families (issue 9) register here.
 MODEL_TYPES: dict = {}
@@ -76,53 +77,19 @@ class BertConfig:
         if d.get("hidden_act", "gelu") not in SUPPORTED_ACTS:
             raise ValueError(f"{source}: hidden_act={d.get('hidden_act')!r} is not supported; "
                              f"expected one of {SUPPORTED_ACTS}")
-        names = {f.name for f in fields(cls)} - {"extra", "name_or_path"}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k != "position_embedding_type"}
+        known, extra = hf_config.split_keys(cls, d, ignore=("position_embedding_type",))
         n = extra.pop("num_labels", None)          # HF writes id2label; num_labels is derived from it
         if n is not None and not known.get("id2label"):
             known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
-        try:
-            return cls(**known, extra=extra, name_or_path=str(d.get("_name_or_path", "")))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: {e}") from e
+        return hf_config.construct(cls, known, extra, d, source)
 
-    @classmethod
-    def from_json(cls, path) -> "BertConfig":
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no config.json; expected a HuggingFace model folder "
-                                    f"(config.json + model.safetensors)")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(d, source=str(path))
+    # config.json reading and writing: models/hf_config.py (shared with DistilBERT and MobileBERT)
+    from_json = classmethod(hf_config.from_json)                   # (path) -> BertConfig
+    with_labels = hf_config.with_labels                            # (num_labels) -> BertConfig
 
     def to_dict(self, architectures=("BertModel",)) -> dict:
-        """HF's config.json layout (what `transformers` reads back)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("extra", "name_or_path")}
-        out = {k: v for k, v in self.extra.items()
-               if k not in ("architectures", "transformers_version", "_name_or_path")}
-        out.update(architectures=list(architectures), position_embedding_type="absolute", **d)
-        if self.id2label is None:
-            out.pop("id2label"), out.pop("label2id")
-        else:
-            out["id2label"] = {str(i): v for i, v in self.id2label.items()}
-            out["label2id"] = self.label2id or {v: i for i, v in self.id2label.items()}
-        return out
-
-    def with_labels(self, num_labels: int) -> "BertConfig":
-        """A copy whose head has `num_labels` classes (keeps existing names when the count fits)."""
-        if self.id2label and len(self.id2label) == num_labels:
-            return self
-        id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        return _replace(self, id2label=id2label, label2id={v: i for i, v in id2label.items()})
+        return hf_config.to_dict(self, architectures, position_embedding_type="absolute")
 
 
 def _replace(cfg: BertConfig, **changes) -> BertConfig:
-    d = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    d.update(changes)
-    return type(cfg)(**d)
+    return replace(cfg, **changes)

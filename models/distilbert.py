@@ -64,19 +64,13 @@ class DistilBertConfig:
     head_dim = property(lambda self: self.dim // self.n_heads)
     num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "DistilBertConfig":
-        return hf_config.from_dict(cls, d, source)
-
-    @classmethod
-    def from_json(cls, path) -> "DistilBertConfig":
-        return hf_config.from_json(cls, path)
+    # config.json reading and writing: models/hf_config.py (shared with BERT)
+    from_dict = classmethod(hf_config.from_dict)                   # (d, source="config") -> DistilBertConfig
+    from_json = classmethod(hf_config.from_json)                   # (path) -> DistilBertConfig
+    with_labels = hf_config.with_labels                            # (num_labels) -> DistilBertConfig
 
     def to_dict(self, architectures=("DistilBertModel",)) -> dict:
         return hf_config.to_dict(self, architectures)
-
-    def with_labels(self, num_labels: int) -> "DistilBertConfig":
-        return hf_config.with_labels(self, num_labels)
 
 
 class Embeddings(nn.Module):

@@ -1,8 +1,9 @@
-"""config.json reading and writing shared by the DistilBERT and MobileBERT config dataclasses.
+"""config.json reading and writing shared by the BERT, DistilBERT and MobileBERT config dataclasses.
 
 Plain functions over a frozen dataclass with the fields `id2label`, `label2id`, `model_type`,
 `name_or_path` and `extra` (unknown keys, kept and written back), so each family keeps its own
-flat config class and its own checks, with no base class.
+flat config class and its own checks, with no base class. BertConfig keeps its own `from_dict`
+(position-embedding check, its num_labels rule) and builds with `split_keys` and `construct`.
 """
 from __future__ import annotations
 
@@ -13,25 +14,36 @@ from pathlib import Path
 NOT_ARCHITECTURE = ("extra", "name_or_path")
 
 
-def from_dict(cls, d: dict, source: str):
-    """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file."""
-    expected = cls.__dataclass_fields__["model_type"].default
-    if d.get("model_type", expected) != expected:
-        raise ValueError(f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads "
-                         f"model_type {expected!r} only")
+def split_keys(cls, d: dict, ignore=()) -> tuple:
+    """(known, extra): the config.json keys that are fields of `cls`, and the rest (minus `ignore`)."""
     names = {f.name for f in fields(cls)} - set(NOT_ARCHITECTURE)
     known = {k: v for k, v in d.items() if k in names}
-    extra = {k: v for k, v in d.items() if k not in names}
-    if "num_labels" in extra and "id2label" not in known:   # HF writes id2label, but be lenient
-        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(extra.pop("num_labels")))}
+    extra = {k: v for k, v in d.items() if k not in names and k not in ignore}
+    return known, extra
+
+
+def construct(cls, known: dict, extra: dict, d: dict, source: str):
+    """cls(**known, extra, name_or_path from `_name_or_path`); its errors name `source`."""
     try:
         return cls(**known, extra=extra, name_or_path=str(d.get("_name_or_path", "")))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: {e}") from e
 
 
+def from_dict(cls, d: dict, source: str = "config"):
+    """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file."""
+    expected = cls.__dataclass_fields__["model_type"].default
+    if d.get("model_type", expected) != expected:
+        raise ValueError(f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads "
+                         f"model_type {expected!r} only")
+    known, extra = split_keys(cls, d)
+    if "num_labels" in extra and "id2label" not in known:   # HF writes id2label, but be lenient
+        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(extra.pop("num_labels")))}
+    return construct(cls, known, extra, d, source)
+
+
 def from_json(cls, path):
-    """Read `path` (a config.json or the folder holding it) into `cls`."""
+    """Read `path` (a config.json or the folder holding it) with `cls.from_dict`."""
     path = Path(path)
     path = path / "config.json" if path.is_dir() else path
     if not path.exists():
@@ -41,15 +53,15 @@ def from_json(cls, path):
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return from_dict(cls, d, source=str(path))
+    return cls.from_dict(d, source=str(path))
 
 
-def to_dict(cfg, architectures) -> dict:
-    """HF's config.json layout (what `transformers` reads back)."""
+def to_dict(cfg, architectures, **fixed) -> dict:
+    """HF's config.json layout (what `transformers` reads back); `fixed` keys follow `architectures`."""
     d = {k: v for k, v in asdict(cfg).items() if k not in NOT_ARCHITECTURE}
     out = {k: v for k, v in cfg.extra.items()
            if k not in ("architectures", "transformers_version", "_name_or_path")}
-    out.update(architectures=list(architectures), **d)
+    out.update(architectures=list(architectures), **fixed, **d)
     if cfg.id2label is None:
         out.pop("id2label"), out.pop("label2id")
     else:

@@ -77,16 +77,10 @@ class MobileBertConfig:
     head_dim = property(lambda self: self.true_hidden_size // self.num_attention_heads)
     num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "MobileBertConfig":
-        return hf_config.from_dict(cls, d, source)
-
-    @classmethod
-    def from_json(cls, path) -> "MobileBertConfig":
-        return hf_config.from_json(cls, path)
+    # config.json reading and writing: models/hf_config.py (shared with BERT)
+    from_dict = classmethod(hf_config.from_dict)                   # (d, source="config") -> MobileBertConfig
+    from_json = classmethod(hf_config.from_json)                   # (path) -> MobileBertConfig
+    with_labels = hf_config.with_labels                            # (num_labels) -> MobileBertConfig
 
     def to_dict(self, architectures=("MobileBertModel",)) -> dict:
         return hf_config.to_dict(self, architectures)
-
-    def with_labels(self, num_labels: int) -> "MobileBertConfig":
-        return hf_config.with_labels(self, num_labels)
