@@ -23,6 +23,7 @@ import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.bert import BertOutputs
 from models.common import ACTIVATIONS, check_inputs, position_ids, prefix_length, run_layers
+from models.dropout import Dropout
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Embeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_token_id)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.dim)
         self.LayerNorm = nn.LayerNorm(cfg.dim, eps=1e-12)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
@@ -125,7 +126,7 @@ class FFN(nn.Module):
         self.lin1 = nn.Linear(cfg.dim, cfg.hidden_dim)
         self.lin2 = nn.Linear(cfg.hidden_dim, cfg.dim)
         self.activation = ACTIVATIONS[cfg.activation]()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, a):
         return self.dropout(self.lin2(self.activation(self.lin1(a))))          # (batch, seq, dim)
@@ -188,7 +189,7 @@ class DistilBertForSequenceClassification(nn.Module):
         self.distilbert = DistilBertModel(self.config)
         self.pre_classifier = nn.Linear(cfg.dim, cfg.dim)
         self.classifier = nn.Linear(cfg.dim, num_labels)
-        self.dropout = nn.Dropout(cfg.seq_classif_dropout)
+        self.dropout = Dropout(cfg.seq_classif_dropout)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
@@ -206,7 +207,7 @@ class DistilBertForTokenClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.distilbert = DistilBertModel(self.config)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.dim, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,

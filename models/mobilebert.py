@@ -23,6 +23,7 @@ from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.bert import BertOutputs
 from models.common import (ACTIVATIONS, check_inputs, classifier_dropout, position_ids, prefix_length,
                            run_layers)
+from models.dropout import Dropout
 from models.mobilebert_config import MobileBertConfig
 
 
@@ -58,7 +59,7 @@ class MobileBertEmbeddings(nn.Module):
         width = cfg.embedding_size * (3 if cfg.trigram_input else 1)
         self.embedding_transformation = nn.Linear(width, cfg.hidden_size)
         self.LayerNorm = make_norm(cfg, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
@@ -109,7 +110,7 @@ class MobileBertSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.true_hidden_size, cfg.true_hidden_size)
         self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
+        self.dropout = Dropout(0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
 
     def forward(self, ctx, residual):
         return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)        # (batch, seq, true_hidden)
@@ -168,7 +169,7 @@ class OutputBottleneck(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.true_hidden_size, cfg.hidden_size)
         self.LayerNorm = make_norm(cfg, cfg.hidden_size, cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, y, x):
         return self.LayerNorm(self.dropout(self.dense(y)) + x)                 # (batch, seq, hidden)
@@ -185,7 +186,7 @@ class MobileBertOutput(nn.Module):
         if cfg.use_bottleneck:
             self.bottleneck = OutputBottleneck(cfg)
         else:
-            self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+            self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, h, a, x):
         y = self.dense(h)                                                      # (batch, seq, true_hidden)
@@ -302,7 +303,7 @@ class MobileBertForSequenceClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.mobilebert = MobileBertModel(self.config)
-        self.dropout = nn.Dropout(classifier_dropout(cfg))
+        self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
@@ -320,7 +321,7 @@ class MobileBertForTokenClassification(nn.Module):
         self.name_or_path = cfg.name_or_path
         self.num_labels = num_labels
         self.mobilebert = MobileBertModel(self.config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(classifier_dropout(cfg))
+        self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
