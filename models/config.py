@@ -41,18 +41,9 @@ class BertConfig:
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        if self.model_type != "bert":
-            raise ValueError(f"BertConfig got model_type={self.model_type!r}; expected 'bert'")
-        if self.hidden_act not in SUPPORTED_ACTS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; expected one of "
-                             f"{SUPPORTED_ACTS} (use a checkpoint with one of these activations)")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
-                             f"num_attention_heads={self.num_attention_heads}")
-        if self.id2label is not None:   # JSON keys are strings; normalise to int -> str
-            object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
-        if self.label2id is not None:
-            object.__setattr__(self, "label2id", {str(k): int(v) for k, v in self.label2id.items()})
+        hf_config.check_family(self, "hidden_act", "hidden_size", "num_attention_heads", SUPPORTED_ACTS,
+                               fix=" (use a checkpoint with one of these activations)")
+        hf_config.normalise_labels(self, derive_label2id=False)
 
     @property
     def num_labels(self) -> Optional[int]:

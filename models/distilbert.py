@@ -49,13 +49,7 @@ class DistilBertConfig:
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        if self.model_type != "distilbert":
-            raise ValueError(f"DistilBertConfig got model_type={self.model_type!r}; expected 'distilbert'")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is not supported; expected one of "
-                             f"{tuple(ACTIVATIONS)}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim={self.dim} is not a multiple of n_heads={self.n_heads}")
+        hf_config.check_family(self, "activation", "dim", "n_heads", ACTIVATIONS)
         hf_config.normalise_labels(self)
 
     # BERT-style names, so generic code (prefix sizes, presets) reads every family the same way

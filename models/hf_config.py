@@ -70,12 +70,25 @@ def to_dict(cfg, architectures, **fixed) -> dict:
     return out
 
 
-def normalise_labels(cfg) -> None:
+def check_family(cfg, act: str, width: str, heads: str, activations, fix: str = "") -> None:
+    """The checks every family's __post_init__ makes: its own model_type, a known activation in the
+    field `act`, and a `width` (field or property) that splits evenly into `heads` attention heads."""
+    expected = type(cfg).__dataclass_fields__["model_type"].default
+    if cfg.model_type != expected:
+        raise ValueError(f"{type(cfg).__name__} got model_type={cfg.model_type!r}; expected {expected!r}")
+    if getattr(cfg, act) not in activations:
+        raise ValueError(f"{act}={getattr(cfg, act)!r} is not supported; expected one of "
+                         f"{tuple(activations)}{fix}")
+    if getattr(cfg, width) % getattr(cfg, heads):
+        raise ValueError(f"{width}={getattr(cfg, width)} is not a multiple of {heads}={getattr(cfg, heads)}")
+
+
+def normalise_labels(cfg, derive_label2id: bool = True) -> None:
     """JSON keys are strings: id2label -> {int: str}, label2id -> {str: int} (in __post_init__);
-    a missing label2id is derived from id2label."""
+    a missing label2id is derived from id2label (not for BertConfig, which keeps it None)."""
     if cfg.id2label is not None:
         object.__setattr__(cfg, "id2label", {int(k): str(v) for k, v in cfg.id2label.items()})
-        if cfg.label2id is None:
+        if cfg.label2id is None and derive_label2id:
             object.__setattr__(cfg, "label2id", {v: k for k, v in cfg.id2label.items()})
     if cfg.label2id is not None:
         object.__setattr__(cfg, "label2id", {str(k): int(v) for k, v in cfg.label2id.items()})

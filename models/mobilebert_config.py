@@ -48,16 +48,9 @@ class MobileBertConfig:
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        if self.model_type != "mobilebert":
-            raise ValueError(f"MobileBertConfig got model_type={self.model_type!r}; expected 'mobilebert'")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; expected one of "
-                             f"{tuple(ACTIVATIONS)}")
+        hf_config.check_family(self, "hidden_act", "true_hidden_size", "num_attention_heads", ACTIVATIONS)
         if self.normalization_type not in NORMALIZATIONS:
             raise ValueError(f"normalization_type={self.normalization_type!r}; expected one of {NORMALIZATIONS}")
-        if self.true_hidden_size % self.num_attention_heads:
-            raise ValueError(f"true_hidden_size={self.true_hidden_size} is not a multiple of "
-                             f"num_attention_heads={self.num_attention_heads}")
         if (self.use_bottleneck and not self.use_bottleneck_attention and not self.key_query_shared_bottleneck
                 and self.intra_bottleneck_size != self.hidden_size):
             raise ValueError("use_bottleneck without use_bottleneck_attention or key_query_shared_bottleneck "
