@@ -2,10 +2,12 @@
 
     python -m tasks.audit --model DIR [--adapter DIR] [--format md|json] [--out FILE]
 
-Lists each tensor with its role (base, lora, ia3, head), kind, shape, dtype, numel, trainable flag
+Lists each tensor with its role (base, lora, ia3, prompt, head), kind, shape, dtype, numel, trainable flag
 and SHA-256; totals by role, each tensor once (tied/shared tensors are named); the paper-style
 summary; the base fingerprint; and, with --adapter, whether its manifest verifies against the
-adapter file and this base, with the provenance it records.
+adapter file and this base, with the provenance it records. A prefix/prompt-tuning adapter
+(peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as minipeft.prompt_io.load_prompt does,
+so its tensor names carry the wrapper's `base_model.` prefix.
 """
 from __future__ import annotations
 
@@ -18,13 +20,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from minipeft import fingerprint, load_adapter, param_table, summary
+from minipeft.audit import check_manifest
 from minipeft.inject import adapter_state
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
+from minipeft.prompt_io import load_prompt
 from models import load_pretrained
 
 HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
+PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
+
+
+def is_prompt_adapter(adapter_dir: Path) -> bool:
+    cfg_file = adapter_dir / CONFIG_FILE
+    return cfg_file.is_file() and json.loads(cfg_file.read_text()).get("peft_type") in PROMPT_TYPES
 
 
 def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
@@ -35,9 +46,21 @@ def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
         raise FileNotFoundError(f"{cfg_file}: not found; --adapter must be a folder written by save_adapter or PEFT")
     head = HEAD_OF_TASK.get(json.loads(cfg_file.read_text()).get("task_type"))
     with safe_open(str(adapter_dir / WEIGHTS_FILE), framework="pt") as f:
-        key = f"{PREFIX}classifier.weight"
+        key = f"{'base_model.' if is_prompt_adapter(adapter_dir) else PREFIX}classifier.weight"
         labels = f.get_slice(key).get_shape()[0] if key in f.keys() else None
     return head, labels
+
+
+def attach(model, adapter_dir: Path, allow_base_mismatch: bool):
+    """(model with the adapter, manifest check record): LoRA/IA3 in place, prefix/prompt as a wrapper."""
+    if not is_prompt_adapter(adapter_dir):
+        load_adapter(model, adapter_dir, allow_base_mismatch=allow_base_mismatch)
+        state = adapter_state(model)
+        return model, state.loaded_from if state else None
+    wrapper = load_prompt(model, adapter_dir)
+    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    return wrapper, check_manifest(wrapper, adapter_dir, config, load_file(str(adapter_dir / WEIGHTS_FILE)),
+                                   allow_base_mismatch)
 
 
 def totals(rows) -> dict:
@@ -60,20 +83,19 @@ def build_report(model_dir, adapter_dir=None, head: str | None = None, num_label
         head, found = adapter_head(adapter_dir)
         num_labels = num_labels or found
     model = load_pretrained(model_dir, head=head, num_labels=num_labels)
-    caught = []
+    caught, check = [], None
     if adapter_dir is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            load_adapter(model, adapter_dir, allow_base_mismatch=allow_base_mismatch)
+            model, check = attach(model, adapter_dir, allow_base_mismatch)
     rows = param_table(model, buffers=True)
-    state = adapter_state(model)
     return {
         "model": str(model_dir), "adapter": str(adapter_dir) if adapter_dir else None, "head": head,
         "base_fingerprint": fingerprint(model),
         "summary": {**asdict(summary(model)), "text": str(summary(model))},
         "totals": totals(rows),
         "shared": [{"name": r.name, "same_tensor_as": r.shared_with} for r in rows if r.shared_with],
-        "adapter_check": state.loaded_from if state else None,
+        "adapter_check": check,
         "warnings": [str(w.message) for w in caught],
         "tensors": [asdict(r) for r in rows],
     }

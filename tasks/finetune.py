@@ -233,9 +233,9 @@ def run(args) -> dict:
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
     model, adapted = build(model, spec)
-    counts = f" {spec.num_virtual_tokens} virtual tokens {prompt_counts(model)};" if prompt else ""
-    log(f"method {args.method} (preset {preset.name}): {len(adapted)} adapted modules;{counts} "
-        f"{minipeft.summary(model)}")
+    what = (f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}" if prompt
+            else f"{len(adapted)} adapted modules")
+    log(f"method {args.method} (preset {preset.name}): {what}; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
     provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
                   "data_files": {str(f): sha256_file(f) for f in data.files},

@@ -4,7 +4,7 @@ The tiny random BERT of test_finetune (2 layers, hidden 32, 2 heads) keeps each 
 Invariants: the trainable count is the formula (prefix P·L·2·H, prompt P·H, plus the head), the
 saved adapter is PEFT's layout with a manifest whose provenance and base fingerprint match the run,
 the base is unchanged by training (fingerprint before == after == the fresh base's), the adapter
-reproduces the test metrics through tasks.predict, and a length the position table cannot hold
+reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the position table cannot hold
 with the virtual tokens is refused before training.
 """
 import csv
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from minipeft import fingerprint
 from minipeft.prompt_io import load_prompt
 from models import BertConfig, BertModel, load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from synthetic_tasks import write_conll, write_mimic
-from tasks import finetune, predict
+from tasks import audit, finetune, predict
 from tasks.metrics import classification_metrics
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
@@ -43,7 +43,7 @@ def _finetune(task, data_dir, model, out, *extra):
 
 
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
-def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method):
+def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method, capsys):
     data_dir = write_mimic(tmp_path / "data", "mp")
     out = tmp_path / "run"
     doc = _finetune("mimic-mp", data_dir, tiny_model, out, "--method", method, "--num-virtual-tokens", str(P),
@@ -84,6 +84,18 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     probs = predict.predict_probs(net.eval(), ids, tok.pad_id, 4, "cpu", progress=False)
     m = classification_metrics([int(gold[k]) for k in gold], probs.numpy())
     assert m["roc_auc"] == pytest.approx(doc["test"]["roc_auc"], abs=1e-9)
+
+    rep = audit.build_report(tiny_model, adapter)                       # tasks.audit --adapter on it
+    assert rep["adapter_check"]["verified"] and not rep["adapter_check"]["base_mismatch"]
+    assert rep["summary"]["adapter"] == table and rep["totals"]["parameter:prompt"]["numel"] == table
+    assert rep["base_fingerprint"] == manifest["base_fingerprint"]
+
+    tensors["prompt_embeddings"][0, 0] += 1.0                           # tampered table: predict refuses it
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--adapter", str(adapter), "--input", str(data_dir / "test.csv"), "--output",
+                      str(tmp_path / "p2.csv"), "--no-progress"])
+    assert e.value.code == 2 and "prompt_embeddings does not match its SHA-256" in capsys.readouterr().err
 
 
 def test_prompt_tuning_token_classification_runs_on_conll(tmp_path, tiny_model):
