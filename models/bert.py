@@ -8,21 +8,16 @@ formats; checkpoint quirks live in models/loader.py.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (ACTIVATIONS, check_inputs, classifier_dropout, position_ids,
+from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
                            prefix_length, run_layers)
 from models.config import BertConfig
 from models.dropout import Dropout
-
-
-class BertOutputs(NamedTuple):
-    last_hidden_state: torch.Tensor                     # (batch, seq, hidden)
-    pooler_output: Optional[torch.Tensor]               # (batch, hidden); None without a pooler
 
 
 class BertEmbeddings(nn.Module):

@@ -4,7 +4,7 @@ logic that is literally the same in all of them.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -17,6 +17,12 @@ ACTIVATIONS = {
     "gelu_new": lambda: nn.GELU(approximate="tanh"),
     "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
 }
+
+
+class BertOutputs(NamedTuple):
+    """What every bare encoder returns (BERT's names, also for DistilBERT and MobileBERT)."""
+    last_hidden_state: torch.Tensor                     # (batch, seq, hidden)
+    pooler_output: Optional[torch.Tensor]               # (batch, hidden); None without a pooler
 
 
 def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> None:

@@ -21,8 +21,7 @@ from torch import nn
 
 import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.bert import BertOutputs
-from models.common import ACTIVATIONS, check_inputs, position_ids, prefix_length, run_layers
+from models.common import ACTIVATIONS, BertOutputs, check_inputs, position_ids, prefix_length, run_layers
 from models.dropout import Dropout
 
 

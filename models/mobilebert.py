@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.bert import BertOutputs
-from models.common import (ACTIVATIONS, check_inputs, classifier_dropout, position_ids, prefix_length,
-                           run_layers)
+from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
+                           prefix_length, run_layers)
 from models.dropout import Dropout
 from models.mobilebert_config import MobileBertConfig
 
