@@ -149,12 +149,15 @@ def _excluded(model: nn.Module) -> tuple[set, tuple]:
 
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 of the base: name, dtype, shape and little-endian bytes of every state_dict entry
-    that is neither an adapter tensor nor inside a modules_to_save module, in sorted name order."""
+    that is neither an adapter tensor nor inside a modules_to_save module, in sorted name order.
+    A prefix/prompt wrapper's `base_model.` prefix is dropped from the names, so one base with one
+    head gives the same fingerprint under LoRA, IA3, prefix and prompt tuning."""
     skip, saved = _excluded(model)
+    wrapper = isinstance(model, (PrefixTuning, PromptTuning))
+    kept = {(n.removeprefix("base_model.") if wrapper else n): t for n, t in model.state_dict(keep_vars=True).items()
+            if not (n in skip or n.startswith(saved))}
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict(keep_vars=True).items()):
-        if name in skip or name.startswith(saved):
-            continue
+    for name, t in sorted(kept.items()):
         raw = tensor_bytes(t)
         head = f"{name}\0{dtype_name(t.dtype)}\0{list(t.shape)}\0".encode()
         h.update(struct.pack("<Q", len(head)) + head + struct.pack("<Q", raw.nbytes))

@@ -81,3 +81,20 @@ def test_roles_name_nested_wrappers_by_full_path():
     r = roles(outer)
     assert r["net.prompt_encoder.embedding.weight"] == "prompt"
     assert r["net.base_model.classifier.bias"] == "head"
+
+
+def test_one_base_has_one_fingerprint_under_every_method():
+    """Same weights, same head module: LoRA (inject) and the prefix/prompt wrappers agree, because
+    the wrapper's `base_model.` prefix is not part of the base's identity."""
+    import copy
+
+    from minipeft import IA3Config, LoraConfig, inject
+    base = BertForSequenceClassification(BertConfig(**SMALL), num_labels=3)
+    lora, ia3 = copy.deepcopy(base), copy.deepcopy(base)
+    inject(lora, LoraConfig(targets=("query", "value"), modules_to_save=("classifier",)))
+    inject(ia3, IA3Config(targets=("key", "value"), feedforward=(), modules_to_save=("classifier",)))
+    prints = {fingerprint(lora), fingerprint(ia3)} | {fingerprint(WRAPS[k](copy.deepcopy(base), 3)) for k in WRAPS}
+    assert len(prints) == 1
+    with torch.no_grad():
+        base.bert.embeddings.word_embeddings.weight[1, 0] += 1e-3             # another base: another print
+    assert fingerprint(WRAPS["prefix"](base, 3)) not in prints
