@@ -21,6 +21,7 @@ from models import BertConfig, BertModel, load_pretrained, load_tokenizer, save_
 from models.assets import sha256_file
 from synthetic_tasks import write_conll, write_mimic
 from tasks import audit, finetune, predict
+from tasks.verify_manifest import verify
 from tasks.metrics import classification_metrics
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
@@ -62,6 +63,7 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     files = manifest["provenance"]["data_files"]
     assert files and all(sha256_file(Path(f)) == h for f, h in files.items())
     assert manifest["provenance"]["metrics"]["test"] == doc["test"]
+    assert verify(adapter) == []                                        # the stdlib-only checker agrees
 
     # the base is bit-identical: the loop's before/after, and a fresh base under the saved adapter
     result = json.loads((out / "result.json").read_text())["result"]
@@ -92,6 +94,7 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
 
     tensors["prompt_embeddings"][0, 0] += 1.0                           # tampered table: predict refuses it
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    assert verify(adapter) != []
     with pytest.raises(SystemExit) as e:
         predict.main(["--adapter", str(adapter), "--input", str(data_dir / "test.csv"), "--output",
                       str(tmp_path / "p2.csv"), "--no-progress"])
