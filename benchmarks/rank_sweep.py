@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-seed", type=int, default=0, help="seed of the data subsets and of seeded splits (default 0; the same for every run)")
     a("--threads", default="auto", help="torch threads, or 'auto' (default): time a training step with torch's "
       "default and with 1 thread and keep the faster; on a machine shared with other jobs, one thread "
-      "avoids oversubscription and is often several times faster")
+      "avoids oversubscription and is often several times faster. Trained weights depend on the thread "
+      "count (float summation order), so a resumed sweep reuses the count recorded in runs.csv; pass a "
+      "number for runs that are bit-identical across invocations")
     a("--workers", type=int, default=1, help="processes to spread the runs over, each run on one process "
       "(default 1: this process); see benchmarks/sweep_workers.py")  # --workers hook
     a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
@@ -239,6 +241,11 @@ def sweep(args) -> dict:
     n_done = sum(r.key in done for r in runs)
     print(f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
           f"{len(pending)} to do now", flush=True)
+    earlier = sorted({int(r["threads"]) for r in rows if str(r.get("threads", "")).isdigit()})
+    if args.threads == "auto" and earlier:  # float sums depend on the thread count: keep the sweep's own
+        torch.set_num_threads(earlier[0])
+        args = argparse.Namespace(**{**vars(args), "threads": str(earlier[0])})
+        print(f"threads: {earlier[0]}, as the runs already in runs.csv (results depend on the thread count)")
     if pending:
         per_step, per_eval = choose_threads(ctx, pending, args)
         est = estimate_seconds(ctx, pending, args, per_step, per_eval)
