@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
+
+from minipeft import files
 
 COLUMNS = ("task", "rank", "seed", "trial", "alpha_policy", "alpha", "scaling", "lr", "dropout",
            "targets", "epochs", "train_examples", "trainable_params", "adapter_params",
@@ -22,13 +23,7 @@ COLUMNS = ("task", "rank", "seed", "trial", "alpha_policy", "alpha", "scaling", 
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    files.write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data, fsync=True)
 
 
 def run_key(row: dict) -> tuple[int, int, int]:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from benchmarks.sweep_stats import Delta, seed_noise
+from minipeft.files import write_atomic
 
 
 def _pm(pair: tuple[float, float], digits: int = 3) -> str:
@@ -102,10 +102,10 @@ def plot(summary: list[dict], ref_rank: int, path: Path, title: str) -> None:
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="best")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, fig.savefig, suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def json_summary(summary: list[dict], ref_rank: int) -> list[dict]:

@@ -10,17 +10,16 @@ not implemented are refused by name instead of being silently ignored.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from minipeft import audit
 from minipeft.config import IA3Config, LoraConfig
+from minipeft.files import save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
 from minipeft.lora import LoRALinear
 
@@ -126,22 +125,6 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write_atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(target: Path, obj) -> None:
-    text = json.dumps(obj, sort_keys=True, indent=2) + "\n"
-    _write_atomic(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _the_config(model: nn.Module):
     state = adapter_state(model)
     if state is None or not adapters(model):
@@ -162,7 +145,7 @@ def save_adapter(model: nn.Module, out_dir, task_type: str | None = None,
     name = base_model_name_or_path or getattr(model, "name_or_path", None) or None
     cfg = peft_config(config, task_type, name)
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in adapter_tensors(model).items()}
-    _write_atomic(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    save_tensors(out / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
     write_json(out / CONFIG_FILE, cfg)
     write_json(out / audit.MANIFEST_FILE, audit.build_manifest(model, cfg, tensors, provenance))
     return out

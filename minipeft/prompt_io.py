@@ -9,30 +9,18 @@ transformer submodules are refused by name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from minipeft.files import save_tensors, write_text
 from minipeft.prompt import PrefixConfig, PrefixTuning, PromptConfig, PromptTuning
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 KEY = "prompt_embeddings"
-
-
-def _write_atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _peft_config(wrapper: nn.Module, base_model_name_or_path) -> dict:
@@ -63,8 +51,8 @@ def save_prompt(wrapper: nn.Module, out_dir, base_model_name_or_path: str | None
     if base_model_name_or_path is None:
         base_model_name_or_path = getattr(wrapper.base_model, "name_or_path", None) or None
     text = json.dumps(_peft_config(wrapper, base_model_name_or_path), indent=2, sort_keys=True) + "\n"
-    _write_atomic(out / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _write_atomic(out / CONFIG_FILE, lambda p: Path(p).write_text(text))
+    save_tensors(out / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+    write_text(out / CONFIG_FILE, text)
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from safetensors.torch import load_file
 
 from minipeft import fingerprint, load_adapter, param_table, summary
 from minipeft.audit import check_manifest
+from minipeft.files import write_text
 from minipeft.inject import adapter_state
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
 from minipeft.prompt_io import load_prompt
@@ -133,12 +133,6 @@ def to_markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(text: str, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m tasks.audit", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF-layout model folder (config.json + model.safetensors)")
@@ -156,7 +150,7 @@ def main(argv=None) -> dict:
     rep = build_report(args.model, args.adapter, args.head, args.num_labels, args.allow_base_mismatch)
     text = to_markdown(rep) if args.format == "md" else json.dumps(rep, indent=2, sort_keys=True) + "\n"
     if args.out:
-        _write(text, args.out)
+        write_text(args.out, text)
     else:
         sys.stdout.write(text)
     return rep

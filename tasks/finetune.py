@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import inspect
 import json
-import os
 import random
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 import minipeft
-from minipeft import distributed
+from minipeft import distributed, files
 from minipeft.audit import MANIFEST_FILE, build_manifest
 from minipeft.batching import PadCollate
 from minipeft.prompt import prompt_counts
@@ -116,9 +115,7 @@ def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
 
 
 def write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, doc, default=str)
 
 
 def now() -> str:

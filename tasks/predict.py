@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from minipeft import load_adapter
 from minipeft.audit import check_manifest
 from minipeft.batching import LengthBucketSampler, PadCollate
+from minipeft.files import write_text
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
 from models import load_pretrained, load_tokenizer
 from tasks.data_csv import read_csv
@@ -131,13 +132,12 @@ def predict_probs(net, ids: list[list[int]], pad_id: int, batch_size: int, devic
 
 def write_predictions(path: Path, ids: list[str], probs: torch.Tensor, labels: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"] + [f"prob_{lab}" for lab in labels])
-        for i, p in zip(ids, probs.tolist()):
-            w.writerow([i, labels[max(range(len(p)), key=p.__getitem__)]] + [f"{x:.6f}" for x in p])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["id", "label"] + [f"prob_{lab}" for lab in labels])
+    for i, p in zip(ids, probs.tolist()):
+        w.writerow([i, labels[max(range(len(p)), key=p.__getitem__)]] + [f"{x:.6f}" for x in p])
+    write_text(path, buf.getvalue(), newline="")
 
 
 def run(args) -> Path:
