@@ -2,7 +2,11 @@
 import pytest
 import torch
 
+from models import BertConfig, BertModel, save_pretrained
 from models.assets import MINILM, asset_dir
+
+TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=128)
 
 
 @pytest.fixture(scope="session")
@@ -11,6 +15,29 @@ def minilm_dir():
         return asset_dir(MINILM)
     except FileNotFoundError as e:
         pytest.skip(f"real checkpoint not fetched: {e}")
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(minilm_dir, tmp_path_factory):
+    """make_tiny_model(**config overrides) -> folder of a tiny random BertModel (seed 0, TINY_BERT sizes)
+    saved with save_pretrained next to the real tokenizer files; one folder per distinct overrides.
+    The folders are shared by the whole session: tests must only read them."""
+    made = {}
+
+    def make(**overrides):
+        key = tuple(sorted(overrides.items()))
+        if key not in made:
+            torch.manual_seed(0)
+            cfg = BertConfig(**{**TINY_BERT, **overrides})
+            made[key] = save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
+        return made[key]
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(make_tiny_model):
+    """A tiny random BERT (2 layers, hidden 32, 2 heads, 128 positions) with the real tokenizer: read only."""
+    return make_tiny_model()
 
 
 @pytest.fixture(autouse=True)

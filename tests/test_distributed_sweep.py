@@ -1,23 +1,11 @@
 """benchmarks.rank_sweep --workers 2: the same rows as one process (runs on 2 spawned processes)."""
 import csv
 
-import pytest
-import torch
-
 from benchmarks import rank_sweep, sweep_workers
-from models import BertConfig, BertModel, save_pretrained
 from synthetic_tasks import write_mimic
 
 SAME = ("rank", "seed", "trial", "alpha", "scaling", "lr", "adapter_params", "val_auroc", "val_f1_macro",
         "test_auroc", "test_f1_macro", "test_accuracy", "best_epoch", "threads")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(minilm_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
 
 
 def _rows(out):

@@ -1,6 +1,6 @@
 """`tasks.finetune` and `tasks.predict` end to end on synthetic files in the paper's layouts.
 
-A tiny random BERT (2 layers, hidden 32) saved with save_pretrained next to the real tokenizer
+A tiny random BERT (conftest.tiny_model: 2 layers, hidden 32) saved next to the real tokenizer
 files keeps every run to a few seconds; the loaders, encoders, loop, adapters and writers are real.
 Invariants checked: the saved adapter / model reproduces the test metrics of metrics.json, the
 provenance carries the data files' SHA-256, a frozen run changes nothing but the head, and bad
@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from minipeft import load_adapter
-from models import BertConfig, BertModel, load_pretrained, load_tokenizer, save_pretrained
+from models import load_pretrained, load_tokenizer
 from models.assets import sha256_file
 from synthetic_tasks import write_conll, write_csv, write_i2b2_re, write_icd9, write_mimic
 from tasks import finetune, predict
@@ -24,14 +24,6 @@ from tasks.metrics import classification_metrics
 from tasks.registry import get_task
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(minilm_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
 
 
 def _finetune(task, data_dir, model, out, *extra):

@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from minipeft import fingerprint
 from minipeft.prompt_io import load_prompt
-from models import BertConfig, BertModel, load_pretrained, load_tokenizer, save_pretrained
+from models import load_pretrained, load_tokenizer
 from models.assets import sha256_file
 from synthetic_tasks import write_conll, write_mimic
 from tasks import audit, finetune, predict
@@ -30,11 +29,9 @@ PEFT_TYPE = {"prefix": "PREFIX_TUNING", "prompt": "PROMPT_TUNING"}
 
 
 @pytest.fixture(scope="module")
-def tiny_model(minilm_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
+def tiny_model(make_tiny_model):
+    """conftest's tiny BERT with a 64-position table (the virtual-token length check needs a short one)."""
+    return make_tiny_model(hidden_size=HIDDEN, num_hidden_layers=LAYERS, max_position_embeddings=64)
 
 
 def _finetune(task, data_dir, model, out, *extra):

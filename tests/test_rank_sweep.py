@@ -7,10 +7,8 @@ import statistics
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from benchmarks import rank_sweep, sweep_plan, sweep_stats
-from models import BertConfig, BertModel, save_pretrained
 from synthetic_tasks import write_mimic
 
 
@@ -66,14 +64,6 @@ def test_search_draws_are_shared_across_ranks_and_inside_the_paper_space():
     for draws in by_key.values():  # same lr and dropout at every rank of a (seed, trial)
         assert len(set(draws)) == 1
     assert len({v[0] for v in by_key.values()}) == len(by_key), "trials must differ"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(minilm_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
 
 
 def _sweep(data_dir, model, out, *extra):
