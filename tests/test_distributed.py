@@ -123,13 +123,9 @@ def test_timeout_comes_from_the_environment(monkeypatch):
 
 # ------------------------------------------------------------------ torchrun end to end
 @pytest.fixture(scope="module")
-def tiny_model(minilm_dir, tmp_path_factory):
-    from models import BertConfig, BertModel, save_pretrained
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    return save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
+def tiny_model(make_tiny_model):
+    """conftest's tiny BERT without dropout."""
+    return make_tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 @pytest.fixture(scope="module")
