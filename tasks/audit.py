@@ -19,25 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file
 
-from minipeft import fingerprint, load_adapter, param_table, summary
-from minipeft.audit import check_manifest
+from minipeft import fingerprint, param_table, summary
 from minipeft.files import write_text
-from minipeft.inject import adapter_state
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
-from minipeft.prompt_io import load_prompt
 from models import load_pretrained
+from tasks.adapters import attach, is_prompt_adapter, load_base_for_adapter
 
 HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
-PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
-
-
-def is_prompt_adapter(adapter_dir: Path) -> bool:
-    cfg_file = adapter_dir / CONFIG_FILE
-    return cfg_file.is_file() and json.loads(cfg_file.read_text()).get("peft_type") in PROMPT_TYPES
-
-
 def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
     """(load_pretrained head, num_labels) that the adapter was trained with: the task type from
     adapter_config.json, the label count from the saved classifier's shape."""
@@ -49,18 +38,6 @@ def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
         key = f"{'base_model.' if is_prompt_adapter(adapter_dir) else PREFIX}classifier.weight"
         labels = f.get_slice(key).get_shape()[0] if key in f.keys() else None
     return head, labels
-
-
-def attach(model, adapter_dir: Path, allow_base_mismatch: bool):
-    """(model with the adapter, manifest check record): LoRA/IA3 in place, prefix/prompt as a wrapper."""
-    if not is_prompt_adapter(adapter_dir):
-        load_adapter(model, adapter_dir, allow_base_mismatch=allow_base_mismatch)
-        state = adapter_state(model)
-        return model, state.loaded_from if state else None
-    wrapper = load_prompt(model, adapter_dir)
-    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
-    return wrapper, check_manifest(wrapper, adapter_dir, config, load_file(str(adapter_dir / WEIGHTS_FILE)),
-                                   allow_base_mismatch)
 
 
 def totals(rows) -> dict:
@@ -82,7 +59,8 @@ def build_report(model_dir, adapter_dir=None, head: str | None = None, num_label
     if adapter_dir is not None and head is None:
         head, found = adapter_head(adapter_dir)
         num_labels = num_labels or found
-    model = load_pretrained(model_dir, head=head, num_labels=num_labels)
+    model = (load_base_for_adapter(model_dir, head, num_labels) if adapter_dir is not None
+             else load_pretrained(model_dir, head=head, num_labels=num_labels))
     caught, check = [], None
     if adapter_dir is not None:
         with warnings.catch_warnings(record=True) as caught:

@@ -15,21 +15,17 @@ import argparse
 import csv
 import io
 import json
-import logging
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from safetensors.torch import load_file
 
-from minipeft import load_adapter
-from minipeft.audit import check_manifest
 from minipeft.batching import LengthBucketSampler, PadCollate
 from minipeft.files import write_text
-from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
 from models import load_pretrained, load_tokenizer
+from tasks.adapters import attach, load_base_for_adapter
 from tasks.data_csv import read_csv
 from tasks.fetch import default_model_dir
 from tasks.objective import model_inputs
@@ -82,32 +78,10 @@ def load_classifier(adapter: str | None, model: str | None):
         base = Path(model or info.get("base_model") or default_model_dir())
         if not labels:
             raise ValueError(f"{folder}: no task.json with the label names; it is written by tasks.finetune")
-        quiet = logging.getLogger("models.loader")       # the adapter brings the head: no "fresh head" warning
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            net = load_pretrained(base, head="sequence-classification", num_labels=len(labels))
-        finally:
-            quiet.setLevel(level)
-        net = attach_adapter(net, folder)
+        net = load_base_for_adapter(base, "sequence-classification", len(labels))
+        net, _ = attach(net, folder)
     labels = labels or [str(i) for i in range(num_labels(net))]
     return net.eval(), base, {**info, "labels": list(labels)}
-
-
-PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
-
-
-def attach_adapter(net, folder: Path):
-    """LoRA/IA3 in place (load_adapter); prefix/prompt tuning wrap the model (load_prompt), and
-    their adapter_manifest.json, when present, is verified against the files and this base."""
-    cfg_file = folder / CONFIG_FILE
-    peft_type = json.loads(cfg_file.read_text()).get("peft_type") if cfg_file.is_file() else None
-    if peft_type not in PROMPT_TYPES:
-        load_adapter(net, folder)
-        return net
-    wrapper = load_prompt(net, folder)
-    check_manifest(wrapper, folder, json.loads(cfg_file.read_text()), load_file(str(folder / WEIGHTS_FILE)))
-    return wrapper
 
 
 def num_labels(net) -> int:
