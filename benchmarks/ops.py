@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minipeft import ops
+from minipeft.memory import SavedTensorsMeter
 
 SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
 
@@ -34,18 +35,10 @@ def saved_bytes(fn, exclude=()):
     """(bytes of unique storages autograd saves for backward while fn() runs, fn's result).
 
     Storages of `exclude` (parameters) are not counted; views of one storage count once."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in skip:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    meter = SavedTensorsMeter(exclude=exclude)
+    with meter.measure():
         out = fn()
-    return sum(seen.values()), out
+    return meter.bytes, out
 
 
 def summarize(times_s):

@@ -24,13 +24,13 @@ class SavedTensorsMeter:
     """Count the bytes autograd saves for backward inside `with meter.measure():`.
 
     `meter.bytes` is the total of unique storages saved during the last `measure()` block,
-    excluding the storages of `model`'s parameters (pass model=None to count everything).
+    excluding the storages of `model`'s parameters and of the `exclude` tensors (pass neither to
+    count everything).
     """
 
-    def __init__(self, model: nn.Module | None = None):
-        self._param_ptrs = set()
-        if model is not None:
-            self._param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    def __init__(self, model: nn.Module | None = None, exclude=()):
+        skip = [*(model.parameters() if model is not None else ()), *exclude]
+        self._param_ptrs = {t.untyped_storage().data_ptr() for t in skip}
         self.bytes = 0
         self._seen: dict[int, int] = {}
 
