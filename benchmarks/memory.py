@@ -51,7 +51,7 @@ MIB = 1024 ** 2
 def model_config(layers: int, hidden: int, seq: int) -> BertConfig:
     """BERT-base by default; smaller `layers`/`hidden` keep the BERT-base proportions
     (heads = hidden / 64, intermediate = 4 x hidden)."""
-    if hidden % 64 and hidden >= 64:
+    if hidden % 64 and hidden > 64:
         raise ValueError(f"--hidden must be a multiple of 64 (head size 64), got {hidden}")
     heads = max(1, hidden // 64)
     return BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
@@ -97,9 +97,14 @@ def run_isolated(method: str, checkpointing: bool, args) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc.returncode != 0:  # e.g. -9: killed by the kernel's out-of-memory killer
+        print(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return {"method": method, "micro": args.micro, "accum": args.accum, "checkpointing": checkpointing,
+                "seconds": None, "saved_bytes_max": None, "peak_rss_bytes": None,
+                "cuda_peak_bytes": None, "error": f"exit {proc.returncode}"}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"done: {json.dumps(row)}", file=sys.stderr)  # partial results survive an interrupted sweep
+    return row
 
 
 def peak_bytes(row: dict) -> int | None:
@@ -108,14 +113,19 @@ def peak_bytes(row: dict) -> int | None:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Repeats of one configuration -> one row (memory: the largest seen; seconds: median, spread)."""
-    secs = sorted(r["seconds"] for r in runs)
+    """Repeats of one configuration -> one row (memory: the largest seen; seconds: median, spread;
+    "error" when any repeat's process failed)."""
+    secs = sorted(r["seconds"] for r in runs if r["seconds"] is not None)
     row = dict(runs[0])
     for key in ("saved_bytes_max", "peak_rss_bytes", "cuda_peak_bytes"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         row[key] = max(vals) if vals else None
-    row.update(seconds=statistics.median(secs), seconds_min=secs[0], seconds_max=secs[-1],
-               repeats=len(runs))
+    errors = [r["error"] for r in runs if "error" in r]
+    row.pop("error", None)
+    if errors:
+        row["error"] = errors[0]
+    row.update(seconds=statistics.median(secs) if secs else None, seconds_min=secs[0] if secs else None,
+               seconds_max=secs[-1] if secs else None, repeats=len(runs))
     return row
 
 
@@ -129,10 +139,11 @@ def print_table(rows: list[dict], budget_gib: float) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
+        secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
         saved = "-" if r["saved_bytes_max"] is None else f"{r['saved_bytes_max'] / MIB:.2f}"
         print(f"{r['method']:<7} {str(r['micro']) + ' x ' + str(r['accum']):>13} "
               f"{'on' if r['checkpointing'] else 'off':>13} {saved:>15} {_gib(r['peak_rss_bytes']):>12} "
-              f"{_gib(r.get('cuda_peak_bytes')):>8} {r['seconds']:>8.1f}  {r['verdict']}")
+              f"{_gib(r.get('cuda_peak_bytes')):>8} {secs:>8}  {r['verdict']}")
 
 
 def parse_args(argv=None):
@@ -169,6 +180,8 @@ def parse_args(argv=None):
     for name in ("micro", "accum", "seq", "layers", "hidden", "repeats", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.hidden % 64 and args.hidden > 64:
+        p.error(f"--hidden must be a multiple of 64 (head size 64) or at most 64, got {args.hidden}")
     if args.one and (len(args.methods) != 1 or args.checkpointing == "both"):
         p.error("--one measures one configuration: give one --method and --checkpointing on or off")
     return args
@@ -190,15 +203,20 @@ def main(argv=None) -> None:
             peak = peak_bytes(row)
             row["fits_budget"] = None if peak is None else peak <= args.budget_gib * GIB
             row["verdict"] = {True: "fits", False: "does not fit", None: "unknown"}[row["fits_budget"]]
+            if "error" in row:
+                row["verdict"] = f"process failed ({row['error']})"
             rows.append(row)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"random BERT ({args.layers} layers, hidden {args.hidden}), {args.micro} x {args.accum} examples "
           f"of {args.seq} tokens per optimiser step, {args.threads} thread(s), device {device}")
     print_table(rows, args.budget_gib)
     for r in rows:
-        print(f"verdict: {r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing "
-              f"{'on' if r['checkpointing'] else 'off'}: peak {_gib(peak_bytes(r))} GiB "
-              f"{'<=' if r['fits_budget'] else '>'} budget {args.budget_gib:g} GiB -> {r['verdict']}")
+        what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
+        if r["fits_budget"] is None:
+            print(f"verdict: {what}: no peak measured -> {r['verdict']}")
+        else:
+            print(f"verdict: {what}: peak {_gib(peak_bytes(r))} GiB {'<=' if r['fits_budget'] else '>'} "
+                  f"budget {args.budget_gib:g} GiB -> {r['verdict']}")
     config = {k: v for k, v in vars(args).items() if k not in ("one", "method")}
     print(json.dumps({"benchmark": "memory", "config": config, "torch": torch.__version__,
                       "device": device, "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None,

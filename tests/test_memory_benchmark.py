@@ -26,7 +26,8 @@ def test_tiny_run_prints_json_and_checkpointing_saves_less(capsys):
 
 
 @pytest.mark.parametrize("argv", [["--method", "ia3"], ["--micro", "0"],
-                                  ["--one", "--method", "lora,full", "--checkpointing", "on"]])
+                                  ["--one", "--method", "lora,full", "--checkpointing", "on"],
+                                  ["--hidden", "100"]])
 def test_bad_arguments_exit(argv):
     with pytest.raises(SystemExit):
         memory.parse_args(argv)
