@@ -41,9 +41,21 @@ def verify(adapter_dir):
     return problems
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m tasks.verify_manifest ADAPTER_DIR")
-    found = verify(sys.argv[1])
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m tasks.verify_manifest",
+                                description="Check an adapter's tensors against its adapter_manifest.json "
+                                            "with the Python standard library alone.")
+    p.add_argument("adapter_dir", help="folder with adapter_model.safetensors and adapter_manifest.json")
+    args = p.parse_args(argv)
+    for name in ("adapter_manifest.json", "adapter_model.safetensors"):
+        if not (Path(args.adapter_dir) / name).is_file():
+            p.error(f"{Path(args.adapter_dir) / name}: no such file; expected an adapter folder written "
+                    f"by minipeft's save_adapter")
+    found = verify(args.adapter_dir)
     print("\n".join(found) if found else "OK: every tensor matches adapter_manifest.json")
-    sys.exit(1 if found else 0)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
