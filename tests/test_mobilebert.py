@@ -6,6 +6,7 @@ import torch
 from models import load_pretrained, save_pretrained
 from models.mobilebert import (HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm)
 from models.mobilebert_config import MobileBertConfig
+from test_distilbert import _perturb
 
 SMALL = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
              embedding_size=8, intra_bottleneck_size=16, max_position_embeddings=16)
@@ -17,12 +18,6 @@ VARIANTS = {   # google/mobilebert-uncased's layout, then the switches HF implem
                                                     num_feedforward_networks=1),
     "no_bottleneck": dict(use_bottleneck=False, embedding_size=32),
 }
-
-
-def _perturb(model, scale=0.1):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
 
 
 def _batch():
