@@ -110,6 +110,23 @@ def _num_labels(num_labels: Optional[int], cfg: BertConfig) -> int:
     return cfg.num_labels or 2
 
 
+def _fresh_pooler_if_absent(encoder: nn.Module, base: dict, file: Path, cfg, seed: int) -> dict:
+    """A checkpoint saved without `pooler.*` (e.g. by HF's token classifier) gets a fresh pooler, as HF
+    gives it: weight N(0, initializer_range) from the seeded generator, bias 0, with a warning. A file
+    holding only part of the pooler still fails in load_state, naming the missing key."""
+    want = {k: v for k, v in encoder.state_dict().items() if k.startswith("pooler.")}
+    if not want or any(k in base for k in want):
+        return base
+    gen = torch.Generator().manual_seed(seed)
+    fresh = {k: torch.zeros(v.shape) if k.endswith("bias")
+             else torch.empty(v.shape).normal_(0.0, cfg.initializer_range, generator=gen)
+             for k, v in sorted(want.items())}
+    log.warning("%s: no pooler tensors; pooler initialised fresh, N(0, %g) with seed %d (its output, "
+                "pooler_output and the sequence-classification head's input, is untrained)",
+                file, cfg.initializer_range, seed)
+    return {**base, **{k: t.to(next(iter(base.values())).dtype) for k, t in fresh.items()}}
+
+
 def _load_head(model: nn.Module, head: dict, file: Path, cfg, seed: int,
                names: tuple = ("classifier",)) -> bool:
     """Load each saved head module (`classifier`, DistilBERT's `pre_classifier`) when its shapes
@@ -158,12 +175,14 @@ def load_pretrained(path, head: Optional[str] = None, num_labels: Optional[int] 
     with torch.device("meta"):        # no random init of weights that are overwritten next
         model = (family.heads[None](cfg) if head is None
                  else family.heads[head](cfg, num_labels=_num_labels(num_labels, cfg)))
+    encoder = model if head is None else getattr(model, family.prefix)
+    base = _fresh_pooler_if_absent(encoder, base, file, cfg, seed)
     if head is None:
         if head_tensors:
             log.info("%s: ignoring the saved classifier head (loading the bare encoder)", file)
         load_state(model, base, file)
     else:
-        load_state(getattr(model, family.prefix), base, file, prefix=family.prefix + ".")
+        load_state(encoder, base, file, prefix=family.prefix + ".")
         for name in family.head_modules:
             if hasattr(model, name):
                 getattr(model, name).to_empty(device="cpu")

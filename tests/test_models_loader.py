@@ -179,3 +179,32 @@ def test_bare_encoder_from_head_checkpoint_ignores_classifier(tmp_path, base):
     head = {"classifier.weight": torch.randn(2, 32), "classifier.bias": torch.randn(2)}
     folder = write(tmp_path / "m", {**{"bert." + k: v for k, v in sd.items()}, **head})
     same_weights(load_pretrained(folder), model)
+
+
+def test_checkpoint_without_pooler_gets_a_seeded_fresh_pooler(tmp_path, base, caplog):
+    """As HF does for a file saved by its token classifier: the encoder's tensors load unchanged, the
+    pooler is N(0, initializer_range) from the seed with zero bias, and the user is warned."""
+    model, sd = base
+    no_pooler = {k: v for k, v in sd.items() if not k.startswith("pooler.")}
+    folder = write(tmp_path / "m", no_pooler)
+    with caplog.at_level(logging.WARNING, logger="models.loader"):
+        bare = load_pretrained(folder, seed=7)
+    assert "pooler initialised fresh" in caplog.text
+    for k, v in no_pooler.items():
+        torch.testing.assert_close(bare.state_dict()[k], v, rtol=0, atol=0)
+    gen = torch.Generator().manual_seed(7)
+    want_w = torch.empty(32, 32).normal_(0.0, BertConfig.from_dict(SMALL).initializer_range, generator=gen)
+    torch.testing.assert_close(bare.pooler.dense.weight, want_w, rtol=0, atol=0)
+    assert torch.count_nonzero(bare.pooler.dense.bias) == 0
+    ids = torch.randint(1, 99, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(bare.eval()(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=0)
+    clf = load_pretrained(folder, head="sequence-classification", seed=7)
+    torch.testing.assert_close(clf.bert.pooler.dense.weight, want_w, rtol=0, atol=0)
+
+
+def test_partial_pooler_is_still_refused(tmp_path, base):
+    sd = dict(base[1])
+    del sd["pooler.dense.bias"]
+    with pytest.raises(KeyError, match=r"pooler\.dense\.bias"):
+        load_pretrained(write(tmp_path / "m", sd))
