@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from models.bert import init_weights
+from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
 from tasks.objective import seq_cls_eval, seq_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data
@@ -284,11 +284,7 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        doc = sweep(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        raise SystemExit(2)
+    doc = run_or_exit(sweep, args)
     print(json.dumps(doc))
 
 

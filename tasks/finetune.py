@@ -40,6 +40,7 @@ from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
+from tasks.cli import run_or_exit
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
 from tasks.fetch import default_model_dir
 from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, PROMPT_METHODS, MethodSpec, build, resolve_preset
@@ -273,12 +274,7 @@ def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: di
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        doc = run(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2)
+    doc = run_or_exit(run, args, extra_errors=(FileExistsError,))
     test = doc["test"]
     if not distributed.context().is_main:               # distributed hook: one summary line per job
         return

@@ -26,6 +26,7 @@ from minipeft.batching import LengthBucketSampler, PadCollate
 from minipeft.files import write_text
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter
+from tasks.cli import run_or_exit
 from tasks.data_csv import read_csv
 from tasks.fetch import default_model_dir
 from tasks.objective import model_inputs
@@ -133,11 +134,7 @@ def run(args) -> Path:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        out = run(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        raise SystemExit(2)
+    out = run_or_exit(run, args)
     print(f"wrote {out}", file=sys.stderr)
 
 
