@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from models.dropout import keep_mask
+from models.dropout import random_lanes
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -71,61 +71,118 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
 # variant keeps q, k, v, the mask and one integer seed; backward recomputes softmax(q kᵀ/√d + M) and
 # regenerates the dropout mask from the seed. Selected by `attention(..., recompute=...)`; the default
 # `RECOMPUTE_BACKWARD` is set from benchmarks/train_step.py numbers (see that file's docstring).
+#
+# Both directions work through the (batch · heads) rows a block at a time, a block holding about
+# BLOCK_ELEMENTS scores (1 MiB in fp32): the scores, probabilities, mask and their gradients of one
+# block stay in a core's cache through the five or so elementwise passes over them, instead of
+# streaming (b, n, tq, tk) tensors through main memory once per pass.
 RECOMPUTE_BACKWARD = True
+BLOCK_ELEMENTS = 1 << 18
 
 
-def _probs(q, k, mask):
-    """softmax(q kᵀ / √d + M) with M from a bool (True = attend) or an additive float mask."""
-    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                    # (b, n, tq, tk)
-    if mask is not None:
-        if mask.dtype == torch.bool:  # additive form: a broadcast add_ is ~5× cheaper than masked_fill_
-            mask = torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))
-        s.add_(mask)
-    return torch.softmax(s, dim=-1)                                        # (b, n, tq, tk)
+def _blocks(b: int, n: int, tq: int, tk: int):
+    """(b0, b1, h0, h1) blocks of (batch, head) rows covering (b, n), each about BLOCK_ELEMENTS
+    scores: whole batch elements when a batch element's n·tq·tk scores fit, else runs of heads."""
+    heads = max(1, BLOCK_ELEMENTS // (tq * tk))
+    if heads >= n:
+        per = heads // n
+        return [(b0, min(b0 + per, b), 0, n) for b0 in range(0, b, per)]
+    return [(b0, b0 + 1, h0, min(h0 + heads, n)) for b0 in range(b) for h0 in range(0, n, heads)]
 
 
-def _keep_mask(shape, p, seed, device):
-    """(keep uint8 0/1, keep_scale), regenerated bit for bit from `seed` on a private generator
-    (models.dropout.keep_mask: 16-bit lanes of int64 draws, p rounded to a multiple of 2⁻¹⁶)."""
+def _additive(mask, dtype):
+    """The mask as a 4-D additive float tensor (0 attend, -inf not), or None."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:  # a broadcast add_ is ~5× cheaper than masked_fill_
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))     # broadcastable to (b, n, tq, tk)
+
+
+def _block_probs(q3, k3, add, blk, n):
+    """softmax(q kᵀ + M) for one block: q3 already scaled by 1/√d; (rows, tq, tk)."""
+    b0, b1, h0, h1 = blk
+    rows = slice(b0 * n + h0, (b1 - 1) * n + h1)
+    s = torch.bmm(q3[rows], k3[rows].transpose(1, 2))                      # (rows, tq, tk)
+    if add is not None:
+        bs = slice(b0, b1) if add.shape[0] > 1 else slice(0, 1)
+        hs = slice(h0, h1) if add.shape[1] > 1 else slice(0, 1)
+        s.view(b1 - b0, h1 - h0, *s.shape[1:]).add_(add[bs, hs])
+    return rows, torch.softmax(s, dim=-1)
+
+
+def _lanes(shape, p, seed, device):
+    """models.dropout.random_lanes for the whole (b, n, tq, tk) tensor, drawn once from a private
+    generator seeded with `seed`: (int16 lanes viewed as (b·n, tq, tk), threshold, keep_scale)."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
-    return keep_mask(shape, p, device, generator=g)                        # (b, n, tq, tk)
+    lanes, threshold, keep_scale = random_lanes(shape, p, device, generator=g)
+    return lanes.view(-1, shape[2], shape[3]), threshold, keep_scale
+
+
+def _rows3(x, scale=None):
+    """(b, n, t, d) -> (b·n, t, d), contiguous (a copy unless it already is), times `scale` if given
+    (out of place: x itself is never changed)."""
+    x3 = x.reshape(-1, x.shape[2], x.shape[3])                            # (b·n, t, d)
+    return x3 if scale is None else x3 * scale
+
+
+def _keep(lanes, threshold, rows, like):
+    """The 0/1 keep mask of one block in the probabilities' dtype (a uint8 multiply is ~20× slower)."""
+    return torch.ge(lanes[rows], threshold, out=torch.empty_like(like))
 
 
 class _RecomputeAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, dropout_p, seed):
-        probs = _probs(q, k, mask)                                         # (b, n, tq, tk)
+        b, n, tq, d = q.shape
+        tk = k.shape[2]
+        q3, k3, v3 = _rows3(q, d ** -0.5), _rows3(k), _rows3(v)            # (b·n, t, d), q scaled
+        add = _additive(mask, q.dtype)
+        lanes = _lanes((b, n, tq, tk), dropout_p, seed, q.device) if dropout_p > 0 else None
+        out = torch.empty(b * n, tq, d, dtype=q.dtype, device=q.device)    # (b·n, tq, d)
+        for blk in _blocks(b, n, tq, tk):
+            rows, probs = _block_probs(q3, k3, add, blk, n)                # (rows, tq, tk)
+            if lanes is not None:
+                probs.mul_(_keep(lanes[0], lanes[1], rows, probs))
+            torch.bmm(probs, v3[rows], out=out[rows])
+        if lanes is not None:
+            out.mul_(lanes[2])                                             # 1/(1-p') on the small side
         ctx.save_for_backward(q, k, v, mask)
         ctx.dropout_p, ctx.seed = dropout_p, seed
-        if dropout_p == 0:
-            return probs @ v                                               # (b, n, tq, d)
-        keep, keep_scale = _keep_mask(probs.shape, dropout_p, seed, q.device)
-        return (probs.mul_(keep) @ v).mul_(keep_scale)                     # 1/(1-p) on the small side
+        return out.view(b, n, tq, d)
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, mask = ctx.saved_tensors
-        p_drop, scale = ctx.dropout_p, q.shape[-1] ** -0.5
-        probs = _probs(q, k, mask)                                         # (b, n, tq, tk)
-        keep = None
-        if p_drop > 0:
-            keep, keep_scale = _keep_mask(probs.shape, p_drop, ctx.seed, q.device)
-            dout = dout * keep_scale                                       # (b, n, tq, d)
-        dp = dout @ v.transpose(-1, -2)                                    # (b, n, tq, tk) ∂/∂(dropped probs)
-        dv = None
-        if ctx.needs_input_grad[2]:
-            dropped = probs if keep is None else probs * keep              # (b, n, tq, tk)
-            dv = dropped.transpose(-1, -2) @ dout                          # (b, n, tk, d)
-            del dropped
-        if keep is not None:
-            dp.mul_(keep)                                                  # ∂/∂probs
-        del keep
-        # softmax backward: ds = P ⊙ (dP − rowsum(dP ⊙ P)), then the 1/√d of the scores
-        ds = dp.sub_((dp * probs).sum(-1, keepdim=True)).mul_(probs)      # (b, n, tq, tk)
-        dq = (ds @ k).mul_(scale) if ctx.needs_input_grad[0] else None     # (b, n, tq, d)
-        dk = (ds.transpose(-1, -2) @ q).mul_(scale) if ctx.needs_input_grad[1] else None  # (b, n, tk, d)
-        return dq, dk, dv, None, None, None
+        b, n, tq, d = q.shape
+        tk = k.shape[2]
+        q3, k3, v3 = _rows3(q, d ** -0.5), _rows3(k), _rows3(v)            # (b·n, t, d), q scaled
+        add = _additive(mask, q.dtype)
+        lanes = _lanes((b, n, tq, tk), ctx.dropout_p, ctx.seed, q.device) if ctx.dropout_p > 0 else None
+        do3 = _rows3(dout, None if lanes is None else lanes[2])             # ∂/∂(dropped probs @ v)
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        dq = torch.empty_like(q3) if need_q else None                      # (b·n, tq, d)
+        dk = torch.empty_like(k3) if need_k else None                      # (b·n, tk, d)
+        dv = torch.empty_like(v3) if need_v else None
+        for blk in _blocks(b, n, tq, tk):
+            rows, probs = _block_probs(q3, k3, add, blk, n)                # (rows, tq, tk)
+            keep = None if lanes is None else _keep(lanes[0], lanes[1], rows, probs)
+            dp = torch.bmm(do3[rows], v3[rows].transpose(1, 2))           # ∂/∂(dropped probs)
+            if need_v:
+                torch.bmm((probs if keep is None else probs * keep).transpose(1, 2), do3[rows], out=dv[rows])
+            if keep is not None:
+                dp.mul_(keep)                                              # ∂/∂probs
+            # softmax backward: ds = P ⊙ (dP − rowsum(dP ⊙ P)); the 1/√d is in q3 (for dk) and below (dq)
+            ds = dp.sub_((dp * probs).sum(-1, keepdim=True)).mul_(probs)  # (rows, tq, tk)
+            if need_q:
+                torch.bmm(ds, k3[rows], out=dq[rows])
+            if need_k:
+                torch.bmm(ds.transpose(1, 2), q3[rows], out=dk[rows])
+        if need_q:
+            dq.mul_(d ** -0.5)
+        view = lambda g, t: None if g is None else g.view(b, n, t, d)
+        return view(dq, tq), view(dk, tk), view(dv, tk), None, None, None
 
 
 def recompute_attention(q, k, v, mask, dropout_p: float = 0.0):

@@ -5,6 +5,8 @@
 `nn.Dropout` on a CPU draws a float mask with `bernoulli_` and keeps it (4 bytes per element) for
 backward. This one compares 16-bit lanes of full-range int64 draws of the default generator (four
 elements per draw, about 10× cheaper on a CPU) and keeps the mask as uint8 0/1 (1 byte per element).
+It multiplies by the mask only after turning it into x's dtype: on a CPU, a mixed uint8 × float
+multiply runs a slow casting loop (measured about 20× the same-dtype multiply plus the conversion).
 The drop probability is rounded to a multiple of 2⁻¹⁶ (0.1 → 0.1000061). Same `p` attribute and
 `train()`/`eval()` behaviour as `nn.Dropout`; a different random stream.
 """
@@ -15,15 +17,27 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 
-def keep_mask(shape, p: float, device=None, generator=None):
-    """(keep as uint8 0/1, keep_scale = 1/(1 − p')): 0 where a 16-bit lane falls below round(p·2¹⁶)."""
+@torch.compiler.disable  # eager under torch.compile: a dtype-changing view of a fresh tensor is returned
+def random_lanes(shape, p: float, device=None, generator=None):
+    """(lanes, threshold, keep_scale): one signed 16-bit random lane per element of `shape` (four
+    per full-range int64 draw), the threshold round(p·2¹⁶) − 2¹⁵ below which an element is dropped,
+    and 1/(1 − p') with p' = round(p·2¹⁶)/2¹⁶."""
     t = min(round(p * 65536), 65535)
     n = 1
     for d in shape:
         n *= d
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
-    keep = bits.view(torch.int16)[:n].view(shape) >= t - 32768            # (*shape) bool
-    return keep.view(torch.uint8), 65536.0 / (65536 - t)
+    return bits.view(torch.int16)[:n].view(shape), t - 32768, 65536.0 / (65536 - t)  # (*shape) int16
+
+
+def keep_mask(shape, p: float, device=None, generator=None, dtype=torch.uint8):
+    """(keep, keep_scale = 1/(1 − p')): keep is 0 where a 16-bit lane falls below the threshold of
+    `random_lanes`, else 1, as uint8 (1 byte, to keep for backward) or in a float `dtype` (to
+    multiply by: the comparison writes it directly)."""
+    lanes, threshold, keep_scale = random_lanes(shape, p, device, generator)
+    if dtype == torch.uint8:
+        return (lanes >= threshold).view(torch.uint8), keep_scale
+    return torch.ge(lanes, threshold, out=torch.empty(shape, dtype=dtype, device=device)), keep_scale
 
 
 class _Dropout(torch.autograd.Function):
@@ -31,13 +45,13 @@ class _Dropout(torch.autograd.Function):
     def forward(ctx, x, keep, keep_scale):
         ctx.save_for_backward(keep)
         ctx.keep_scale = keep_scale
-        return (x * keep).mul_(keep_scale)                                 # (*x.shape)
+        return (x * keep.to(x.dtype)).mul_(keep_scale)                     # (*x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         (keep,) = ctx.saved_tensors
-        return (dy * keep).mul_(ctx.keep_scale), None, None
+        return (dy * keep.to(dy.dtype)).mul_(ctx.keep_scale), None, None
 
 
 class Dropout(nn.Module):

@@ -121,3 +121,46 @@ def test_default_switch_routes_training_with_dropout_only():
     out = att.attention(q, k, v, None, 0.1)
     assert ("RecomputeAttention" in type(out.grad_fn).__name__) == att.RECOMPUTE_BACKWARD
     assert "RecomputeAttention" not in type(att.attention(q, k, v, None, 0.0).grad_fn).__name__
+
+
+@pytest.mark.parametrize("block", [7 * 7, 2 * 7 * 7, 3 * 7 * 7, 4 * 7 * 7, 1 << 18])
+@pytest.mark.parametrize("mask_kind", ["bool", "float-per-query", "float-per-head"])
+def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_kind):
+    """Any block size (one head, runs of heads within a batch element, several batch elements, all)
+    gives the unblocked reference with the same regenerated dropout mask, whatever the mask's shape."""
+    q, k, v = qkv(b=3, n=4)
+    mask = {"bool": padding_mask(b=3), "float-per-query": torch.randn(3, 1, 7, 7),
+            "float-per-head": torch.randn(1, 4, 7, 7)}[mask_kind]
+    p, dout = 0.25, torch.randn(3, 4, 7, 4)
+    monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
+    got = run(lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, p, 99), q, k, v, dout)
+    t = round(p * 65536)
+    bits = torch.empty(3 * 4 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
+        -2**63, None, generator=torch.Generator().manual_seed(99))
+    drop = bits.view(torch.int16)[:3 * 4 * 7 * 7].view(3, 4, 7, 7) < t - 32768
+    keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)
+    want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_blocks_cover_every_row_once():
+    for b, n, tq, tk in [(8, 12, 128, 128), (3, 4, 7, 7), (2, 12, 480, 480), (1, 1, 1, 1), (5, 3, 64, 80)]:
+        rows = []
+        for b0, b1, h0, h1 in att._blocks(b, n, tq, tk):
+            assert (b1 - b0 == 1) or (h0, h1) == (0, n)                     # within one element, or whole ones
+            rows += [bi * n + h for bi in range(b0, b1) for h in range(h0, h1)]
+        assert rows == list(range(b * n))
+
+
+def test_only_the_inputs_that_need_a_gradient_get_one():
+    q, k, v = qkv()
+    q = q.detach()
+    out = att._RecomputeAttention.apply(q, k, v, padding_mask(), 0.1, 5)
+    out.sum().backward()
+    assert q.grad is None and k.grad is not None and v.grad is not None
+    k2, v2 = (t.detach().clone().requires_grad_(True) for t in (k, v))
+    ref = att._RecomputeAttention.apply(q.clone().requires_grad_(True), k2, v2, padding_mask(), 0.1, 5)
+    ref.sum().backward()
+    torch.testing.assert_close(k.grad, k2.grad)
+    torch.testing.assert_close(v.grad, v2.grad)
