@@ -101,7 +101,7 @@ class _LoRALinear(torch.autograd.Function):
             if mask2 is None:
                 dx2.addmm_(gB, A, alpha=c)
             else:
-                dx2.add_((gB @ A).mul_(mask2), alpha=c)
+                dx2.addcmul_(gB @ A, mask2, value=c)
         if ctx.needs_input_grad[1]:
             dw = dy2.t() @ x2                                             # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:

@@ -28,8 +28,9 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def key_mask(attention_mask: Optional[torch.Tensor], prefix_len: int = 0) -> Optional[torch.Tensor]:
     """(batch, keys) 0/1 mask -> (batch, 1, 1, prefix + keys) boolean mask, True = attend.
 
-    `prefix_len` extra always-visible keys are prepended (learned key/value prefixes)."""
-    if attention_mask is None:
+    `prefix_len` extra always-visible keys are prepended (learned key/value prefixes). A mask with
+    no padding at all gives None: the same attention, without a masking pass over the scores."""
+    if attention_mask is None or bool(attention_mask.all()):
         return None
     keep = attention_mask.bool()                                           # (batch, keys)
     if prefix_len:

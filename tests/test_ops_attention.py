@@ -107,6 +107,7 @@ def test_saves_no_square_tensor():
     """Invariant: only q, k, v and the mask are kept; SDPA with dropout keeps (b, n, t, t) tensors."""
     q, k, v = qkv(t=16)
     am = torch.ones(2, 16, dtype=torch.long)
+    am[1, 12:] = 0
     mask = att.key_mask(am)
     ours, out = saved_bytes(lambda: att.attention(q, k, v, mask, 0.1, recompute=True), (q, k, v))
     assert "RecomputeAttention" in type(out.grad_fn).__name__
@@ -142,6 +143,14 @@ def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_k
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_mask_without_padding_is_dropped():
+    assert att.key_mask(torch.ones(2, 5, dtype=torch.long)) is None
+    assert att.key_mask(torch.ones(2, 5, dtype=torch.long), prefix_len=3) is None
+    am = torch.ones(2, 5, dtype=torch.long)
+    am[0, 4] = 0
+    assert att.key_mask(am, prefix_len=3).shape == (2, 1, 1, 8)
 
 
 def test_blocks_cover_every_row_once():
