@@ -6,6 +6,9 @@ A step = forward (sequence classification, 2 labels) + cross-entropy + backward 
 zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's config). Variants:
   full            full fine-tuning, every parameter trainable
   full-sdpa       the same with models.attention's recompute switch off (SDPA keeps probabilities)
+  frozen          no adapter: the base frozen but for layer 0's query/key/value biases (and the
+                  classifier), so backward runs through every layer as it does for LoRA on
+                  query,key,value: the floor any adapter adds its own cost to
   lora-plain      LoRA r=8 on query,key,value, dropout 0.1, composed path (LoraConfig(fused=False))
   lora-fused      the same through minipeft.ops (LoraConfig(fused=True))
   lora-fused-sdpa lora-fused with the recompute switch off
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 
 from benchmarks.ops import saved_bytes, summarize
 
-VARIANTS = ("full", "full-sdpa", "lora-plain", "lora-fused", "lora-fused-sdpa", "ia3", "hf-peft")
+VARIANTS = ("full", "full-sdpa", "frozen", "lora-plain", "lora-fused", "lora-fused-sdpa", "ia3", "hf-peft")
 
 
 def _ours(kind, path, args):
@@ -48,6 +51,10 @@ def _ours(kind, path, args):
                                  fused=kind != "lora-plain"))
     elif kind == "ia3":
         inject(model, IA3Config(modules_to_save=("classifier",)))
+    elif kind == "frozen":
+        first = tuple(f"encoder.layer.0.attention.self.{m}.bias" for m in ("query", "key", "value"))
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("classifier.") or name.endswith(first))
     return model
 
 

@@ -27,10 +27,12 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
 
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     from benchmarks import train_step
-    train_step.main(["--variants", "full,lora-plain,lora-fused,ia3", "--batch", "2", "--seq", "16",
+    train_step.main(["--variants", "full,frozen,lora-plain,lora-fused,ia3", "--batch", "2", "--seq", "16",
                      "--warmup", "0", "--repeats", "1", "--model-dir", str(minilm_dir)])
     res = last_json(capsys)["results"]
-    assert set(res) == {"full", "lora-plain", "lora-fused", "ia3"}
+    assert set(res) == {"full", "frozen", "lora-plain", "lora-fused", "ia3"}
+    assert res["frozen"]["trainable"] == 3 * 384 + 384 * 2 + 2           # layer 0's q,k,v biases + classifier
+    assert 0 < res["frozen"]["activation_bytes"] < res["lora-fused"]["activation_bytes"]
     assert res["full"]["time_ratio_full"] == pytest.approx(1.0)
     assert res["lora-fused"]["activation_bytes"] < res["lora-plain"]["activation_bytes"]
     assert res["lora-fused"]["trainable"] == res["lora-plain"]["trainable"] < res["full"]["trainable"]
