@@ -12,6 +12,8 @@ GPU and oneDNN/BLAS on a CPU. What they keep for backward is the point:
   anyway, so the storage is shared) and uses ∂l = Σ dy ⊙ y / l in backward: no extra GEMM, no
   extra (N, out) tensor. Entries with l = 0 exactly are recomputed from x, which is then kept too.
   (Recomputing y_base from x instead would cost one more GEMM per backward: measured slower.)
+  Whichever is smaller gets the elementwise scale: x or W (input scaling), W or y (output
+  scaling), and in backward W rather than dy, so no scaled (N, ·) copy is made when N is large.
 
 Dropout mask (fused path), see `dropout_mask`: 16 random bits per element, four elements per
 64-bit draw of the default generator of x's device (about 10× cheaper on a CPU than `rand`), so
@@ -146,6 +148,10 @@ class _IA3Linear(torch.autograd.Function):
             # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ
             xs, w = (x2, weight * scale) if x2.shape[0] > weight.shape[0] else (x2 * scale, weight)
             out = torch.addmm(bias, xs, w.t()) if bias is not None else xs @ w.t()  # (N, out)
+        elif x2.shape[0] > weight.shape[1]:
+            # (x Wᵀ + b) ⊙ l == x (l ⊙ W)ᵀ + l ⊙ b: scale the (out, in) weight, not the (N, out) output
+            ws = weight * scale[:, None]                                  # (out, in)
+            out = torch.addmm(bias * scale, x2, ws.t()) if bias is not None else x2 @ ws.t()
         else:
             out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
             out.mul_(scale)                                               # (N, out)
@@ -174,10 +180,12 @@ class _IA3Linear(torch.autograd.Function):
             dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
-            dys = dy2 * scale                                             # (N, out)
-            dx = _mm_into(dy.shape[:-1] + weight.shape[1:], dys, weight)[0] if need_x else None  # (..., in)
-            db = dys.sum(0) if need_b else None
-            dw = dys.t() @ x2 if need_w else None                         # (out, in)
+            # ∂y_base = dy ⊙ l is never formed: dx = dy (l ⊙ W), db = l ⊙ Σ dy, dW = l ⊙ (dyᵀ x)
+            if need_x:
+                ws = weight * scale[:, None]                              # (out, in)
+                dx = _mm_into(dy.shape[:-1] + weight.shape[1:], dy2, ws)[0]  # (..., in)
+            db = dy2.sum(0).mul_(scale) if need_b else None
+            dw = (dy2.t() @ x2).mul_(scale[:, None]) if need_w else None  # (out, in)
             if need_l:
                 dl = _scale_grad(dy2, y.reshape(dy2.shape), x2, weight, bias, scale, ctx.has_zero)
         return dx, dw, db, dl, None

@@ -211,7 +211,7 @@ def test_saved_bytes_fused_keeps_x_once_across_qkv():
 # ---- IA3 -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("feedforward", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("lead", [(3,), (2, 4), (9,)])  # (9,) > out: the op scales W instead of x
+@pytest.mark.parametrize("lead", [(3,), (2, 4), (9,)])  # N > in or out: the op scales W instead of x or y
 def test_ia3_equals_reference(feedforward, bias, lead):
     x, W, b, _, _ = make(lead, d_in=6, d_out=5, bias=bias)
     l = torch.rand(6 if feedforward else 5) + 0.5
