@@ -19,8 +19,8 @@ LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's
 Variants run round-robin in every repeat, so their ratios are measured side by side on a shared
 machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios. "Activation bytes" are the unique storages autograd saves for backward during one
 forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
-With --compile, the seed draw of models.attention.recompute_attention is a graph break (one per
-layer); compile time is excluded by the warm-up steps.
+With --compile, the seed draw of models.attention.recompute_attention and the random draws of
+models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
 
 The default of models.attention.RECOMPUTE_BACKWARD (True) comes from this benchmark: compare
 full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.

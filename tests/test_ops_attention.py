@@ -173,3 +173,15 @@ def test_only_the_inputs_that_need_a_gradient_get_one():
     ref.sum().backward()
     torch.testing.assert_close(k.grad, k2.grad)
     torch.testing.assert_close(v.grad, v2.grad)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3)])
+def test_half_dtypes_follow_the_float32_result(dtype, tol):
+    q, k, v = qkv()
+    mask, dout = padding_mask(), torch.randn(2, 3, 7, 4)
+    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.2, 7)
+    want = run(f, q, k, v, dout)
+    got = run(f, *(t.detach().to(dtype) for t in (q, k, v)), dout.to(dtype))
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol)
