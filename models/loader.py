@@ -242,6 +242,10 @@ def save_pretrained(model: nn.Module, out_dir, tokenizer_dir=None) -> Path:
         for name in found:
             _write_atomic(out / name, lambda p, name=name: shutil.copyfile(src / name, p))
     cfg = model.config.to_dict(architectures=[arch])
+    cfg.pop("torch_dtype", None)                   # a loaded checkpoint's, possibly stale; HF 5 writes `dtype`
+    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    if floats:
+        cfg["dtype"] = str(floats[0]).removeprefix("torch.")                # e.g. "float32", as HF writes it
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
     _write_atomic(out / "config.json", lambda p: p.write_text(text))
     return out

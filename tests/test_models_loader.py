@@ -169,6 +169,16 @@ def test_save_refuses_injected_keys_and_copies_tokenizer(tmp_path):
         save_pretrained(model, tmp_path / "out2")
 
 
+def test_save_writes_the_weights_dtype_not_a_stale_one(tmp_path):
+    cfg = BertConfig.from_dict({**SMALL, "torch_dtype": "float16"})       # as an old checkpoint says
+    model = BertModel(cfg).to(torch.bfloat16)
+    conf = json.loads((save_pretrained(model, tmp_path / "out") / "config.json").read_text())
+    assert conf["dtype"] == "bfloat16" and "torch_dtype" not in conf
+    back = load_pretrained(tmp_path / "out", dtype=torch.bfloat16)
+    assert {p.dtype for p in back.parameters()} == {torch.bfloat16}
+    assert json.loads((save_pretrained(BertModel(cfg), tmp_path / "o2") / "config.json").read_text())["dtype"] == "float32"
+
+
 def test_dtype_argument(tmp_path, base):
     m = load_pretrained(write(tmp_path / "m", base[1]), dtype=torch.bfloat16)
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
