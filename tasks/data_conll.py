@@ -15,8 +15,10 @@ from tasks.registry import Dataset, TaggedExample
 CONLL_NAMES = {"train": ("train.txt.conll",), "validation": ("dev.txt.conll",), "test": ("test.txt.conll",)}
 
 
-def read_conll(path: Path) -> list[tuple[int, list[str], list[str]]]:
-    """Sentences of a CoNLL file as (first line, words, tags). The label is the last field of a line."""
+def read_conll(path: Path, tags_optional: bool = False) -> list[tuple[int, list[str], list[str]]]:
+    """Sentences of a CoNLL file as (first line, words, tags). The label is the last field of a line.
+
+    With `tags_optional` (text to tag), a line may hold the token alone; its tag is then None."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     sentences, words, tags, start = [], [], [], 0
@@ -27,12 +29,12 @@ def read_conll(path: Path) -> list[tuple[int, list[str], list[str]]]:
                 sentences.append((start, words, tags))
             words, tags = [], []
             continue
-        if len(fields) < 2:
+        if len(fields) < 2 and not tags_optional:
             raise ValueError(f"{path}: line {n}: expected 'token label', found {line.strip()!r}")
         if not words:
             start = n
         words.append(fields[0])
-        tags.append(fields[-1])
+        tags.append(fields[-1] if len(fields) > 1 else None)
     if words:
         sentences.append((start, words, tags))
     return sentences

@@ -1,13 +1,25 @@
-"""Classify a new CSV of notes with a trained adapter (or a fully fine-tuned model).
+"""Predict with a trained adapter (or a fully fine-tuned model): whole notes or tagged words.
 
     python -m tasks.predict --adapter runs/mp/adapter --input new_notes.csv --output predictions.csv
     python -m tasks.predict --model runs/mp-full/model --input new_notes.csv --output predictions.csv
+    python -m tasks.predict --adapter runs/ner/adapter --input notes.txt.conll --output tagged.conll
 
-The adapter folder is what `tasks.finetune` wrote (PEFT layout plus task.json with the label names
-and max length; LoRA/IA3, or prefix/prompt tuning when adapter_config.json's peft_type says so); its base model is --model, else the one recorded at training time, else the cached
-default checkpoint. The output CSV has one row per note, in input order: `id`, `label` (the
-predicted label name) and `prob_<label>` for every class. Notes are read as RFC 4180 CSV (quoted,
-multi-line, long fields), batched by length, and the output is written atomically.
+The adapter folder is what `tasks.finetune` wrote (PEFT layout plus task.json with the task type,
+label names and max length; LoRA/IA3, or prefix/prompt tuning when adapter_config.json's peft_type
+says so); its base model is --model, else the one recorded at training time, else the cached
+default checkpoint.
+
+Note classification (mortality, length of stay, ICD-9, relations): the input is RFC 4180 CSV
+(quoted, multi-line, long fields); the output CSV has one row per note, in input order: `id`,
+`label` (the predicted label name) and `prob_<label>` for every class.
+
+Named entities (i2b2 tasks): the input is CoNLL, one token per line (a gold tag in the last column
+is optional), a blank line between sentences. The output is CoNLL in the same order: `token
+predicted-tag`, or `token gold-tag predicted-tag` when the input had tags (conlleval's layout), and
+then the entity scores are printed. A word's tag is the prediction at its first sub-token; words
+cut off by --max-length are tagged O and counted in a warning.
+
+Inputs are checked before any model loads; outputs are written atomically.
 """
 from __future__ import annotations
 
@@ -27,9 +39,13 @@ from minipeft.files import write_text
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter
 from tasks.cli import run_or_exit
+from tasks.data_conll import read_conll
 from tasks.data_csv import read_csv
+from tasks.encode import encode_tagged, word_predictions
 from tasks.fetch import default_model_dir
+from tasks.metrics import ner_metrics
 from tasks.objective import model_inputs
+from tasks.registry import SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="adapter folder written by tasks.finetune (lora/ia3/prefix/prompt)")
     p.add_argument("--model", help="with --adapter: the base model folder; alone: a fine-tuned model folder "
                                    "(tasks.finetune --method full|frozen writes it to OUT/model)")
-    p.add_argument("--input", required=True, help="CSV of notes, with a header")
-    p.add_argument("--output", required=True, help="CSV to write: id,label,prob_<label>...")
+    p.add_argument("--input", required=True, help="CSV of notes with a header, or CoNLL tokens for an NER adapter")
+    p.add_argument("--output", required=True, help="CSV to write (id,label,prob_<label>...), or CoNLL for NER")
     p.add_argument("--text-column", default="text", help="column holding the note (default text)")
     p.add_argument("--id-column", default="id", help="column holding the note id (default id; when absent "
                                                      "the 0-based row number is used)")
-    p.add_argument("--batch-size", type=int, default=32, help="notes per forward pass (default 32)")
+    p.add_argument("--batch-size", type=int, default=32, help="notes or sentences per forward pass (default 32)")
     p.add_argument("--max-length", type=int, help="tokens per note (default: the training run's)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,26 +76,39 @@ def read_task_info(folder: Path) -> dict:
     return {"type": "seq-cls", "labels": labels}
 
 
-def load_classifier(adapter: str | None, model: str | None):
-    """(model in eval mode, tokenizer folder, task info) for an adapter on its base, or a full model."""
+HEADS = {SEQ_CLS: "sequence-classification", TOKEN_CLS: "token-classification"}
+
+
+def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
+    """(the adapter or model folder, its task info), checked before anything heavy loads."""
     if adapter is None and model is None:
         raise ValueError("pass --adapter DIR (with an optional --model BASE) or --model DIR of a fine-tuned model")
     folder = Path(adapter or model)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     info = read_task_info(folder)
-    if info.get("type", "seq-cls") != "seq-cls":
-        raise ValueError(f"{folder}: trained for {info.get('task')} ({info['type']}); tasks.predict classifies "
-                         f"whole notes (sequence classification) only")
+    kind = info.get("type", SEQ_CLS)
+    if kind not in HEADS:
+        raise ValueError(f"{folder}/task.json: type {kind!r}; expected one of {', '.join(HEADS)}")
+    if kind == TOKEN_CLS and not info.get("labels"):
+        raise ValueError(f"{folder}: no task.json with the tag names; it is written by tasks.finetune")
+    return folder, {**info, "type": kind}
+
+
+def load_classifier(adapter: str | None, model: str | None):
+    """(model in eval mode, tokenizer folder, task info) for an adapter on its base, or a full model,
+    with the head the task was trained with (sequence or token classification)."""
+    folder, info = task_info(adapter, model)
+    head = HEADS[info["type"]]
     labels = info.get("labels") or None
     if adapter is None:
-        net = load_pretrained(folder, head="sequence-classification", num_labels=len(labels) if labels else None)
+        net = load_pretrained(folder, head=head, num_labels=len(labels) if labels else None)
         base = folder
     else:
         base = Path(model or info.get("base_model") or default_model_dir())
         if not labels:
             raise ValueError(f"{folder}: no task.json with the label names; it is written by tasks.finetune")
-        net = load_base_for_adapter(base, "sequence-classification", len(labels))
+        net = load_base_for_adapter(base, head, len(labels))
         net, _ = attach(net, folder)
     labels = labels or [str(i) for i in range(num_labels(net))]
     return net.eval(), base, {**info, "labels": list(labels)}
@@ -115,7 +144,68 @@ def write_predictions(path: Path, ids: list[str], probs: torch.Tensor, labels: l
     write_text(path, buf.getvalue(), newline="")
 
 
+@torch.no_grad()
+def predict_tags(net, tokenizer, sentences: list[list[str]], labels: list[str], max_length: int,
+                 batch_size: int, device: str, progress: bool = True) -> tuple[list[list[str]], int]:
+    """(predicted tag names per word for every sentence, in input order; words cut off by
+    `max_length`, tagged O): the tag at each word's first sub-token, as training evaluated it."""
+    examples = [TaggedExample(str(i), tuple(ws), (0,) * len(ws)) for i, ws in enumerate(sentences)]
+    encoded, word_ids = encode_tagged(tokenizer, examples, max_length)
+    net.to(device)
+    collate = PadCollate(pad_id=tokenizer.pad_id)
+    outside = labels.index("O") if "O" in labels else 0
+    order = LengthBucketSampler([len(e["input_ids"]) for e in encoded], batch_size, shuffle=False).batches()
+    tags: list[list[str]] = [[] for _ in sentences]
+    for idx in tqdm(order, desc="tag", unit="batch", disable=not progress):
+        batch = collate([{k: encoded[i][k] for k in ("input_ids", "token_type_ids")} for i in idx])
+        best = net(**{k: v.to(device) for k, v in model_inputs(batch).items()}).argmax(-1).cpu().tolist()
+        for i, toks in zip(idx, best):                                     # (seq,) per sentence
+            words = word_predictions(toks, word_ids[i], len(sentences[i]), outside)
+            tags[i] = [labels[t] for t in words]
+    cut = sum(len(ws) - len({w for w in wids if w >= 0}) for ws, wids in zip(sentences, word_ids))
+    return tags, cut
+
+
+def write_conll(path: Path, sentences: list[list[str]], pred: list[list[str]], gold=None) -> None:
+    """One `token [gold] predicted` line per word, a blank line between sentences."""
+    blocks = []
+    for k, (words, tags) in enumerate(zip(sentences, pred)):
+        cols = zip(words, gold[k], tags) if gold is not None else zip(words, tags)
+        blocks.append("\n".join(" ".join(c) for c in cols))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, "\n\n".join(blocks) + "\n")
+
+
+def run_tagging(args, folder: Path) -> Path:
+    rows = read_conll(Path(args.input), tags_optional=True)              # input errors before any model loads
+    if not rows:
+        raise ValueError(f"{args.input}: no sentences; expected CoNLL, one token per line, a blank line between sentences")
+    sentences = [words for _, words, _ in rows]
+    tagged = [all(t is not None for t in tags) for _, _, tags in rows]
+    if any(tagged) and not all(tagged):
+        line = rows[tagged.index(False) if tagged[0] else tagged.index(True)][0]
+        raise ValueError(f"{args.input}: sentence at line {line}: some lines carry a gold tag and some do not; "
+                         f"expected a tag on every line or on none")
+    net, base, info = load_classifier(args.adapter, args.model)
+    tokenizer = load_tokenizer(base)
+    max_length = args.max_length or info.get("max_length") or 512
+    pred, cut = predict_tags(net, tokenizer, sentences, info["labels"], max_length, args.batch_size,
+                             args.device, not args.no_progress)
+    gold = [tags for _, _, tags in rows] if all(tagged) else None
+    out = Path(args.output)
+    write_conll(out, sentences, pred, gold)
+    if cut:
+        print(f"warning: {cut} word(s) beyond --max-length {max_length} tokens were tagged O", file=sys.stderr)
+    if gold is not None:
+        print("entity scores: " + json.dumps({k: round(v, 4) for k, v in ner_metrics(gold, pred).items()}),
+              file=sys.stderr)
+    return out
+
+
 def run(args) -> Path:
+    folder, info = task_info(args.adapter, args.model)
+    if info["type"] == TOKEN_CLS:
+        return run_tagging(args, folder)
     rows = read_csv(Path(args.input), (args.text_column,))       # input errors before any model loads
     if not rows:
         raise ValueError(f"{args.input}: no notes below the header")

@@ -183,12 +183,40 @@ def test_predict_input_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
     assert "missing column(s) text; expected text; found columns id, note" in capsys.readouterr().err
-    write_csv(notes, ["id", "text"], [[1, "x"]])
     (tmp_path / "task.json").write_text(json.dumps({"task": "i2b2-2010", "type": "token-cls", "labels": ["O"]}))
+    conll = tmp_path / "in.conll"
+    conll.write_text("Patient O\nhas O\n\nfever\n")                  # tags on some lines only
+    with pytest.raises(SystemExit):
+        predict.main(["--adapter", str(tmp_path), "--input", str(conll), "--output", str(tmp_path / "o.conll")])
+    assert "sentence at line 4: some lines carry a gold tag and some do not" in capsys.readouterr().err
+    (tmp_path / "task.json").write_text(json.dumps({"task": "x", "type": "regression"}))
     with pytest.raises(SystemExit):
         predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
-    assert "sequence classification) only" in capsys.readouterr().err
-    assert not (tmp_path / "o.csv").exists()
+    assert "type 'regression'; expected one of seq-cls, token-cls" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.conll").exists()
+
+
+def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model, capsys):
+    data_dir = write_conll(tmp_path / "data")
+    out = tmp_path / "run"
+    doc = _finetune("i2b2-2010", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
+    capsys.readouterr()
+    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
+                  str(data_dir / "test.txt.conll"), "--output", str(tmp_path / "tagged.conll"), "--no-progress"])
+    err = capsys.readouterr().err
+    scores = json.loads(err.split("entity scores: ")[1].splitlines()[0])
+    assert scores["entity_f1"] == pytest.approx(doc["test"]["entity_f1"], abs=1e-4)
+    gold_lines = [l.split() for l in (data_dir / "test.txt.conll").read_text().splitlines()]
+    got_lines = [l.split() for l in (tmp_path / "tagged.conll").read_text().splitlines()]
+    assert [g[:2] for g in gold_lines] == [l[:2] for l in got_lines]     # token and gold, in input order
+    labels = json.loads((out / "adapter" / "task.json").read_text())["labels"]
+    assert all(len(l) == 3 and l[2] in labels for l in got_lines if l)
+    # the same tokens without tags: the same predictions, two columns
+    (tmp_path / "plain.conll").write_text("\n".join(l[0] if l else "" for l in gold_lines) + "\n")
+    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
+                  str(tmp_path / "plain.conll"), "--output", str(tmp_path / "plain_out.conll"), "--no-progress"])
+    plain = [l.split() for l in (tmp_path / "plain_out.conll").read_text().splitlines()]
+    assert plain == [[l[0], l[2]] if l else [] for l in got_lines]
 
 
 def test_max_length_beyond_the_position_table_is_refused(tmp_path, tiny_model):
