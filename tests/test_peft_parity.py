@@ -127,3 +127,51 @@ def test_adapter_saved_here_loads_in_peft_with_identical_logits(tmp_path, method
         torch.testing.assert_close(_hf_logits(pm, ids, mask), want, rtol=0, atol=1e-5)
     changed = [n for n, p in pm.named_parameters() if "classifier.modules_to_save" in n]
     assert changed and torch.equal(dict(pm.named_parameters())[changed[0]], getattr(ours.classifier, changed[0].split(".")[-1]))
+
+
+def _token_models(state=None):
+    torch.manual_seed(0)
+    hf = transformers.BertForTokenClassification(transformers.BertConfig(**SHAPE, num_labels=LABELS)).eval()
+    if state is not None:
+        hf.load_state_dict(state)
+    return hf
+
+
+def _train_tokens(model, logits_of, steps=3):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=5e-2)
+    ids, mask, _ = _batch(1)
+    tags = torch.randint(0, LABELS, ids.shape, generator=torch.Generator().manual_seed(4))  # (batch, seq)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(logits_of(model, ids, mask).reshape(-1, LABELS), tags.reshape(-1)).backward()
+        opt.step()
+    model.eval()
+
+
+def test_token_classification_adapters_move_both_ways_with_identical_logits(tmp_path):
+    """TOKEN_CLS: PEFT -> here and here -> PEFT, LoRA on query,value with the classifier saved."""
+    hf = _token_models()
+    base_state = copy.deepcopy(hf.state_dict())
+    pm = peft.get_peft_model(hf, peft.LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=8, lora_dropout=0.1,
+                                                 target_modules=["query", "value"]))
+    _train_tokens(pm, _hf_logits)
+    pm.save_pretrained(tmp_path / "from_peft")
+    ids, mask, _ = _batch(2)
+    ours = models.BertForTokenClassification(models.BertConfig(**SHAPE), num_labels=LABELS)
+    missing, unexpected = ours.load_state_dict(base_state, strict=False)
+    assert not missing and all(k.endswith("position_ids") for k in unexpected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_adapter(ours.eval(), tmp_path / "from_peft")
+    with torch.no_grad():
+        want = _hf_logits(pm, ids, mask)                                  # (batch, seq, labels)
+        assert want.shape == (4, 9, LABELS)
+        torch.testing.assert_close(_our_logits(ours, ids, mask), want, rtol=0, atol=1e-5)
+
+    _train_tokens(ours, _our_logits)                                      # and back: trained here, read by PEFT
+    save_adapter(ours, tmp_path / "from_here", task_type="TOKEN_CLS")
+    back = peft.PeftModel.from_pretrained(_token_models(base_state), tmp_path / "from_here").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(_hf_logits(back, ids, mask), _our_logits(ours, ids, mask), rtol=0, atol=1e-5)
