@@ -174,8 +174,9 @@ class _RecomputeAttention(torch.autograd.Function):
                 torch.bmm((probs if keep is None else probs * keep).transpose(1, 2), do3[rows], out=dv[rows])
             if keep is not None:
                 dp.mul_(keep)                                              # ∂/∂probs
-            # softmax backward: ds = P ⊙ (dP − rowsum(dP ⊙ P)); the 1/√d is in q3 (for dk) and below (dq)
-            ds = dp.sub_((dp * probs).sum(-1, keepdim=True)).mul_(probs)  # (rows, tq, tk)
+            # softmax backward, ds = P ⊙ (dP − rowsum(dP ⊙ P)), in ATen's fused kernel (the one autograd
+            # uses for softmax); the 1/√d is in q3 (for dk) and applied to dq below
+            ds = torch._softmax_backward_data(dp, probs, -1, probs.dtype)  # (rows, tq, tk)
             if need_q:
                 torch.bmm(ds, k3[rows], out=dq[rows])
             if need_k:
