@@ -78,7 +78,7 @@ class _LoRALinear(torch.autograd.Function):
 
     The rank-r products are computed r-major, e.g. A (x ⊙ keep)ᵀ of shape (r, N) rather than
     (x ⊙ keep) Aᵀ of shape (N, r), and used through transposed views: the same numbers, but BLAS
-    runs a skinny product with r output rows 2–3× faster than one with r output columns."""
+    runs a skinny product with r output rows faster than one with r output columns."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, keep, keep_scale):
@@ -99,7 +99,7 @@ class _LoRALinear(torch.autograd.Function):
         c = ctx.c
         x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
         dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
-        # the saved uint8 mask in x's dtype: a mixed uint8 × float multiply is ~20× slower on a CPU
+        # the saved uint8 mask in x's dtype: a mixed uint8 × float multiply is a slow casting loop on a CPU
         mask2 = None if keep is None else keep.view(x2.shape).to(x2.dtype)  # (N, in) 0/1
         gb_t = B.t() @ dy2.t()                                            # (r, N) = (dy B)ᵀ
         dx = dw = db = dA = dB = None

@@ -129,7 +129,8 @@ def _rows3(x, scale=None):
 
 
 def _keep(lanes, threshold, rows, like):
-    """The 0/1 keep mask of one block in the probabilities' dtype (a uint8 multiply is ~20× slower)."""
+    """The 0/1 keep mask of one block in the probabilities' dtype (a mixed uint8 multiply is a slow
+    casting loop)."""
     return torch.ge(lanes[rows], threshold, out=torch.empty_like(like))
 
 

@@ -6,7 +6,7 @@
 backward. This one compares 16-bit lanes of full-range int64 draws of the default generator (four
 elements per draw, about 10× cheaper on a CPU) and keeps the mask as uint8 0/1 (1 byte per element).
 It multiplies by the mask only after turning it into x's dtype: on a CPU, a mixed uint8 × float
-multiply runs a slow casting loop (measured about 20× the same-dtype multiply plus the conversion).
+multiply runs a slow casting loop; converting first and multiplying in one dtype is much cheaper.
 The drop probability is rounded to a multiple of 2⁻¹⁶ (0.1 → 0.1000061). Same `p` attribute and
 `train()`/`eval()` behaviour as `nn.Dropout`; a different random stream.
 """
