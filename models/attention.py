@@ -2,8 +2,10 @@
 
     Attention(Q, K, V) = softmax(Q Kᵀ / √d_head + M) V,   M = 0 where the key is a token, -inf at padding
 
-The math runs in `torch.nn.functional.scaled_dot_product_attention`; this file only splits and merges
-heads and turns the (batch, seq) 0/1 padding mask into the boolean key mask SDPA expects.
+Inference, and training without attention dropout, run in `torch.nn.functional.scaled_dot_product_attention`:
+this file splits and merges heads and turns the (batch, seq) 0/1 padding mask into the boolean key
+mask SDPA expects. Training with dropout on a CPU runs `recompute_attention` (below), which keeps
+q, k, v and a seed for backward instead of the (b, n, tq, tk) probabilities.
 """
 from __future__ import annotations
 
