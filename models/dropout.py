@@ -30,14 +30,11 @@ def random_lanes(shape, p: float, device=None, generator=None):
     return bits.view(torch.int16)[:n].view(shape), t - 32768, 65536.0 / (65536 - t)  # (*shape) int16
 
 
-def keep_mask(shape, p: float, device=None, generator=None, dtype=torch.uint8):
-    """(keep, keep_scale = 1/(1 − p')): keep is 0 where a 16-bit lane falls below the threshold of
-    `random_lanes`, else 1, as uint8 (1 byte, to keep for backward) or in a float `dtype` (to
-    multiply by: the comparison writes it directly)."""
+def keep_mask(shape, p: float, device=None, generator=None):
+    """(keep as uint8 0/1, keep_scale = 1/(1 − p')): 0 where a 16-bit lane of `random_lanes` falls
+    below its threshold."""
     lanes, threshold, keep_scale = random_lanes(shape, p, device, generator)
-    if dtype == torch.uint8:
-        return (lanes >= threshold).view(torch.uint8), keep_scale
-    return torch.ge(lanes, threshold, out=torch.empty(shape, dtype=dtype, device=device)), keep_scale
+    return (lanes >= threshold).view(torch.uint8), keep_scale
 
 
 class _Dropout(torch.autograd.Function):
