@@ -45,7 +45,7 @@ from tasks.encode import encode_tagged, word_predictions
 from tasks.fetch import default_model_dir
 from tasks.metrics import ner_metrics
 from tasks.objective import model_inputs
-from tasks.registry import SEQ_CLS, TOKEN_CLS, TaggedExample
+from tasks.registry import HEADS, SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,9 +76,6 @@ def read_task_info(folder: Path) -> dict:
     return {"type": "seq-cls", "labels": labels}
 
 
-HEADS = {SEQ_CLS: "sequence-classification", TOKEN_CLS: "token-classification"}
-
-
 def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
     """(the adapter or model folder, its task info), checked before anything heavy loads."""
     if adapter is None and model is None:
@@ -95,10 +92,11 @@ def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
     return folder, {**info, "type": kind}
 
 
-def load_classifier(adapter: str | None, model: str | None):
+def load_classifier(adapter: str | None, model: str | None, found: tuple[Path, dict]):
     """(model in eval mode, tokenizer folder, task info) for an adapter on its base, or a full model,
-    with the head the task was trained with (sequence or token classification)."""
-    folder, info = task_info(adapter, model)
+    with the head the task was trained with (sequence or token classification); `found` is
+    task_info(adapter, model)."""
+    folder, info = found
     head = HEADS[info["type"]]
     labels = info.get("labels") or None
     if adapter is None:
@@ -176,7 +174,7 @@ def write_conll(path: Path, sentences: list[list[str]], pred: list[list[str]], g
     write_text(path, "\n\n".join(blocks) + "\n")
 
 
-def run_tagging(args, folder: Path) -> Path:
+def run_tagging(args, found: tuple[Path, dict]) -> Path:
     rows = read_conll(Path(args.input), tags_optional=True)              # input errors before any model loads
     if not rows:
         raise ValueError(f"{args.input}: no sentences; expected CoNLL, one token per line, a blank line between sentences")
@@ -186,7 +184,7 @@ def run_tagging(args, folder: Path) -> Path:
         line = rows[tagged.index(False) if tagged[0] else tagged.index(True)][0]
         raise ValueError(f"{args.input}: sentence at line {line}: some lines carry a gold tag and some do not; "
                          f"expected a tag on every line or on none")
-    net, base, info = load_classifier(args.adapter, args.model)
+    net, base, info = load_classifier(args.adapter, args.model, found)
     tokenizer = load_tokenizer(base)
     max_length = args.max_length or info.get("max_length") or 512
     pred, cut = predict_tags(net, tokenizer, sentences, info["labels"], max_length, args.batch_size,
@@ -203,13 +201,13 @@ def run_tagging(args, folder: Path) -> Path:
 
 
 def run(args) -> Path:
-    folder, info = task_info(args.adapter, args.model)
-    if info["type"] == TOKEN_CLS:
-        return run_tagging(args, folder)
+    found = task_info(args.adapter, args.model)
+    if found[1]["type"] == TOKEN_CLS:
+        return run_tagging(args, found)
     rows = read_csv(Path(args.input), (args.text_column,))       # input errors before any model loads
     if not rows:
         raise ValueError(f"{args.input}: no notes below the header")
-    net, base, info = load_classifier(args.adapter, args.model)
+    net, base, info = load_classifier(args.adapter, args.model, found)
     tokenizer = load_tokenizer(base)
     max_length = args.max_length or info.get("max_length") or 512
     texts = [r[args.text_column] for _, r in rows]

@@ -17,6 +17,7 @@ from typing import Callable
 SEQ_CLS = "seq-cls"
 TOKEN_CLS = "token-cls"
 SPLITS = ("train", "validation", "test")
+HEADS = {SEQ_CLS: "sequence-classification", TOKEN_CLS: "token-classification"}   # type -> load_pretrained head
 
 CLS_METRICS = ("accuracy", "roc_auc", "f1_macro", "f1_micro", "f1_weighted",
                "precision_macro", "recall_macro")
@@ -70,7 +71,7 @@ class Task:
 
     @property
     def head(self) -> str:
-        return "sequence-classification" if self.type == SEQ_CLS else "token-classification"
+        return HEADS[self.type]
 
 
 _TASKS: dict[str, Task] = {}
