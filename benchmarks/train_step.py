@@ -1,6 +1,7 @@
 """One whole training step on the real checkpoint (all-MiniLM-L6-v2), every variant in one run.
 
     python -m benchmarks.train_step [--variants ...] [--batch 8] [--seq 128] [--repeats 10] [--compile]
+                                    [--profile STEPS]
 
 A step = forward (sequence classification, 2 labels) + cross-entropy + backward + AdamW step +
 zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's config). Variants:
@@ -153,6 +154,9 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
     ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
     ap.add_argument("--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, profile STEPS more steps per variant with torch.profiler and print "
+                         "where a step's time goes (ms per step, by kind of op); 0 = off")
     return ap.parse_args(argv)
 
 
@@ -181,7 +185,29 @@ def main(argv=None):
                     a / b for a, b in zip(res[name]["times"], res[ref]["times"]))
     for name in res:
         res[name].update(summarize(res[name].pop("times")))
+    if args.profile:
+        for r in runners:
+            res[r.name]["profile_ms_per_step"] = profile_step(r, batch, labels, args.profile)
     report(res, notes, args)
+
+
+# kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
+OP_KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"),
+            "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_")}
+
+
+def profile_step(runner, batch, labels, steps: int) -> dict:
+    """ms per step by kind of op (self CPU time, so nothing is counted twice), plus the top ops."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            runner.step(batch, labels)
+    ops = {e.key: e.self_cpu_time_total / 1000 / steps for e in prof.key_averages()}
+    out = {kind: sum(ops.get(k, 0.0) for k in keys) for kind, keys in OP_KINDS.items()}
+    out["other"] = sum(ops.values()) - sum(out.values())
+    out["total"] = sum(ops.values())
+    out["top"] = dict(sorted(ops.items(), key=lambda kv: -kv[1])[:12])
+    return out
 
 
 def report(res, notes, args):
@@ -201,6 +227,12 @@ def report(res, notes, args):
               f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')}")
     for name, note in notes.items():
         print(f"note {name}: {note}")
+    for name, r in res.items():
+        if "profile_ms_per_step" in r:
+            p = r["profile_ms_per_step"]
+            kinds = ", ".join(f"{k} {p[k]:.1f}" for k in (*OP_KINDS, "other"))
+            top = ", ".join(f"{k.removeprefix('aten::')} {v:.1f}" for k, v in list(p["top"].items())[:8])
+            print(f"profile {name}: {p['total']:.1f} ms/step under the profiler = {kinds}; top ops: {top}")
     print(json.dumps({"benchmark": "train_step", "config": vars(args), "torch": torch.__version__,
                       "device": "cpu", "threads": torch.get_num_threads(),
                       "cpu": platform.processor() or platform.machine(), "notes": notes, "results": res}))

@@ -28,8 +28,12 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     from benchmarks import train_step
     train_step.main(["--variants", "full,frozen,lora-plain,lora-fused,ia3", "--batch", "2", "--seq", "16",
-                     "--warmup", "0", "--repeats", "1", "--model-dir", str(minilm_dir)])
+                     "--warmup", "0", "--repeats", "1", "--profile", "1", "--model-dir", str(minilm_dir)])
     res = last_json(capsys)["results"]
+    for r in res.values():                                              # the kinds partition the step
+        p = r["profile_ms_per_step"]
+        assert p["matrix products"] > 0 and p["random numbers"] > 0      # dropout 0.1 draws numbers
+        assert p["matrix products"] + p["random numbers"] + p["other"] == pytest.approx(p["total"])
     assert set(res) == {"full", "frozen", "lora-plain", "lora-fused", "ia3"}
     assert res["frozen"]["trainable"] == 3 * 384 + 384 * 2 + 2           # layer 0's q,k,v biases + classifier
     assert 0 < res["frozen"]["activation_bytes"] < res["lora-fused"]["activation_bytes"]
