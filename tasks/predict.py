@@ -160,7 +160,9 @@ def predict_tags(net, tokenizer, sentences: list[list[str]], labels: list[str], 
         for i, toks in zip(idx, best):                                     # (seq,) per sentence
             words = word_predictions(toks, word_ids[i], len(sentences[i]), outside)
             tags[i] = [labels[t] for t in words]
-    cut = sum(len(ws) - len({w for w in wids if w >= 0}) for ws, wids in zip(sentences, word_ids))
+    # words after the last one that kept a sub-token were cut by max_length (a word that the
+    # tokenizer turns into nothing, mid-sentence, is tagged O too but is not counted as cut)
+    cut = sum(len(ws) - 1 - max(wids, default=-1) for ws, wids in zip(sentences, word_ids))
     return tags, cut
 
 

@@ -217,6 +217,14 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
                   str(tmp_path / "plain.conll"), "--output", str(tmp_path / "plain_out.conll"), "--no-progress"])
     plain = [l.split() for l in (tmp_path / "plain_out.conll").read_text().splitlines()]
     assert plain == [[l[0], l[2]] if l else [] for l in got_lines]
+    # a sentence longer than --max-length: its tail is tagged O and counted
+    (tmp_path / "long.conll").write_text("\n".join(["fever"] * 60) + "\n")
+    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
+                  str(tmp_path / "long.conll"), "--output", str(tmp_path / "long_out.conll"),
+                  "--max-length", "12", "--no-progress"])
+    assert "warning: 50 word(s) beyond --max-length 12 tokens were tagged O" in capsys.readouterr().err
+    tags = [l.split()[1] for l in (tmp_path / "long_out.conll").read_text().splitlines()]
+    assert len(tags) == 60 and tags[10:] == ["O"] * 50
 
 
 def test_max_length_beyond_the_position_table_is_refused(tmp_path, tiny_model):
