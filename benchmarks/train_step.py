@@ -193,8 +193,7 @@ def main(argv=None):
 
 # kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
 OP_KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"),
-            "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_",
-                               "aten::randint", "random_bits", "random_words")}  # the last two: numpy's SFC64
+            "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_")}
 
 
 def profile_step(runner, batch, labels, steps: int) -> dict:

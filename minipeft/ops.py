@@ -33,8 +33,7 @@ def _random_words(words: int, device=None, generator=None) -> torch.Tensor:
     of torch's generator on a CPU, the device's torch generator elsewhere."""
     if torch.device(device if device is not None else "cpu").type == "cpu":
         seed = int(torch.randint(0, 2**62, (), generator=generator).item())
-        with torch.profiler.record_function("random_words"):         # numpy's time, named for profilers
-            return torch.from_numpy(np.random.SFC64(seed).random_raw(words).view(np.int64))
+        return torch.from_numpy(np.random.SFC64(seed).random_raw(words).view(np.int64))
     return torch.empty(words, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
 
 
