@@ -1,6 +1,5 @@
 """Fused adapter ops (minipeft/ops.py) against composed references written here, gradcheck, and the
 bytes they keep for backward."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -67,13 +66,11 @@ def test_lora_equals_reference_no_dropout(bias, lead):
 
 
 def documented_drop(shape, p):
-    """The mask recipe of minipeft.ops' docstring, written out: 16 bits per element from numpy SFC64
-    words seeded with one draw of torch's default generator, dropped when below round(p·2¹⁶) − 2¹⁵
-    (as signed 16-bit lanes)."""
+    """The mask recipe of minipeft.ops' docstring, written out: 16 bits per element from full-range
+    int64 draws of the default generator, dropped when below round(p·2¹⁶) (as unsigned)."""
     t = round(p * 65536)
     n = torch.Size(shape).numel()
-    seed = int(torch.randint(0, 2**62, ()).item())
-    bits = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int64))
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
     return bits.view(torch.int16)[:n].view(shape) < t - 32768, 65536 / (65536 - t)
 
 

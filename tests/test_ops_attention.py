@@ -1,5 +1,4 @@
 """The memory-saving attention of models/attention.py against SDPA and a composed reference."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,14 +31,6 @@ def padding_mask(b=2, t=7):
     return att.key_mask(am)                                               # (b, 1, 1, t) bool
 
 
-def lanes_of(seed, count):
-    """The recipe, written out: a torch generator seeded with the saved seed gives one draw, which
-    seeds numpy's SFC64; its 64-bit words are cut into signed 16-bit lanes."""
-    numpy_seed = int(torch.randint(0, 2**62, (), generator=torch.Generator().manual_seed(seed)).item())
-    words = np.random.SFC64(numpy_seed).random_raw((count + 3) // 4).view(np.int64)
-    return torch.from_numpy(words).view(torch.int16)[:count]
-
-
 def ref_attention(q, k, v, mask, p, keep):
     s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     if mask is not None:
@@ -69,8 +60,8 @@ def test_no_dropout_equals_sdpa(mask_kind):
 
 
 def test_dropout_equals_reference_with_the_regenerated_mask():
-    """The seed comes from the default CPU generator; the mask from 16-bit lanes of the words that
-    seed gives (lanes_of), dropped below round(p·2¹⁶) − 2¹⁵ (written out here)."""
+    """The seed comes from the default CPU generator; the mask from 16-bit lanes of full-range int64
+    draws of a generator seeded with it, dropped below round(p·2¹⁶) (written out here)."""
     q, k, v = qkv()
     mask, p, dout = padding_mask(), 0.25, torch.randn(2, 3, 7, 4)
     torch.manual_seed(11)
@@ -78,7 +69,9 @@ def test_dropout_equals_reference_with_the_regenerated_mask():
     torch.manual_seed(11)
     seed = int(torch.randint(0, 2**62, ()).item())
     t = round(p * 65536)
-    drop = lanes_of(seed, 2 * 3 * 7 * 7).view(2, 3, 7, 7) < t - 32768
+    bits = torch.empty(2 * 3 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
+        -2**63, None, generator=torch.Generator().manual_seed(seed))
+    drop = bits.view(torch.int16)[:2 * 3 * 7 * 7].view(2, 3, 7, 7) < t - 32768
     keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)            # ref divides by (1 - p)
     assert 0 < drop.sum() < drop.numel()
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
@@ -143,7 +136,9 @@ def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_k
     monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
     got = run(lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, p, 99), q, k, v, dout)
     t = round(p * 65536)
-    drop = lanes_of(99, 3 * 4 * 7 * 7).view(3, 4, 7, 7) < t - 32768
+    bits = torch.empty(3 * 4 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
+        -2**63, None, generator=torch.Generator().manual_seed(99))
+    drop = bits.view(torch.int16)[:3 * 4 * 7 * 7].view(3, 4, 7, 7) < t - 32768
     keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
     for a, b in zip(got, want):
