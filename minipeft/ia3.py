@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minipeft import ops
+from minipeft.lora import adopt_linear
 
 
 class IA3Linear(nn.Module):
@@ -24,12 +25,7 @@ class IA3Linear(nn.Module):
 
     def __init__(self, base: nn.Linear, feedforward: bool, fused: bool = True):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"IA3Linear wraps an nn.Linear, found {type(base).__name__}")
-        object.__setattr__(self, "base", base)        # kept, but not a submodule: keys stay unchanged
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.register_parameter("weight", base.weight)  # (out, in), frozen by inject()
-        self.register_parameter("bias", base.bias)      # (out,) or None
+        adopt_linear(self, base)
         self.feedforward, self.fused, self.disabled = feedforward, fused, False
         n = self.in_features if feedforward else self.out_features
         self.ia3_l = nn.Parameter(torch.ones(n, device=base.weight.device, dtype=base.weight.dtype))

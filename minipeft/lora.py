@@ -10,6 +10,18 @@ import torch.nn.functional as F
 from minipeft import ops
 
 
+def adopt_linear(module: nn.Module, base: nn.Linear) -> None:
+    """Make `module` stand in for `base`: base's own weight and bias Parameters registered under the
+    same names (so state-dict keys do not change), its sizes copied, and base kept, unregistered, in
+    `module.base` for `remove()`."""
+    if not isinstance(base, nn.Linear):
+        raise TypeError(f"{type(module).__name__} wraps an nn.Linear, found {type(base).__name__}")
+    object.__setattr__(module, "base", base)      # kept, but not a submodule: keys stay unchanged
+    module.in_features, module.out_features = base.in_features, base.out_features
+    module.register_parameter("weight", base.weight)  # (out, in), frozen by inject()
+    module.register_parameter("bias", base.bias)      # (out,) or None
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable low-rank update:
 
@@ -27,12 +39,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
                  use_rslora: bool = False, init: str = "kaiming", fused: bool = True):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, found {type(base).__name__}")
-        object.__setattr__(self, "base", base)        # kept, but not a submodule: keys stay unchanged
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.register_parameter("weight", base.weight)  # (out, in), frozen by inject()
-        self.register_parameter("bias", base.bias)      # (out,) or None
+        adopt_linear(self, base)
         self.r, self.alpha, self.use_rslora, self.fused = r, alpha, use_rslora, fused
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         like = dict(device=base.weight.device, dtype=base.weight.dtype)
