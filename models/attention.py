@@ -102,16 +102,37 @@ def _additive(mask, dtype):
     return mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))     # broadcastable to (b, n, tq, tk)
 
 
-def _block_probs(q3, k3, add, blk, n):
-    """softmax(q kᵀ + M) for one block: q3 already scaled by 1/√d; (rows, tq, tk)."""
+def _rows(x, blk):
+    """The block's (rows, t, d) slice of a (b, n, t, d) tensor: a view when the block lies inside one
+    batch element (whatever the head and sequence strides, e.g. the transposed view `split_heads`
+    makes), else a block-sized copy (short sequences, several batch elements per block)."""
     b0, b1, h0, h1 = blk
-    rows = slice(b0 * n + h0, (b1 - 1) * n + h1)
-    s = torch.bmm(q3[rows], k3[rows].transpose(1, 2))                      # (rows, tq, tk)
+    return x[b0:b1, h0:h1].reshape(-1, x.shape[2], x.shape[3])
+
+
+def _put(dst, blk, src):
+    """Write a block's (rows, t, d) result into its place in the (b, n, t, d) tensor `dst`."""
+    b0, b1, h0, h1 = blk
+    dst[b0:b1, h0:h1].copy_(src.view(b1 - b0, h1 - h0, *src.shape[1:]))
+
+
+def _head_major(b, n, t, d, like):
+    """A fresh (b, n, t, d) tensor laid out as (b, t, n, d) in memory, so that `merge_heads` of it, and
+    the gradient `split_heads` hands back, are views rather than copies."""
+    return torch.empty(b, t, n, d, dtype=like.dtype, device=like.device).transpose(1, 2)
+
+
+def _block_probs(q, k, add, blk, scale):
+    """softmax(q kᵀ·scale + M) for one block; (rows, tq, tk)."""
+    b0, b1, h0, h1 = blk
+    qb, kb = _rows(q, blk), _rows(k, blk)                                  # (rows, t, d)
+    s = torch.empty(qb.shape[0], qb.shape[1], kb.shape[1], dtype=q.dtype, device=q.device)
+    s.baddbmm_(qb, kb.transpose(1, 2), beta=0, alpha=scale)                # (rows, tq, tk)
     if add is not None:
         bs = slice(b0, b1) if add.shape[0] > 1 else slice(0, 1)
         hs = slice(h0, h1) if add.shape[1] > 1 else slice(0, 1)
         s.view(b1 - b0, h1 - h0, *s.shape[1:]).add_(add[bs, hs])
-    return rows, torch.softmax(s, dim=-1)
+    return torch.softmax(s, dim=-1)
 
 
 def _lanes(shape, p, seed, device):
@@ -123,17 +144,11 @@ def _lanes(shape, p, seed, device):
     return lanes.view(-1, shape[2], shape[3]), threshold, keep_scale
 
 
-def _rows3(x, scale=None):
-    """(b, n, t, d) -> (b·n, t, d), contiguous (a copy unless it already is), times `scale` if given
-    (out of place: x itself is never changed)."""
-    x3 = x.reshape(-1, x.shape[2], x.shape[3])                            # (b·n, t, d)
-    return x3 if scale is None else x3 * scale
-
-
-def _keep(lanes, threshold, rows, like):
+def _keep(lanes, threshold, blk, n, like):
     """The 0/1 keep mask of one block in the probabilities' dtype (a mixed uint8 multiply is a slow
     casting loop)."""
-    return torch.ge(lanes[rows], threshold, out=torch.empty_like(like))
+    b0, b1, h0, h1 = blk
+    return torch.ge(lanes[b0 * n + h0:(b1 - 1) * n + h1], threshold, out=torch.empty_like(like))
 
 
 class _RecomputeAttention(torch.autograd.Function):
@@ -141,53 +156,53 @@ class _RecomputeAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, dropout_p, seed):
         b, n, tq, d = q.shape
         tk = k.shape[2]
-        q3, k3, v3 = _rows3(q, d ** -0.5), _rows3(k), _rows3(v)            # (b·n, t, d), q scaled
         add = _additive(mask, q.dtype)
         lanes = _lanes((b, n, tq, tk), dropout_p, seed, q.device) if dropout_p > 0 else None
-        out = torch.empty(b * n, tq, d, dtype=q.dtype, device=q.device)    # (b·n, tq, d)
+        keep_scale = 1.0 if lanes is None else lanes[2]
+        out = _head_major(b, n, tq, d, q)                                  # (b, n, tq, d)
         for blk in _blocks(b, n, tq, tk):
-            rows, probs = _block_probs(q3, k3, add, blk, n)                # (rows, tq, tk)
+            probs = _block_probs(q, k, add, blk, d ** -0.5)                # (rows, tq, tk)
             if lanes is not None:
-                probs.mul_(_keep(lanes[0], lanes[1], rows, probs))
-            torch.bmm(probs, v3[rows], out=out[rows])
-        if lanes is not None:
-            out.mul_(lanes[2])                                             # 1/(1-p') on the small side
+                probs.mul_(_keep(lanes[0], lanes[1], blk, n, probs))
+            o = torch.empty(probs.shape[0], tq, d, dtype=q.dtype, device=q.device)
+            _put(out, blk, o.baddbmm_(probs, _rows(v, blk), beta=0, alpha=keep_scale))
         ctx.save_for_backward(q, k, v, mask)
         ctx.dropout_p, ctx.seed = dropout_p, seed
-        return out.view(b, n, tq, d)
+        return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, mask = ctx.saved_tensors
         b, n, tq, d = q.shape
         tk = k.shape[2]
-        q3, k3, v3 = _rows3(q, d ** -0.5), _rows3(k), _rows3(v)            # (b·n, t, d), q scaled
+        scale = d ** -0.5
         add = _additive(mask, q.dtype)
         lanes = _lanes((b, n, tq, tk), ctx.dropout_p, ctx.seed, q.device) if ctx.dropout_p > 0 else None
-        do3 = _rows3(dout, None if lanes is None else lanes[2])             # ∂/∂(dropped probs @ v)
+        keep_scale = 1.0 if lanes is None else lanes[2]
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        dq = torch.empty_like(q3) if need_q else None                      # (b·n, tq, d)
-        dk = torch.empty_like(k3) if need_k else None                      # (b·n, tk, d)
-        dv = torch.empty_like(v3) if need_v else None
+        dq = _head_major(b, n, tq, d, q) if need_q else None               # (b, n, tq, d)
+        dk = _head_major(b, n, tk, d, k) if need_k else None               # (b, n, tk, d)
+        dv = _head_major(b, n, tk, d, v) if need_v else None
+        new = lambda rows, t: torch.empty(rows, t, d, dtype=q.dtype, device=q.device)
         for blk in _blocks(b, n, tq, tk):
-            rows, probs = _block_probs(q3, k3, add, blk, n)                # (rows, tq, tk)
-            keep = None if lanes is None else _keep(lanes[0], lanes[1], rows, probs)
-            dp = torch.bmm(do3[rows], v3[rows].transpose(1, 2))           # ∂/∂(dropped probs)
-            if need_v:
-                torch.bmm((probs if keep is None else probs * keep).transpose(1, 2), do3[rows], out=dv[rows])
+            probs = _block_probs(q, k, add, blk, scale)                    # (rows, tq, tk)
+            keep = None if lanes is None else _keep(lanes[0], lanes[1], blk, n, probs)
+            do = _rows(dout, blk)                                          # (rows, tq, d)
+            rows = probs.shape[0]
+            dp = torch.empty_like(probs).baddbmm_(do, _rows(v, blk).transpose(1, 2), beta=0, alpha=keep_scale)
+            if need_v:                                                     # dv = (P ⊙ m)ᵀ dout / (1-p')
+                pd = probs if keep is None else probs * keep
+                _put(dv, blk, new(rows, tk).baddbmm_(pd.transpose(1, 2), do, beta=0, alpha=keep_scale))
             if keep is not None:
                 dp.mul_(keep)                                              # ∂/∂probs
             # softmax backward, ds = P ⊙ (dP − rowsum(dP ⊙ P)), in ATen's fused kernel (the one autograd
-            # uses for softmax); the 1/√d is in q3 (for dk) and applied to dq below
+            # uses for softmax); the 1/√d of the scores goes into the products below
             ds = torch._softmax_backward_data(dp, probs, -1, probs.dtype)  # (rows, tq, tk)
             if need_q:
-                torch.bmm(ds, k3[rows], out=dq[rows])
+                _put(dq, blk, new(rows, tq).baddbmm_(ds, _rows(k, blk), beta=0, alpha=scale))
             if need_k:
-                torch.bmm(ds.transpose(1, 2), q3[rows], out=dk[rows])
-        if need_q:
-            dq.mul_(d ** -0.5)
-        view = lambda g, t: None if g is None else g.view(b, n, t, d)
-        return view(dq, tq), view(dk, tk), view(dv, tk), None, None, None
+                _put(dk, blk, new(rows, tk).baddbmm_(ds.transpose(1, 2), _rows(q, blk), beta=0, alpha=scale))
+        return dq, dk, dv, None, None, None
 
 
 def recompute_attention(q, k, v, mask, dropout_p: float = 0.0):

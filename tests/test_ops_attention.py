@@ -185,3 +185,27 @@ def test_half_dtypes_follow_the_float32_result(dtype, tol):
     for a, b in zip(got, want):
         assert a.dtype == dtype
         torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("block", [7 * 7, 3 * 7 * 7, 2 * 4 * 7 * 7, 1 << 18])
+def test_head_split_views_work_in_place_and_merge_without_a_copy(monkeypatch, block):
+    """q, k, v as the encoder makes them (split_heads views of (b, t, hidden) projections): the same
+    values and gradients as contiguous copies, the output laid out so that merge_heads is a view,
+    and the projections' gradients arriving contiguous."""
+    monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(3, 7, 16, generator=g, requires_grad=True) for _ in range(3)]   # (b, t, hidden)
+    mask, p, dout = padding_mask(b=3), 0.2, torch.randn(3, 7, 16, generator=g)
+    views = [att.split_heads(x, 4) for x in xs]                                       # (b, n, t, d) views
+    assert not views[0].is_contiguous()
+    out = att._RecomputeAttention.apply(*views, mask, p, 11)
+    merged = att.merge_heads(out)
+    assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()             # a view, no copy
+    merged.backward(dout)
+    copies = [v.detach().contiguous().requires_grad_(True) for v in views]
+    ref = att._RecomputeAttention.apply(*copies, mask, p, 11)
+    ref.backward(dout.view(3, 7, 4, 4).transpose(1, 2))
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
+    for x, c in zip(xs, copies):
+        assert x.grad.is_contiguous()
+        torch.testing.assert_close(x.grad, c.grad.transpose(1, 2).reshape(3, 7, 16), rtol=1e-6, atol=1e-7)
