@@ -15,7 +15,7 @@ from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
-                           prefix_length, run_layers)
+                           prefix_length, queries, run_layers)
 from models.config import BertConfig
 from models.dropout import Dropout
 
@@ -47,7 +47,8 @@ class BertSelfAttention(nn.Module):
     """heads = softmax(Q Kᵀ/√d + M) V with Q, K, V = x W_{q,k,v}ᵀ + b, split into heads.
 
     `prefix_kv`, when given, is a pair of (batch, heads, prefix, head_dim) tensors prepended to the
-    keys and values (prefix tuning); the mask then has the prefix positions always visible."""
+    keys and values (prefix tuning); the mask then has the prefix positions always visible.
+    `first_only`: queries at the first position only (keys and values at every position)."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -57,13 +58,13 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
-        q = split_heads(self.query(x), self.num_heads)                         # (batch, heads, seq, head_dim)
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
+        q = split_heads(self.query(queries(x, first_only)), self.num_heads)    # (batch, heads, seq or 1, head_dim)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)              # mask (batch, 1, 1, keys) or None
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, hidden)
+        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq or 1, hidden)
 
 
 class BertSelfOutput(nn.Module):
@@ -85,8 +86,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg)
         self.output = BertSelfOutput(cfg)
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
-        return self.output(self.self(x, attention_mask, prefix_kv), x)
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
+        return self.output(self.self(x, attention_mask, prefix_kv, first_only), queries(x, first_only))
 
 
 class BertIntermediate(nn.Module):
@@ -121,24 +122,25 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(cfg)
         self.output = BertOutput(cfg)
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
-        a = self.attention(x, attention_mask, prefix_kv)                       # (batch, seq, hidden)
-        return self.output(self.intermediate(a), a)                            # (batch, seq, hidden)
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
+        a = self.attention(x, attention_mask, prefix_kv, first_only)           # (batch, seq or 1, hidden)
+        return self.output(self.intermediate(a), a)                            # (batch, seq or 1, hidden)
 
 
 class BertEncoder(nn.Module):
     """A stack of BertLayer. `gradient_checkpointing = True` recomputes each layer in backward
     (torch.utils.checkpoint, use_reentrant=False) while training, trading compute for memory.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
+    as in models.common.run_layers."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.gradient_checkpointing = False
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, hidden)
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, hidden)
 
 
 class BertPooler(nn.Module):
@@ -157,7 +159,9 @@ class BertModel(nn.Module):
     """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output).
 
     With `prefix_kv` the tokens' positions start after the prefix (HF's rule for past keys and
-    values, which PEFT prefix tuning inherits), so the prefix uses up position embeddings."""
+    values, which PEFT prefix tuning inherits), so the prefix uses up position embeddings.
+    With `first_only` the last layer computes the first position only: last_hidden_state is then
+    (batch, 1, hidden), and pooler_output is unchanged."""
 
     def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
@@ -168,15 +172,21 @@ class BertModel(nn.Module):
         self.pooler = BertPooler(cfg) if add_pooling_layer else None
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+                prefix_kv=None, first_only=False):
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv, first_only)             # (batch, seq or 1, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 
 
 class BertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob."""
+    """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob.
+
+    The pooler reads the first position only, so with `first_position_only` (True by default) the last
+    layer computes that position alone (its keys and values still read every token): the same
+    logits and gradients for about 1/num_hidden_layers less work. Set it False for the full last
+    layer (the same value up to float rounding; dropout then draws from the random stream in
+    another order)."""
 
     def __init__(self, cfg: BertConfig, num_labels: int = 2):
         super().__init__()
@@ -186,10 +196,12 @@ class BertForSequenceClassification(nn.Module):
         self.bert = BertModel(self.config)
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.first_position_only = True
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv).pooler_output
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv,
+                           self.first_position_only).pooler_output
         return self.classifier(self.dropout(pooled))                           # (batch, labels)
 
 

@@ -47,17 +47,28 @@ def position_ids(table: nn.Embedding, past_length: int, t: int, device) -> torch
 
 
 def run_layers(layers: nn.ModuleList, x: torch.Tensor, attention_mask=None, prefix_kv=None,
-               checkpointing: bool = False) -> torch.Tensor:
+               checkpointing: bool = False, first_only: bool = False) -> torch.Tensor:
     """x through each layer in turn, layer i with `prefix_kv[i]` (prefix_kv None or one (key, value)
     pair or None per layer). `checkpointing` (the encoder's `gradient_checkpointing and training`)
-    recomputes each layer in backward (torch.utils.checkpoint, use_reentrant=False) when grad is on."""
+    recomputes each layer in backward (torch.utils.checkpoint, use_reentrant=False) when grad is on.
+
+    `first_only`: the last layer computes its output at the first position only, (batch, 1, hidden),
+    its keys and values still reading every position: what a head that reads h[:, 0] needs, for
+    about 1/num_layers of the work (the sequence-classification heads' `first_position_only`)."""
     for i, layer in enumerate(layers):
         pkv = prefix_kv[i] if prefix_kv is not None else None
+        first = first_only and i == len(layers) - 1
         if checkpointing and torch.is_grad_enabled():
-            x = checkpoint(layer, x, attention_mask, pkv, use_reentrant=False)
+            x = checkpoint(layer, x, attention_mask, pkv, first, use_reentrant=False)
         else:
-            x = layer(x, attention_mask, pkv)                              # (batch, seq, hidden)
+            x = layer(x, attention_mask, pkv, first)                       # (batch, seq or 1, hidden)
     return x
+
+
+def queries(x: torch.Tensor, first_only: bool) -> torch.Tensor:
+    """The rows a layer computes its output for: all of x (batch, seq, hidden), or with `first_only`
+    the first position, (batch, 1, hidden) (a view)."""
+    return x[:, :1] if first_only else x
 
 
 def classifier_dropout(cfg) -> float:

@@ -21,7 +21,8 @@ from torch import nn
 
 import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import ACTIVATIONS, BertOutputs, check_inputs, position_ids, prefix_length, run_layers
+from models.common import (ACTIVATIONS, BertOutputs, check_inputs, position_ids, prefix_length, queries,
+                           run_layers)
 from models.dropout import Dropout
 
 
@@ -102,13 +103,13 @@ class MultiHeadSelfAttention(nn.Module):
         self.out_lin = nn.Linear(cfg.dim, cfg.dim)
         self.dropout_p = cfg.attention_dropout
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
-        q = split_heads(self.q_lin(x), self.n_heads)                           # (batch, heads, seq, head_dim)
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
+        q = split_heads(self.q_lin(queries(x, first_only)), self.n_heads)      # (batch, heads, seq or 1, head_dim)
         k = split_heads(self.k_lin(x), self.n_heads)
         v = split_heads(self.v_lin(x), self.n_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
-        return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq, dim)
+        return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq or 1, dim)
 
 
 class FFN(nn.Module):
@@ -133,28 +134,31 @@ class TransformerBlock(nn.Module):
         self.ffn = FFN(cfg)
         self.output_layer_norm = nn.LayerNorm(cfg.dim, eps=1e-12)
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
-        a = self.sa_layer_norm(self.attention(x, attention_mask, prefix_kv) + x)  # (batch, seq, dim)
-        return self.output_layer_norm(self.ffn(a) + a)                         # (batch, seq, dim)
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
+        a = self.attention(x, attention_mask, prefix_kv, first_only)           # (batch, seq or 1, dim)
+        a = self.sa_layer_norm(a + queries(x, first_only))
+        return self.output_layer_norm(self.ffn(a) + a)                         # (batch, seq or 1, dim)
 
 
 class Transformer(nn.Module):
     """A stack of TransformerBlock; `gradient_checkpointing = True` recomputes each block in backward.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
+    as in models.common.run_layers."""
 
     def __init__(self, cfg: DistilBertConfig):
         super().__init__()
         self.layer = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.gradient_checkpointing = False
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, dim)
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, dim)
 
 
 class DistilBertModel(nn.Module):
     """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]) (no pooler).
-    With `prefix_kv` the tokens' positions start after the prefix, as in our BERT."""
+    With `prefix_kv` the tokens' positions start after the prefix, as in our BERT; with `first_only`
+    the last layer computes the first position only, as in our BERT."""
 
     def __init__(self, cfg: DistilBertConfig):
         super().__init__()
@@ -164,15 +168,16 @@ class DistilBertModel(nn.Module):
         self.transformer = Transformer(cfg)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+                prefix_kv=None, first_only=False):
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, inputs_embeds, prefix_length(prefix_kv))  # (batch, seq, dim)
-        h = self.transformer(x, attention_mask, prefix_kv)                     # (batch, seq, dim)
+        h = self.transformer(x, attention_mask, prefix_kv, first_only)         # (batch, seq or 1, dim)
         return BertOutputs(h, h[:, 0])
 
 
 class DistilBertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout."""
+    """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout.
+    `first_position_only` (True by default) as in our BERT's sequence head."""
 
     def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
         super().__init__()
@@ -183,10 +188,12 @@ class DistilBertForSequenceClassification(nn.Module):
         self.pre_classifier = nn.Linear(cfg.dim, cfg.dim)
         self.classifier = nn.Linear(cfg.dim, num_labels)
         self.dropout = Dropout(cfg.seq_classif_dropout)
+        self.first_position_only = True
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
-        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv).last_hidden_state
+        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv,
+                            self.first_position_only).last_hidden_state
         pooled = torch.relu(self.pre_classifier(h[:, 0]))                      # (batch, dim)
         return self.classifier(self.dropout(pooled))                           # (batch, labels)
 

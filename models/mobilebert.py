@@ -21,7 +21,7 @@ from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
-                           prefix_length, run_layers)
+                           prefix_length, queries, run_layers)
 from models.dropout import Dropout
 from models.mobilebert_config import MobileBertConfig
 
@@ -236,26 +236,28 @@ class MobileBertLayer(nn.Module):
         if cfg.num_feedforward_networks > 1:
             self.ffn = nn.ModuleList(FFNLayer(cfg) for _ in range(cfg.num_feedforward_networks - 1))
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         q_in, k_in, v_in, u = self.bottleneck(x) if self.use_bottleneck else (x, x, x, x)
-        a = self.attention(q_in, k_in, v_in, u, attention_mask, prefix_kv)     # (batch, seq, true_hidden)
+        q_in, u = queries(q_in, first_only), queries(u, first_only)            # keys, values: every position
+        a = self.attention(q_in, k_in, v_in, u, attention_mask, prefix_kv)     # (batch, seq or 1, true_hidden)
         for block in getattr(self, "ffn", ()):
-            a = block(a)                                                       # (batch, seq, true_hidden)
-        return self.output(self.intermediate(a), a, x)                         # (batch, seq, hidden)
+            a = block(a)                                                       # (batch, seq or 1, true_hidden)
+        return self.output(self.intermediate(a), a, queries(x, first_only))    # (batch, seq or 1, hidden)
 
 
 class MobileBertEncoder(nn.Module):
     """A stack of MobileBertLayer; `gradient_checkpointing = True` recomputes each layer in backward.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer."""
+    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
+    as in models.common.run_layers."""
 
     def __init__(self, cfg: MobileBertConfig):
         super().__init__()
         self.layer = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.gradient_checkpointing = False
 
-    def forward(self, x, attention_mask=None, prefix_kv=None):
+    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing)  # (batch, seq, hidden)
+        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, hidden)
 
 
 class MobileBertPooler(nn.Module):
@@ -283,18 +285,19 @@ class MobileBertModel(nn.Module):
         self.pooler = MobileBertPooler(cfg) if add_pooling_layer else None
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+                prefix_kv=None, first_only=False):
         """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
         the trigram projection, as in HF. With `prefix_kv` the tokens' positions start after the
-        prefix, as in our BERT."""
+        prefix, and with `first_only` the last layer computes the first position only, as in our BERT."""
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv)                         # (batch, seq, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv, first_only)             # (batch, seq or 1, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 
 
 class MobileBertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(pooled) + b_c."""
+    """logits = W_c · Dropout(pooled) + b_c; `first_position_only` (True by default) as in our BERT's
+    sequence head."""
 
     def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
         super().__init__()
@@ -304,10 +307,12 @@ class MobileBertForSequenceClassification(nn.Module):
         self.mobilebert = MobileBertModel(self.config)
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.first_position_only = True
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 prefix_kv=None):
-        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv)
+        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv,
+                              self.first_position_only)
         return self.classifier(self.dropout(out.pooler_output))                # (batch, labels)
 
 
