@@ -6,12 +6,16 @@
 A step = forward (sequence classification, 2 labels) + cross-entropy + backward + AdamW step +
 zero_grad, in train mode (hidden and attention dropout 0.1 from the checkpoint's config). Variants:
   full            full fine-tuning, every parameter trainable
-  full-sdpa       the same with models.attention's recompute switch off (SDPA keeps probabilities)
+  full-all        the same with the sequence head's first_position_only off: the last layer
+                  computes every position, as HF's does (ours computes only the [CLS] row the
+                  pooler reads by default)
+  full-sdpa       full with models.attention's recompute switch off (SDPA keeps probabilities)
   frozen          no adapter: the base frozen but for layer 0's query/key/value biases (and the
                   classifier), so backward runs through every layer as it does for LoRA on
                   query,key,value: the floor any adapter adds its own cost to
   lora-plain      LoRA r=8 on query,key,value, dropout 0.1, composed path (LoraConfig(fused=False))
   lora-fused      the same through minipeft.ops (LoraConfig(fused=True))
+  lora-fused-all  lora-fused with first_position_only off, as full-all
   lora-fused-sdpa lora-fused with the recompute switch off
   ia3             IA³ on key,value,output.dense (fused)
   hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
@@ -39,7 +43,8 @@ import torch.nn.functional as F
 
 from benchmarks.ops import saved_bytes, summarize
 
-VARIANTS = ("full", "full-sdpa", "frozen", "lora-plain", "lora-fused", "lora-fused-sdpa", "ia3", "hf-peft")
+VARIANTS = ("full", "full-all", "full-sdpa", "frozen", "lora-plain", "lora-fused", "lora-fused-all", "lora-fused-sdpa",
+            "ia3", "hf-peft")
 
 
 def _ours(kind, path, args):
@@ -124,7 +129,8 @@ def build(args, path):
             if model is None:
                 continue
         else:
-            model, note = _ours(name.replace("-sdpa", ""), path, args), ""
+            model, note = _ours(name.replace("-sdpa", "").replace("-all", ""), path, args), ""
+            model.first_position_only = not name.endswith("-all")
         r = Runner(name, model, recompute=not name.endswith("-sdpa"), note=note)
         if args.compile:
             r.forward = torch.compile(model)
