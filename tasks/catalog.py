@@ -50,8 +50,9 @@ _cls("mimic-los", _digits(4), partial(_csv, data_csv.MIMIC_LOS, _digits(4)),
 _cls("icd9-triage", _digits(7), partial(_csv, data_csv.ICD9_TRIAGE, _digits(7)),
      "ICD9-Triage, 7 triage teams: text,triage-category,label in train.csv/valid.csv/test.csv")
 _cls("i2b2-re", _digits(9), partial(_re, _digits(9)),
-     "i2b2-2010 relations, 9 classes: sentence,labels in train.csv/valid.csv (or .jsonl); "
-     "valid is split 50/50 into validation and test by --seed")
+     "i2b2-2010 relations, 9 classes: sentence,labels in train.csv/valid.csv (or .jsonl), or a "
+     "datasets save_to_disk folder with train/validation splits; valid is split 50/50 into validation "
+     "and test by --seed")
 _ner_task("i2b2-2010", ("problem", "test", "treatment"),
           "i2b2-2010 concepts NER: token label lines in {train,dev,test}.txt.conll")
 _ner_task("i2b2-2012", ("PROBLEM", "TEST", "TREATMENT", "CLINICAL_DEPT", "EVIDENTIAL", "OCCURRENCE"),

@@ -9,7 +9,8 @@ Layouts (paper §3.1):
     mimic-mp     id,text,hospital_expire_flag   train.csv/valid.csv/test.csv or MP_IN_adm_{train,val,test}.csv
     mimic-los    id,text,los_label              train.csv/valid.csv/test.csv or LOS_WEEKS_adm_{train,val,test}.csv
     icd9-triage  text,triage-category,label     train.csv/valid.csv/test.csv
-    i2b2-re      sentence,labels                train.csv/valid.csv (or .jsonl); valid is split 50/50 by seed
+    i2b2-re      sentence,labels                train.csv/valid.csv (or .jsonl), or a datasets save_to_disk
+                                                folder (tasks/data_arrow.py); valid is split 50/50 by seed
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks import data_arrow
 from tasks.registry import Dataset, TextExample
 
 _FIELD_LIMIT = 2**31 - 1      # larger than any note; C long on every platform
@@ -112,8 +114,9 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     return rows
 
 
-def label_index(value: str, labels: tuple[str, ...], path: Path, line: int, column: str) -> int:
-    """Map a label cell to its index; integers written as floats ("1.0") are accepted."""
+def label_index(value: str, labels: tuple[str, ...], path: Path, line: int, column: str, unit: str = "line") -> int:
+    """Map a label cell to its index; integers written as floats ("1.0") are accepted. Errors name
+    `path` and `unit` `line` (a file's line, or a data set's row)."""
     v = value.strip()
     if v not in labels:
         try:
@@ -122,17 +125,18 @@ def label_index(value: str, labels: tuple[str, ...], path: Path, line: int, colu
         except ValueError:
             pass
     if v not in labels:
-        raise ValueError(f"{path}: line {line}: {column}={value!r} is not in the task's label set "
+        raise ValueError(f"{path}: {unit} {line}: {column}={value!r} is not in the task's label set "
                          f"{{{', '.join(labels)}}}; fix the row or choose the matching --task")
     return labels.index(v)
 
 
-def examples_from_rows(rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str):
+def examples_from_rows(rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str,
+                       unit: str = "line"):
     out = []
     for i, (line, row) in enumerate(rows):
         ident = row[layout.id].strip() if layout.id else f"{split}-{i}"
         out.append(TextExample(id=ident, text=row[layout.text],
-                               label=label_index(row[layout.label], labels, path, line, layout.label)))
+                               label=label_index(row[layout.label], labels, path, line, layout.label, unit)))
     return out
 
 
@@ -166,12 +170,19 @@ def split_half(examples: list, seed: int) -> tuple[list, list]:
     return [examples[i] for i in order[:cut]], [examples[i] for i in order[cut:]]
 
 
+RE_SPLITS = (("train", ("train",)), ("validation", ("validation", "valid", "val", "dev")), ("test", ("test",)))
+
+
 def load_i2b2_re(data_dir: Path, labels: tuple[str, ...], seed: int) -> Dataset:
-    """i2b2-2010 relations: train + validation files; validation split 50/50 into validation and test
-    with the run's seed (as the paper's code did). A test file, when present, is used as is."""
+    """i2b2-2010 relations: train + validation files, or a `datasets` save_to_disk folder with train
+    and validation splits (as the paper's pipeline saves it); validation split 50/50 into validation
+    and test with the run's seed (as the paper's code did). A test file or split is used as is."""
     layout, required = I2B2_RE, (I2B2_RE.text, I2B2_RE.label)
+    if data_arrow.is_dataset_folder(data_dir):
+        return _with_test(*_re_from_dataset_folder(data_dir, labels), labels, seed)
     files, splits = [], {}
-    for split, stems in (("train", ("train",)), ("validation", ("valid", "val", "dev")), ("test", ("test",))):
+    for split, stems in RE_SPLITS:
+        stems = tuple(s for s in stems if s != "validation")
         candidates = tuple(f"{s}.{ext}" for s in stems for ext in ("csv", "jsonl"))
         if split == "test" and not any((data_dir / c).is_file() for c in candidates):
             continue
@@ -179,9 +190,31 @@ def load_i2b2_re(data_dir: Path, labels: tuple[str, ...], seed: int) -> Dataset:
         reader = read_jsonl if path.suffix == ".jsonl" else read_csv
         splits[split] = examples_from_rows(reader(path, required), path, layout, labels, split)
         files.append(path)
+    return _with_test(splits, files, labels, seed)
+
+
+def _re_from_dataset_folder(data_dir: Path, labels: tuple[str, ...]):
+    """({split: examples}, the .arrow shard files read) from a save_to_disk DatasetDict folder."""
+    present = data_arrow.splits_of(data_dir)
+    splits, files = {}, []
+    for split, names in RE_SPLITS:
+        name = next((n for n in names if n in present), None)
+        if name is None:
+            if split == "test":
+                continue
+            raise FileNotFoundError(f"{data_dir / 'dataset_dict.json'}: no {split} split; expected one of "
+                                    f"{', '.join(names)}; found {', '.join(present) or 'none'}")
+        folder, shards, rows = data_arrow.read_split(data_dir, name, (I2B2_RE.text, I2B2_RE.label))
+        splits[split] = examples_from_rows(rows, folder, I2B2_RE, labels, split, unit="row")
+        files += shards
+    return splits, files
+
+
+def _with_test(splits: dict, files: list, labels: tuple[str, ...], seed: int) -> Dataset:
+    """The Dataset, its validation split 50/50 by `seed` into validation and test when no test split came."""
     notes = ()
     if "test" not in splits:
         splits["validation"], splits["test"] = split_half(splits["validation"], seed)
-        notes = (f"validation file split 50/50 with seed {seed}: {len(splits['validation'])} "
+        notes = (f"validation split 50/50 with seed {seed}: {len(splits['validation'])} "
                  f"validation, {len(splits['test'])} test",)
     return Dataset(labels=labels, files=tuple(files), notes=notes, **splits)

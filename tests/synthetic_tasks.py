@@ -11,6 +11,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 WORDS = ("fever", "cough", "pain", "nausea", "stable", "sepsis", "fracture", "chest", "renal", "liver")
 SPLIT_SIZES = {"train": 24, "valid": 8, "test": 8}
 
@@ -58,17 +60,30 @@ def write_icd9(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_i2b2_re(folder: Path, jsonl: bool = False, seed: int = 0) -> Path:
+def write_i2b2_re(folder: Path, jsonl: bool = False, seed: int = 0, arrow: bool = False) -> Path:
+    """train/valid as CSV, JSON lines, or (`arrow`) a datasets.save_to_disk DatasetDict folder with
+    train/validation splits and ClassLabel labels, as the paper's pipeline saved it (needs the
+    test-only `datasets` package: the test is skipped without it)."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
     for split, n in (("train", 27), ("valid", 18)):
         rows = [[f"the @problem$ was treated with {rng.choice(WORDS)} rel{k % 9} @treatment$ .", k % 9]
                 for k in range(n)]
-        if jsonl:
+        if arrow:
+            splits["validation" if split == "valid" else split] = rows
+        elif jsonl:
             (folder / f"{split}.jsonl").write_text(
                 "".join(json.dumps({"sentence": s, "labels": y}) + "\n" for s, y in rows))
         else:
             write_csv(folder / f"{split}.csv", ["sentence", "labels"], rows)
+    if arrow:
+        datasets = pytest.importorskip("datasets")
+        features = datasets.Features({"sentence": datasets.Value("string"),
+                                      "labels": datasets.ClassLabel(names=[f"rel{k}" for k in range(9)])})
+        datasets.DatasetDict({s: datasets.Dataset.from_dict(
+            {"sentence": [r[0] for r in rows], "labels": [r[1] for r in rows]}, features=features)
+            for s, rows in splits.items()}).save_to_disk(str(folder))
     return folder
 
 

@@ -37,11 +37,12 @@ CASES = [  # task, writer, method
     ("mimic-los", lambda d: write_mimic(d, "los", original_names=True), "ia3"),
     ("icd9-triage", write_icd9, "full"),
     ("i2b2-re", lambda d: write_i2b2_re(d, jsonl=True), "frozen"),
+    ("i2b2-re", lambda d: write_i2b2_re(d, arrow=True), "lora"),                  # save_to_disk folder
     ("i2b2-2010", write_conll, "lora"),
 ]
 
 
-@pytest.mark.parametrize("task,writer,method", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("task,writer,method", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_end_to_end(tmp_path, tiny_model, task, writer, method):
     data_dir = writer(tmp_path / "data")
     out = tmp_path / "run"
