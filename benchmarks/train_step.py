@@ -198,7 +198,8 @@ def main(argv=None):
 
 
 # kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
-OP_KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"),
+OP_KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm",
+                                "aten::baddbmm_"),
             "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_")}
 
 
