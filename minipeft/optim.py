@@ -12,6 +12,12 @@ Schedule (HF `get_linear_schedule_with_warmup`), for optimiser step s of T with 
 
 with W = ceil(warmup_ratio · T). The step counter is the only state, so it lives in the JSON
 checkpoint; no LambdaLR (its state_dict would need pickle for the lambda).
+
+The update runs in PyTorch's fused AdamW kernel (`fused=True`) when every trainable parameter is a
+floating-point tensor on a CPU or CUDA device: the same update as the default multi-tensor one, up
+to float rounding, and on a CPU about 6× faster (`python -m benchmarks.train_step --optimizer
+foreach` measures the difference: a large share of a full fine-tuning step). HF Trainer's default
+is the same kernel for torch >= 2.8.
 """
 from __future__ import annotations
 
@@ -38,9 +44,15 @@ def no_decay_ids(model: nn.Module) -> set[int]:
     return ids
 
 
+def fused_supported(params) -> bool:
+    """Whether torch's fused AdamW kernel takes these parameters: floating point, on CPU or CUDA."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def build_adamw(model: nn.Module, lr: float, weight_decay: float,
                 betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters only: group 0 decays, group 1 does not."""
+    """AdamW over the trainable parameters only: group 0 decays, group 1 does not; fused when
+    `fused_supported`."""
     params = named_trainable(model)
     if not params:
         raise ValueError("the model has no parameter with requires_grad=True; inject an adapter "
@@ -49,7 +61,8 @@ def build_adamw(model: nn.Module, lr: float, weight_decay: float,
     decay = [p for _, p in params if id(p) not in skip]
     plain = [p for _, p in params if id(p) in skip]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    fused = fused_supported(p for _, p in params) or None                   # None: torch's default
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:

@@ -101,6 +101,30 @@ def test_no_weight_decay_on_biases_vectors_and_norm_layers():
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
 
 
+def test_adamw_is_fused_on_cpu_and_follows_the_adamw_formula():
+    """Three steps of the optimiser the loop builds (fused kernel on a CPU) against AdamW written out:
+    m = β1 m + (1-β1) g, v = β2 v + (1-β2) g², p -= lr·(m/(1-β1^t)) / (√(v/(1-β2^t)) + eps) + lr·wd·p."""
+    model = nn.Sequential(nn.Linear(5, 3), nn.LayerNorm(3))
+    opt = build_adamw(model, 1e-2, 0.1)
+    assert all(g["fused"] for g in opt.param_groups)
+    ref = [(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p), g["weight_decay"])
+           for g in opt.param_groups for p in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    gen = torch.Generator().manual_seed(1)
+    for t in range(1, 4):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for (w, m, v, wd), g in zip(ref, grads):
+            w.mul_(1 - 1e-2 * wd)
+            m.mul_(0.9).add_(0.1 * g)
+            v.mul_(0.999).add_(0.001 * g * g)
+            w.sub_(1e-2 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8))
+    for p, (w, *_) in zip(params, ref):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("total,ratio", [(100, 0.06), (7, 0.06), (10, 0.0)])
 def test_warmup_schedule_matches_formula(total, ratio):
     w = math.ceil(ratio * total)
