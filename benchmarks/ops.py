@@ -7,6 +7,10 @@ Cases per shape (hidden h, intermediate f):
   lora-ffn   one LoRA projection h→f (intermediate.dense)
   ia3-kv     IA³ output scaling on two projections h→h reading one x (key, value)
   ia3-ff     IA³ input scaling f→h (output.dense)
+Then the dropout masks alone (--masks, on by default), at x's shape (tokens, h) and at the attention
+probabilities' shape (tokens/128, 12, 128, 128): nn.Dropout's CPU draw (a float mask from
+bernoulli_), minipeft's 16-bit lanes compared into a bool tensor viewed as uint8 (how it was done
+before), and compared straight into uint8 (minipeft.ops.dropout_mask, the same bytes).
 "plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
 F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
 interleaved in every repeat, so their ratio is measured side by side ("t f/p": ratio of medians;
@@ -128,6 +132,45 @@ def measure_case(args, name, h, f, device, dtype):
     return res
 
 
+def measure_masks(args, shape, device):
+    """Median ms per mask of each way to draw a dropout keep-mask of `shape`, interleaved."""
+    p = args.dropout
+    t = min(round(p * 65536), 65535)
+
+    def lanes():
+        n = 1
+        for d in shape:
+            n *= d
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
+        return bits.view(torch.int16)[:n].view(shape)
+
+    ways = {
+        "bernoulli": lambda: torch.empty(shape, device=device).bernoulli_(1 - p),
+        "lanes-bool": lambda: (lanes() >= t - 32768).view(torch.uint8),
+        "lanes-uint8": lambda: ops.dropout_mask(shape, p, device)[0],
+    }
+    torch.manual_seed(0)
+    old = ways["lanes-bool"]()
+    torch.manual_seed(0)
+    if not torch.equal(old, ways["lanes-uint8"]()):
+        raise AssertionError("lanes-bool and lanes-uint8 masks differ for the same seed")
+    times = {k: [] for k in ways}
+    for _ in range(args.warmup):
+        for fn in ways.values():
+            fn()
+    for _ in range(args.repeats):
+        for k, fn in ways.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.inner):
+                fn()
+            _sync(device)
+            times[k].append((time.perf_counter() - t0) / args.inner)
+    res = {k: summarize(v) for k, v in times.items()}
+    res["paired_uint8_bool"] = statistics.median(a / b for a, b in zip(times["lanes-uint8"], times["lanes-bool"]))
+    return res
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="minilm,bert-base",
@@ -138,6 +181,7 @@ def parse_args(argv=None):
     ap.add_argument("--r", type=int, default=8, help="LoRA rank")
     ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r")
     ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch")
+    ap.add_argument("--masks", default="on", choices=["on", "off"], help="also time the dropout masks alone")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="dtype of x, weights and adapters")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
@@ -167,9 +211,22 @@ def main(argv=None):
                   f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
                   f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}")
             results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
+    masks = []
+    if args.masks == "on":
+        mshapes = [(f"x {s}", (args.tokens, SHAPES[s][0])) for s in args.shapes.split(",")]
+        mshapes.append(("attention", (max(args.tokens // 128, 1), 12, 128, 128)))
+        print(f"\ndropout mask, p={args.dropout}: median ms [min, max] per mask")
+        print(f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} {'lanes -> uint8':>22} {'u8/bool':>7}")
+        for label, shape in mshapes:
+            m = measure_masks(args, shape, device)
+            cell = lambda k: f"{m[k]['median_ms']:7.3f} [{m[k]['min_ms']:.2f},{m[k]['max_ms']:.2f}]"
+            print(f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} {cell('lanes-bool'):>22} "
+                  f"{cell('lanes-uint8'):>22} {m['paired_uint8_bool']:7.2f}")
+            masks.append({"label": label, "shape": list(shape), **m})
     print(json.dumps({"benchmark": "ops", "config": vars(args), "torch": torch.__version__,
                       "device": str(device), "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(), "results": results}))
+                      "cpu": platform.processor() or platform.machine(), "results": results,
+                      "masks": masks}))
 
 
 if __name__ == "__main__":

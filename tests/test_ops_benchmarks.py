@@ -23,6 +23,11 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
     assert by_case["lora-qkv"]["bytes_ratio_fused_plain"] <= 0.5
     for r in doc["results"]:
         assert r["fused"]["min_ms"] <= r["fused"]["median_ms"] <= r["fused"]["max_ms"]
+    # the masks section (its run already checked that the bool and uint8 compares give the same bytes)
+    assert [(m["label"], m["shape"]) for m in doc["masks"]] == [("x minilm", [n, h]), ("attention", [1, 12, 128, 128])]
+    for m in doc["masks"]:
+        for way in ("bernoulli", "lanes-bool", "lanes-uint8"):
+            assert 0 < m[way]["min_ms"] <= m[way]["median_ms"] <= m[way]["max_ms"]
 
 
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
