@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from minipeft import ops
 from minipeft.memory import SavedTensorsMeter
+from models.dropout import random_lanes
 
 SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
 
@@ -135,18 +136,14 @@ def measure_case(args, name, h, f, device, dtype):
 def measure_masks(args, shape, device):
     """Median ms per mask of each way to draw a dropout keep-mask of `shape`, interleaved."""
     p = args.dropout
-    t = min(round(p * 65536), 65535)
 
-    def lanes():
-        n = 1
-        for d in shape:
-            n *= d
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
-        return bits.view(torch.int16)[:n].view(shape)
+    def lanes_bool():
+        lanes, threshold, _ = random_lanes(shape, p, device)                # (*shape) int16
+        return (lanes >= threshold).view(torch.uint8)
 
     ways = {
         "bernoulli": lambda: torch.empty(shape, device=device).bernoulli_(1 - p),
-        "lanes-bool": lambda: (lanes() >= t - 32768).view(torch.uint8),
+        "lanes-bool": lanes_bool,
         "lanes-uint8": lambda: ops.dropout_mask(shape, p, device)[0],
     }
     torch.manual_seed(0)
