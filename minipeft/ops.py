@@ -86,7 +86,8 @@ class _LoRALinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, keep, keep_scale):
         x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
         out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()  # (N, out)
-        xd = x2 if keep is None else x2 * keep.view(x2.shape).to(x2.dtype)  # (N, in) temporary
+        # x ⊙ m as one (N, in) temporary: the mask turned into x's dtype, multiplied by x in place
+        xd = x2 if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True).mul_(x2)
         xa_t = lora_A @ xd.t()                                            # (r, N)
         out.addmm_(xa_t.t(), lora_B.t(), alpha=scaling * keep_scale)      # += c (N, r)(r, out)
         ctx.save_for_backward(x, weight, lora_A, lora_B, keep)
@@ -102,7 +103,7 @@ class _LoRALinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
         dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
         # the saved uint8 mask in x's dtype: a mixed uint8 × float multiply is a slow casting loop on a CPU
-        mask2 = None if keep is None else keep.view(x2.shape).to(x2.dtype)  # (N, in) 0/1
+        mask2 = None if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True)  # (N, in) 0/1
         gb_t = B.t() @ dy2.t()                                            # (r, N) = (dy B)ᵀ
         dx = dw = db = dA = dB = None
         if ctx.needs_input_grad[0]:
@@ -116,7 +117,7 @@ class _LoRALinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy2.sum(0)                                               # (out,)
         if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-            xd = x2 if mask2 is None else x2 * mask2                      # (N, in) temporary
+            xd = x2 if mask2 is None else mask2.mul_(x2)                  # x ⊙ m in the mask's storage (last use)
             if ctx.needs_input_grad[3]:
                 dA = torch.addmm(A, gb_t, xd, beta=0, alpha=c)            # (r, in)
             if ctx.needs_input_grad[4]:
