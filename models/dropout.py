@@ -44,13 +44,13 @@ class _Dropout(torch.autograd.Function):
     def forward(ctx, x, keep, keep_scale):
         ctx.save_for_backward(keep)
         ctx.keep_scale = keep_scale
-        return (x * keep.to(x.dtype)).mul_(keep_scale)                     # (*x.shape)
+        return keep.to(x.dtype, copy=True).mul_(x).mul_(keep_scale)        # (*x.shape), one temporary
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         (keep,) = ctx.saved_tensors
-        return (dy * keep.to(dy.dtype)).mul_(ctx.keep_scale), None, None
+        return keep.to(dy.dtype, copy=True).mul_(dy).mul_(ctx.keep_scale), None, None
 
 
 class Dropout(nn.Module):
