@@ -106,12 +106,13 @@ class _LoRALinear(torch.autograd.Function):
         mask2 = None if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True)  # (N, in) 0/1
         gb_t = B.t() @ dy2.t()                                            # (r, N) = (dy B)ᵀ
         dx = dw = db = dA = dB = None
-        if ctx.needs_input_grad[0]:
-            dx, dx2 = _mm_into(x.shape, dy2, weight)                      # (..., in), (N, in)
+        if ctx.needs_input_grad[0]:                                       # dx = dy W + c ((dy B) A) ⊙ m
             if mask2 is None:
+                dx, dx2 = _mm_into(x.shape, dy2, weight)                  # (..., in), (N, in)
                 dx2.addmm_(gb_t.t(), A, alpha=c)
-            else:
-                dx2.addcmul_(gb_t.t() @ A, mask2, value=c)
+            else:  # the masked rank-r term first, in dx's own storage, then dy W added by BLAS: no temporary
+                dx, dx2 = _mm_into(x.shape, gb_t.t(), A)
+                dx2.mul_(mask2).addmm_(dy2, weight, beta=c)
         if ctx.needs_input_grad[1]:
             dw = dy2.t() @ x2                                             # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
