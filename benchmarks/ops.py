@@ -57,6 +57,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _seconds_per_call(fn, inner, device):
+    """Wall seconds per call of fn(), averaged over `inner` back-to-back calls (device synchronised)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / inner
+
+
 def _params(shapes, r, dtype, device, gen):
     """Frozen W, b and trainable adapter tensors for each (d_in, d_out, kind)."""
     out = []
@@ -115,12 +125,7 @@ def measure_case(args, name, h, f, device, dtype):
         step(plain), step(fused)
     for _ in range(args.repeats):
         for path, fn in (("plain", plain), ("fused", fused)):  # interleaved: side by side
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.inner):
-                step(fn)
-            _sync(device)
-            res[path]["times"].append((time.perf_counter() - t0) / args.inner)
+            res[path]["times"].append(_seconds_per_call(lambda: step(fn), args.inner, device))
         x.grad = None
         for t in flat:
             t.grad = None
@@ -157,12 +162,7 @@ def measure_masks(args, shape, device):
             fn()
     for _ in range(args.repeats):
         for k, fn in ways.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.inner):
-                fn()
-            _sync(device)
-            times[k].append((time.perf_counter() - t0) / args.inner)
+            times[k].append(_seconds_per_call(fn, args.inner, device))
     res = {k: summarize(v) for k, v in times.items()}
     res["paired_uint8_bool"] = statistics.median(a / b for a, b in zip(times["lanes-uint8"], times["lanes-bool"]))
     return res
