@@ -13,7 +13,7 @@ bernoulli_), minipeft's 16-bit lanes compared into a bool tensor viewed as uint8
 before), and compared straight into uint8 (minipeft.ops.dropout_mask, the same bytes).
 "plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
 F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
-interleaved in every repeat, so their ratio is measured side by side ("t f/p": ratio of medians;
+interleaved in every repeat, in an order flipped every repeat, so their ratio is measured side by side ("t f/p": ratio of medians;
 "paired": median of the per-repeat ratios, robust to load drifting on a shared machine). Bytes saved for backward are
 counted with torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
 The last stdout line is one JSON document.
@@ -123,12 +123,15 @@ def measure_case(args, name, h, f, device, dtype):
             res[path]["cuda_peak_bytes"] = torch.cuda.max_memory_allocated() - base
     for _ in range(args.warmup):
         step(plain), step(fused)
-    for _ in range(args.repeats):
-        for path, fn in (("plain", plain), ("fused", fused)):  # interleaved: side by side
+    paths = [("plain", plain), ("fused", fused)]
+    for i in range(args.repeats):
+        # interleaved (side by side), the order flipped every repeat, and every path starting from
+        # cleared gradients, so neither path is always the one that runs second or accumulates
+        for path, fn in (paths if i % 2 == 0 else paths[::-1]):
+            x.grad = None
+            for t in flat:
+                t.grad = None
             res[path]["times"].append(_seconds_per_call(lambda: step(fn), args.inner, device))
-        x.grad = None
-        for t in flat:
-            t.grad = None
     paired = [f / p for f, p in zip(res["fused"]["times"], res["plain"]["times"])]
     for path in ("plain", "fused"):
         res[path].update(summarize(res[path].pop("times")))
@@ -160,8 +163,9 @@ def measure_masks(args, shape, device):
     for _ in range(args.warmup):
         for fn in ways.values():
             fn()
-    for _ in range(args.repeats):
-        for k, fn in ways.items():
+    order = list(ways.items())
+    for i in range(args.repeats):
+        for k, fn in (order if i % 2 == 0 else order[::-1]):  # order flipped every repeat
             times[k].append(_seconds_per_call(fn, args.inner, device))
     res = {k: summarize(v) for k, v in times.items()}
     res["paired_uint8_bool"] = statistics.median(a / b for a, b in zip(times["lanes-uint8"], times["lanes-bool"]))
