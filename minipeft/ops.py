@@ -12,8 +12,10 @@ GPU and oneDNN/BLAS on a CPU. What they keep for backward is the point:
   anyway, so the storage is shared) and uses ∂l = Σ dy ⊙ y / l in backward: no extra GEMM, no
   extra (N, out) tensor. Entries with l = 0 exactly are recomputed from x, which is then kept too.
   (Recomputing y_base from x instead would cost one more GEMM per backward: measured slower.)
-  Whichever is smaller gets the elementwise scale: x or W (input scaling), W or y (output
-  scaling), and in backward W rather than dy, so no scaled (N, ·) copy is made when N is large.
+  Input scaling puts l on whichever of x or W is smaller. Output scaling multiplies the GEMM's
+  fresh output in place, and backward forms dy ⊙ y (for ∂l) and then dy ⊙ l in one (N, out)
+  buffer: the same two elementwise passes as the plain path, one temporary fewer. (Scaling W
+  instead, an (out, in) copy in forward and again in backward, measured no faster.)
 
 Dropout mask (fused path), see `dropout_mask`: 16 random bits per element, four elements per
 64-bit draw of the default generator of x's device (about 10× cheaper on a CPU than `rand`), so
@@ -152,17 +154,13 @@ class _IA3Linear(torch.autograd.Function):
             # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ
             xs, w = (x2, weight * scale) if x2.shape[0] > weight.shape[0] else (x2 * scale, weight)
             out = torch.addmm(bias, xs, w.t()) if bias is not None else xs @ w.t()  # (N, out)
-        elif x2.shape[0] > weight.shape[1]:
-            # (x Wᵀ + b) ⊙ l == x (l ⊙ W)ᵀ + l ⊙ b: scale the (out, in) weight, not the (N, out) output
-            ws = weight * scale[:, None]                                  # (out, in)
-            out = torch.addmm(bias * scale, x2, ws.t()) if bias is not None else x2 @ ws.t()
         else:
             out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-            out.mul_(scale)                                               # (N, out)
+            out.mul_(scale)                       # (N, out), in place: the GEMM's fresh output, still in cache
         y = out.view(*x.shape[:-1], weight.shape[0])                      # (..., out)
         # output scaling keeps y itself (its consumer, e.g. attention, keeps it anyway) and
         # recovers y_base = y / l in backward; x only for a trainable W or an exact zero in l
-        ctx.has_zero = (not feedforward) and bool((scale == 0).any())
+        ctx.has_zero = (not feedforward) and not bool(scale.all())
         keep_x = feedforward or ctx.needs_input_grad[1] or ctx.has_zero
         ctx.save_for_backward(x if keep_x else None, weight, bias, scale, None if feedforward else y)
         ctx.feedforward = feedforward
@@ -184,21 +182,23 @@ class _IA3Linear(torch.autograd.Function):
             dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
-            # ∂y_base = dy ⊙ l is never formed: dx = dy (l ⊙ W), db = l ⊙ Σ dy, dW = l ⊙ (dyᵀ x)
-            if need_x:
-                ws = weight * scale[:, None]                              # (out, in)
-                dx = _mm_into(dy.shape[:-1] + weight.shape[1:], dy2, ws)[0]  # (..., in)
-            db = dy2.sum(0).mul_(scale) if need_b else None
-            dw = (dy2.t() @ x2).mul_(scale[:, None]) if need_w else None  # (out, in)
+            # one (N, out) buffer: first dy ⊙ y for ∂l, then, overwritten, ∂y_base = dy ⊙ l
+            t = None
             if need_l:
-                dl = _scale_grad(dy2, y.reshape(dy2.shape), x2, weight, bias, scale, ctx.has_zero)
+                t = dy2 * y.reshape(dy2.shape)                            # (N, out)
+                dl = _scale_grad(t, dy2, x2, weight, bias, scale, ctx.has_zero)
+            if need_x or need_w or need_b:
+                t = dy2 * scale if t is None else torch.mul(dy2, scale, out=t)  # (N, out) ∂y_base
+                dx = _mm_into(dy.shape[:-1] + weight.shape[1:], t, weight)[0] if need_x else None  # (..., in)
+                dw = t.t() @ x2 if need_w else None                       # (out, in)
+                db = t.sum(0) if need_b else None                         # (out,)
         return dx, dw, db, dl, None
 
 
-def _scale_grad(dy, y, x2, weight, bias, scale, has_zero):
-    """∂l = Σ_n dy ⊙ y_base with y_base = y / l: the division moves after the row sum (l is per
-    column), so it costs (out,) divisions. Columns with l = 0 are recomputed from x."""
-    dl = (dy * y).sum(0).div_(scale)                                      # (out,)
+def _scale_grad(dy_y, dy, x2, weight, bias, scale, has_zero):
+    """∂l = Σ_n dy ⊙ y_base with y_base = y / l, from dy_y = dy ⊙ y: the division moves after the
+    row sum (l is per column), so it costs (out,) divisions. Columns with l = 0 are recomputed from x."""
+    dl = dy_y.sum(0).div_(scale)                                          # (out,)
     if has_zero:
         zero = (scale == 0).nonzero().flatten()
         yb = x2 @ weight[zero].t()                                        # (N, zeros)
