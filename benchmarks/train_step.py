@@ -24,7 +24,7 @@ full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
   hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
-Variants run round-robin in every repeat, so their ratios are measured side by side on a shared
+Variants run round-robin in every repeat, starting from a variant rotated each round, so their ratios are measured side by side on a shared
 machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios.
 "Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
@@ -185,8 +185,11 @@ def main(argv=None):
     for _ in range(args.warmup):
         for r in runners:
             r.step(batch, labels)
-    for _ in range(args.repeats):
-        for r in runners:                                                    # round-robin: side by side
+    for i in range(args.repeats):
+        # round-robin (side by side), the starting variant rotated every round, so no variant
+        # always runs first or always follows the same other one
+        k = i % len(runners)
+        for r in runners[k:] + runners[:k]:
             t0 = time.perf_counter()
             r.step(batch, labels)
             res[r.name]["times"].append(time.perf_counter() - t0)
