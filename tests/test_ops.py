@@ -211,7 +211,7 @@ def test_saved_bytes_fused_keeps_x_once_across_qkv():
 # ---- IA3 -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("feedforward", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("lead", [(3,), (2, 4), (9,)])  # N > in or out: the op scales W instead of x or y
+@pytest.mark.parametrize("lead", [(3,), (2, 4), (9,)])  # N > in: input scaling scales W instead of x
 def test_ia3_equals_reference(feedforward, bias, lead):
     x, W, b, _, _ = make(lead, d_in=6, d_out=5, bias=bias)
     l = torch.rand(6 if feedforward else 5) + 0.5
@@ -223,6 +223,29 @@ def test_ia3_equals_reference(feedforward, bias, lead):
     torch.testing.assert_close(y1, y2)
     for a, c in zip(g1, g2):
         if c is not None:
+            torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("feedforward", [True, False])
+@pytest.mark.parametrize("needs", [m for m in range(1, 16)])  # bit k: the k-th of x, W, b, l requires grad
+def test_ia3_gradients_for_every_subset_of_inputs(feedforward, needs):
+    """Backward computes only what is asked (one buffer serves ∂l, then ∂y_base, under output
+    scaling); every gradient asked for equals the composed reference's."""
+    x, W, b, _, _ = make((4, 3), d_in=6, d_out=5)
+    l = torch.rand(6 if feedforward else 5) + 0.5
+    dy = torch.randn(4, 3, 5)
+    want = [bool(needs >> k & 1) for k in range(4)]
+    results = []
+    for fn in (lambda *t: ops.ia3_linear(*t, feedforward), lambda *t: ref_ia3(*t, feedforward)):
+        ts = [t.detach().clone().requires_grad_(w) for t, w in zip((x, W, b, l), want)]
+        y = fn(*ts)
+        y.backward(dy)
+        results.append((y.detach(), [t.grad for t in ts]))
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y1, y2)
+    for w, a, c in zip(want, g1, g2):
+        assert (a is not None) == w
+        if w:
             torch.testing.assert_close(a, c)
 
 
