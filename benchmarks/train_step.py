@@ -25,7 +25,9 @@ full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
 Variants run round-robin in every repeat, starting from a variant rotated each round, so their ratios are measured side by side on a shared
-machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios.
+machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios, and
+"+frz/f" (with full and frozen in the run) the median per round of (variant − frozen) ÷ full: what
+a variant adds to the frozen base, as a share of full fine-tuning's step.
 "Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
 models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
@@ -198,6 +200,9 @@ def main(argv=None):
             if ref in res:
                 res[name][f"time_ratio_paired_{ref.replace('-', '_')}"] = statistics.median(
                     a / b for a, b in zip(res[name]["times"], res[ref]["times"]))
+        if "frozen" in res and "full" in res:  # what a variant adds to the frozen base, as a share of full's step
+            res[name]["over_frozen_paired_full"] = statistics.median(
+                (a - f) / b for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"]))
     for name in res:
         res[name].update(summarize(res[name].pop("times")))
     if args.profile:
@@ -230,7 +235,7 @@ def report(res, notes, args):
     full = res.get("full")
     hf = res.get("hf-peft")
     print(f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
-          f"{'p/full':>6} {'p/hf':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6}")
+          f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6}")
     for name, r in res.items():
         for ref, key in ((full, "full"), (hf, "hf_peft")):
             if ref:
@@ -239,7 +244,7 @@ def report(res, notes, args):
         fmt = lambda k: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
         print(f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
               f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
-              f"{fmt('time_ratio_paired_hf_peft')} {r['activation_bytes'] / 2**20:8.1f} "
+              f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
               f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')}")
     for name, note in notes.items():
         print(f"note {name}: {note}")

@@ -43,5 +43,10 @@ def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     assert res["frozen"]["trainable"] == 3 * 384 + 384 * 2 + 2           # layer 0's q,k,v biases + classifier
     assert 0 < res["frozen"]["activation_bytes"] < res["lora-fused"]["activation_bytes"]
     assert res["full"]["time_ratio_full"] == pytest.approx(1.0)
+    assert res["frozen"]["over_frozen_paired_full"] == 0.0               # (t − t_frozen) / t_full, frozen itself
+    # one round: what LoRA adds to the frozen base, over full's step, is p/full minus frozen's p/full
+    lora, frozen = res["lora-fused"], res["frozen"]
+    assert lora["over_frozen_paired_full"] == pytest.approx(
+        lora["time_ratio_paired_full"] - frozen["time_ratio_paired_full"])
     assert res["lora-fused"]["activation_bytes"] < res["lora-plain"]["activation_bytes"]
     assert res["lora-fused"]["trainable"] == res["lora-plain"]["trainable"] < res["full"]["trainable"]
