@@ -27,7 +27,8 @@ LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's
 Variants run round-robin in every repeat, starting from a variant rotated each round, so their ratios are measured side by side on a shared
 machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios, and
 "+frz/f" (with full and frozen in the run) the median per round of (variant − frozen) ÷ full: what
-a variant adds to the frozen base, as a share of full fine-tuning's step.
+a variant adds to the frozen base, as a share of full fine-tuning's step. "faults" is the median
+number of minor page faults per step (fresh memory touched for the first time; Linux/macOS).
 "Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
 models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
@@ -143,6 +144,16 @@ def build(args, path):
     return runners, notes
 
 
+def minor_faults():
+    """Minor page faults of this process so far (a fresh page touched for the first time), or None
+    where `resource` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def batch_of(args, vocab):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, vocab, (args.batch, args.seq), generator=g)     # (batch, seq)
@@ -182,8 +193,8 @@ def main(argv=None):
     path = args.model_dir or asset_dir(MINILM)
     runners, notes = build(args, path)
     batch, labels = batch_of(args, vocab=30522)
-    res = {r.name: {"activation_bytes": r.activation_bytes(batch, labels), "times": [], "note": r.note,
-                    "trainable": sum(p.numel() for p in r.params)} for r in runners}
+    res = {r.name: {"activation_bytes": r.activation_bytes(batch, labels), "times": [], "faults": [],
+                    "note": r.note, "trainable": sum(p.numel() for p in r.params)} for r in runners}
     for _ in range(args.warmup):
         for r in runners:
             r.step(batch, labels)
@@ -192,9 +203,11 @@ def main(argv=None):
         # always runs first or always follows the same other one
         k = i % len(runners)
         for r in runners[k:] + runners[:k]:
-            t0 = time.perf_counter()
+            f0, t0 = minor_faults(), time.perf_counter()
             r.step(batch, labels)
             res[r.name]["times"].append(time.perf_counter() - t0)
+            f1 = minor_faults()
+            res[r.name]["faults"].append(None if f0 is None else f1 - f0)
     for name in res:  # median of per-repeat ratios (same round): robust to load drifting
         for ref in ("full", "hf-peft"):
             if ref in res:
@@ -205,6 +218,8 @@ def main(argv=None):
                 (a - f) / b for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"]))
     for name in res:
         res[name].update(summarize(res[name].pop("times")))
+        faults = res[name].pop("faults")
+        res[name]["minor_faults_per_step"] = statistics.median(faults) if None not in faults else None
     if args.profile:
         for r in runners:
             res[r.name]["profile_ms_per_step"] = profile_step(r, batch, labels, args.profile)
@@ -231,11 +246,15 @@ def profile_step(runner, batch, labels, steps: int) -> dict:
     return out
 
 
+def _count(n):
+    return "-" if n is None else f"{n:.0f}"
+
+
 def report(res, notes, args):
     full = res.get("full")
     hf = res.get("hf-peft")
     print(f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
-          f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6}")
+          f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6} {'faults':>7}")
     for name, r in res.items():
         for ref, key in ((full, "full"), (hf, "hf_peft")):
             if ref:
@@ -245,7 +264,7 @@ def report(res, notes, args):
         print(f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
               f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
               f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
-              f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')}")
+              f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}")
     for name, note in notes.items():
         print(f"note {name}: {note}")
     for name, r in res.items():

@@ -44,6 +44,8 @@ def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     assert 0 < res["frozen"]["activation_bytes"] < res["lora-fused"]["activation_bytes"]
     assert res["full"]["time_ratio_full"] == pytest.approx(1.0)
     assert res["frozen"]["over_frozen_paired_full"] == 0.0               # (t − t_frozen) / t_full, frozen itself
+    for r in res.values():                                              # a count per step (None without `resource`)
+        assert r["minor_faults_per_step"] is None or r["minor_faults_per_step"] >= 0
     # one round: what LoRA adds to the frozen base, over full's step, is p/full minus frozen's p/full
     lora, frozen = res["lora-fused"], res["frozen"]
     assert lora["over_frozen_paired_full"] == pytest.approx(
