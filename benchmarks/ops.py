@@ -13,9 +13,10 @@ bernoulli_), minipeft's 16-bit lanes compared into a bool tensor viewed as uint8
 before), and compared straight into uint8 (minipeft.ops.dropout_mask, the same bytes).
 "plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
 F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
-interleaved in every repeat, in an order flipped every repeat, so their ratio is measured side by side ("t f/p": ratio of medians;
-"paired": median of the per-repeat ratios, robust to load drifting on a shared machine). Bytes saved for backward are
-counted with torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
+interleaved in every repeat, in an order flipped every repeat, so their ratio is measured side by
+side ("t f/p": ratio of medians; "paired": median of the per-repeat ratios, robust to load
+drifting on a shared machine). Bytes saved for backward are counted with
+torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
 The last stdout line is one JSON document.
 """
 from __future__ import annotations

@@ -24,11 +24,12 @@ full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
   hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
-Variants run round-robin in every repeat, starting from a variant rotated each round, so their ratios are measured side by side on a shared
-machine: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios, and
-"+frz/f" (with full and frozen in the run) the median per round of (variant − frozen) ÷ full: what
-a variant adds to the frozen base, as a share of full fine-tuning's step. "faults" is the median
-number of minor page faults per step (fresh memory touched for the first time; Linux/macOS).
+Variants run round-robin in every repeat, starting from a variant rotated each round, so their
+ratios are measured side by side on a shared machine: "/full", "/hf" are ratios of medians,
+"p/full", "p/hf" medians of per-round ratios, and "+frz/f" (with full and frozen in the run) the
+median per round of (variant − frozen) ÷ full: what a variant adds to the frozen base, as a share
+of full fine-tuning's step. "faults" is the median number of minor page faults per step (fresh
+memory touched for the first time; Linux/macOS).
 "Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
 models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
@@ -48,6 +49,11 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.ops import saved_bytes, summarize
+
+try:
+    import resource                                                        # page-fault counts (Unix)
+except ImportError:
+    resource = None
 
 VARIANTS = ("full", "full-all", "full-sdpa", "frozen", "lora-plain", "lora-fused", "lora-fused-all", "lora-fused-sdpa",
             "ia3", "hf-peft")
@@ -147,11 +153,7 @@ def build(args, path):
 def minor_faults():
     """Minor page faults of this process so far (a fresh page touched for the first time), or None
     where `resource` is missing (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def batch_of(args, vocab):
@@ -201,7 +203,7 @@ def main(argv=None):
     for i in range(args.repeats):
         # round-robin (side by side), the starting variant rotated every round, so no variant
         # always runs first or always follows the same other one
-        k = i % len(runners)
+        k = i % max(len(runners), 1)
         for r in runners[k:] + runners[:k]:
             f0, t0 = minor_faults(), time.perf_counter()
             r.step(batch, labels)
