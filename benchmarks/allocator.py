@@ -19,8 +19,14 @@ Settings (each run gets the environment as given, minus the variables below, plu
 
 Columns per setting and variant: the median over rounds of the run's median step time; "÷ default",
 the median over rounds of (this run's median ÷ the same round's default run's median) for the
-same variant; "p/full", the median over rounds of the run's own per-round ratio to full
-fine-tuning; minor page faults per step. The last stdout line is one JSON document.
+same variant; "p/full", the median over rounds of the run's own p/full (its median per-step-round
+ratio to full fine-tuning); "+frz/f" likewise of the run's +frz/f; minor page faults per step;
+then every run's p/full, one per round.
+
+`--settings default --rounds N` is the run-to-run spread of `benchmarks.train_step`'s ratios: N
+fresh processes, one after another. On a shared machine a ratio moves more between processes
+minutes apart than between the rounds of one run, so one run's p/full is one sample of it.
+The last stdout line is one JSON document.
 """
 from __future__ import annotations
 
@@ -73,12 +79,20 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
                 "median_ms": statistics.median(r["median_ms"] for r in per_round),
                 "ratio_to_default": (statistics.median(r["median_ms"] / b["median_ms"] for r, b in zip(per_round, base))
                                      if base else None),
-                "time_ratio_paired_full": (statistics.median(r["time_ratio_paired_full"] for r in per_round)
-                                           if "time_ratio_paired_full" in per_round[0] else None),
+                "time_ratio_paired_full": _median(per_round, "time_ratio_paired_full"),
+                "over_frozen_paired_full": _median(per_round, "over_frozen_paired_full"),
+                "rounds_p_full": [r.get("time_ratio_paired_full") for r in per_round],
                 "minor_faults_per_step": None if None in faults else statistics.median(faults),
                 "rounds_ms": [r["median_ms"] for r in per_round],
             }
     return out
+
+
+def _median(per_round: list[dict], key: str):
+    """The median over rounds of a train_step result field, or None where a run lacks it (e.g. +frz/f
+    without both full and frozen among the variants)."""
+    values = [r.get(key) for r in per_round]
+    return None if None in values else statistics.median(values)
 
 
 def parse_args(argv=None):
@@ -113,13 +127,14 @@ def main(argv=None):
         for setting in settings[k:] + settings[:k]:                       # rotated: none always first
             runs[setting].append(run_train_step(setting, step_args))
     res = summarize(runs)
-    print(f"{'setting':8} {'variant':12} {'median ms':>10} {'÷ default':>9} {'p/full':>7} {'faults':>8}  per round (ms)")
+    fmt = lambda v, f: "-" if v is None else format(v, f)
+    print(f"{'setting':8} {'variant':12} {'median ms':>10} {'÷ default':>9} {'p/full':>7} {'+frz/f':>7} {'faults':>8}"
+          "  p/full per round")
     for setting, by_variant in res.items():
         for variant, r in by_variant.items():
-            fmt = lambda v, f: "-" if v is None else format(v, f)
             print(f"{setting:8} {variant:12} {r['median_ms']:10.1f} {fmt(r['ratio_to_default'], '.3f'):>9} "
-                  f"{fmt(r['time_ratio_paired_full'], '.3f'):>7} {fmt(r['minor_faults_per_step'], '.0f'):>8}  "
-                  + " ".join(f"{t:.0f}" for t in r["rounds_ms"]))
+                  f"{fmt(r['time_ratio_paired_full'], '.3f'):>7} {fmt(r['over_frozen_paired_full'], '.3f'):>7} "
+                  f"{fmt(r['minor_faults_per_step'], '.0f'):>8}  " + " ".join(fmt(t, ".3f") for t in r["rounds_p_full"]))
     print(json.dumps({"benchmark": "allocator", "config": vars(args), "settings": {s: SETTINGS[s] for s in settings},
                       "results": res}))
 

@@ -59,7 +59,7 @@ def test_allocator_benchmark_pairs_each_setting_with_the_default_run(minilm_dir,
     import statistics
 
     from benchmarks import allocator
-    allocator.main(["--settings", "default,glibc", "--rounds", "2", "--variants", "full,lora-fused", "--batch", "2",
+    allocator.main(["--settings", "default,glibc", "--rounds", "2", "--variants", "full,frozen,lora-fused", "--batch", "2",
                     "--seq", "16", "--warmup", "2", "--repeats", "3", "--model-dir", str(minilm_dir)])
     res = last_json(capsys)["results"]
     assert set(res) == {"default", "glibc"}
@@ -69,6 +69,13 @@ def test_allocator_benchmark_pairs_each_setting_with_the_default_run(minilm_dir,
         assert len(r["rounds_ms"]) == len(d["rounds_ms"]) == 2
         assert r["ratio_to_default"] == pytest.approx(statistics.median(a / b for a, b in zip(r["rounds_ms"], d["rounds_ms"])))
         assert r["median_ms"] == pytest.approx(statistics.median(r["rounds_ms"]))
+        for res_v in (r, d):                                             # p/full: each run's own, and their median
+            assert len(res_v["rounds_p_full"]) == 2
+            assert res_v["time_ratio_paired_full"] == pytest.approx(statistics.median(res_v["rounds_p_full"]))
+    for setting in ("default", "glibc"):
+        assert res[setting]["full"]["rounds_p_full"] == [1.0, 1.0]
+        assert res[setting]["frozen"]["over_frozen_paired_full"] == 0.0    # frozen adds nothing to itself
+        assert res[setting]["lora-fused"]["over_frozen_paired_full"] is not None
     if platform.libc_ver()[0] == "glibc":
         # glibc keeping freed memory mapped: once the heap has reached its peak (the median of three steps
         # after two warm-up steps), full fine-tuning's fresh 30,522 × 384 fp32 embedding gradient
