@@ -19,9 +19,9 @@ Settings (each run gets the environment as given, minus the variables below, plu
 
 Columns per setting and variant: the median over rounds of the run's median step time; "÷ default",
 the median over rounds of (this run's median ÷ the same round's default run's median) for the
-same variant; "p/full", the median over rounds of the run's own p/full (its median per-step-round
-ratio to full fine-tuning); "+frz/f" likewise of the run's +frz/f; minor page faults per step;
-then every run's p/full, one per round.
+same variant; "p/full", the median over rounds of the run's own p/full (train_step's median of
+per-round ratios to full fine-tuning); "+frz/f" likewise of the run's +frz/f; minor page faults
+per step; then every run's p/full, one per round.
 
 `--settings default --rounds N` is the run-to-run spread of `benchmarks.train_step`'s ratios: N
 fresh processes, one after another. On a shared machine a ratio moves more between processes
