@@ -74,7 +74,6 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         for variant in docs[0]["results"]:
             per_round = [d["results"][variant] for d in docs]
             base = [d["results"][variant] for d in runs["default"]] if "default" in runs else None
-            faults = [r["minor_faults_per_step"] for r in per_round]
             out[setting][variant] = {
                 "median_ms": statistics.median(r["median_ms"] for r in per_round),
                 "ratio_to_default": (statistics.median(r["median_ms"] / b["median_ms"] for r, b in zip(per_round, base))
@@ -82,7 +81,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
                 "time_ratio_paired_full": _median(per_round, "time_ratio_paired_full"),
                 "over_frozen_paired_full": _median(per_round, "over_frozen_paired_full"),
                 "rounds_p_full": [r.get("time_ratio_paired_full") for r in per_round],
-                "minor_faults_per_step": None if None in faults else statistics.median(faults),
+                "minor_faults_per_step": _median(per_round, "minor_faults_per_step"),
                 "rounds_ms": [r["median_ms"] for r in per_round],
             }
     return out
