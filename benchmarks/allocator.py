@@ -28,6 +28,7 @@ fresh processes, one after another. On a shared machine a ratio moves more betwe
 minutes apart than between the rounds of one run, so one run's p/full is one sample of it.
 The last stdout line is one JSON document.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,8 @@ SETTINGS = {
     "thp": {"THP_MEM_ALLOC_ENABLE": "1"},
     "glibc": {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)},
 }
-CONTROLLED = sorted({k for env in SETTINGS.values() for k in env})   # removed from every run's environment
-ROOT = Path(__file__).resolve().parents[1]                            # the folder holding benchmarks/
+CONTROLLED = sorted({k for env in SETTINGS.values() for k in env})  # removed from every run's environment
+ROOT = Path(__file__).resolve().parents[1]  # the folder holding benchmarks/
 
 
 def environment(setting: str) -> dict:
@@ -61,8 +62,10 @@ def run_train_step(setting: str, step_args: list[str]) -> dict:
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"benchmarks.allocator: the run under setting {setting!r} ({' '.join(cmd)}) "
-                           f"exited with {proc.returncode} and no JSON line; its stderr ends:\n{tail}")
+        raise RuntimeError(
+            f"benchmarks.allocator: the run under setting {setting!r} ({' '.join(cmd)}) "
+            f"exited with {proc.returncode} and no JSON line; its stderr ends:\n{tail}"
+        )
     return json.loads(lines[-1])
 
 
@@ -76,8 +79,11 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             base = [d["results"][variant] for d in runs["default"]] if "default" in runs else None
             out[setting][variant] = {
                 "median_ms": statistics.median(r["median_ms"] for r in per_round),
-                "ratio_to_default": (statistics.median(r["median_ms"] / b["median_ms"] for r, b in zip(per_round, base))
-                                     if base else None),
+                "ratio_to_default": (
+                    statistics.median(r["median_ms"] / b["median_ms"] for r, b in zip(per_round, base))
+                    if base
+                    else None
+                ),
                 "time_ratio_paired_full": _median(per_round, "time_ratio_paired_full"),
                 "over_frozen_paired_full": _median(per_round, "over_frozen_paired_full"),
                 "rounds_p_full": [r.get("time_ratio_paired_full") for r in per_round],
@@ -96,14 +102,20 @@ def _median(per_round: list[dict], key: str):
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", default="default,thp,glibc", help="comma-separated settings (above); default is needed for '÷ default'")
+    ap.add_argument(
+        "--settings",
+        default="default,thp,glibc",
+        help="comma-separated settings (above); default is needed for '÷ default'",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="runs per setting, settings rotated every round")
     ap.add_argument("--variants", default="full,frozen,lora-fused", help="benchmarks.train_step variants")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10, help="timed steps per variant in each run")
-    ap.add_argument("--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)")
+    ap.add_argument(
+        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
+    )
     args = ap.parse_args(argv)
     settings = args.settings.split(",")
     unknown = [s for s in settings if s not in SETTINGS]
@@ -116,26 +128,49 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    step_args = ["--variants", args.variants, "--batch", str(args.batch), "--seq", str(args.seq),
-                 "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    step_args = [
+        "--variants",
+        args.variants,
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+    ]
     if args.model_dir:
         step_args += ["--model-dir", str(args.model_dir)]
     runs = {s: [] for s in settings}
     for i in range(args.rounds):
         k = i % len(settings)
-        for setting in settings[k:] + settings[:k]:                       # rotated: none always first
+        for setting in settings[k:] + settings[:k]:  # rotated: none always first
             runs[setting].append(run_train_step(setting, step_args))
     res = summarize(runs)
     fmt = lambda v, f: "-" if v is None else format(v, f)
-    print(f"{'setting':8} {'variant':12} {'median ms':>10} {'÷ default':>9} {'p/full':>7} {'+frz/f':>7} {'faults':>8}"
-          "  p/full per round")
+    print(
+        f"{'setting':8} {'variant':12} {'median ms':>10} {'÷ default':>9} {'p/full':>7} {'+frz/f':>7} {'faults':>8}"
+        "  p/full per round"
+    )
     for setting, by_variant in res.items():
         for variant, r in by_variant.items():
-            print(f"{setting:8} {variant:12} {r['median_ms']:10.1f} {fmt(r['ratio_to_default'], '.3f'):>9} "
-                  f"{fmt(r['time_ratio_paired_full'], '.3f'):>7} {fmt(r['over_frozen_paired_full'], '.3f'):>7} "
-                  f"{fmt(r['minor_faults_per_step'], '.0f'):>8}  " + " ".join(fmt(t, ".3f") for t in r["rounds_p_full"]))
-    print(json.dumps({"benchmark": "allocator", "config": vars(args), "settings": {s: SETTINGS[s] for s in settings},
-                      "results": res}))
+            print(
+                f"{setting:8} {variant:12} {r['median_ms']:10.1f} {fmt(r['ratio_to_default'], '.3f'):>9} "
+                f"{fmt(r['time_ratio_paired_full'], '.3f'):>7} {fmt(r['over_frozen_paired_full'], '.3f'):>7} "
+                f"{fmt(r['minor_faults_per_step'], '.0f'):>8}  "
+                + " ".join(fmt(t, ".3f") for t in r["rounds_p_full"])
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "allocator",
+                "config": vars(args),
+                "settings": {s: SETTINGS[s] for s in settings},
+                "results": res,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Reported per configuration: wall time of the whole command (start-up, data, trai
 writing) and `train_seconds` from its metrics.json (optimiser steps only), median and spread. A
 warm-up run (not timed) fills the OS file cache first. The last stdout line is one JSON document.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,43 @@ def _free_port() -> int:
 
 def run_once(procs: int, threads: int, out: Path, args) -> tuple[float, float]:
     """(wall seconds, train seconds) of one finetune command under torchrun."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOO_SOCKET_IFNAME="lo",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "tasks.finetune",
-           "--task", args.task, "--method", "lora", "--dropout", "0", "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-           "--max-train-examples", str(args.train), "--max-eval-examples", str(args.eval),
-           "--seed", "0", "--no-progress", "--out", str(out)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        GLOO_SOCKET_IFNAME="lo",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={procs}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "tasks.finetune",
+        "--task",
+        args.task,
+        "--method",
+        "lora",
+        "--dropout",
+        "0",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--max-train-examples",
+        str(args.train),
+        "--max-eval-examples",
+        str(args.eval),
+        "--seed",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -63,8 +93,11 @@ def spread(values: list[float]) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ddp_scaling", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ddp_scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default 3)")
     p.add_argument("--task", default="rotten-tomatoes", help="task name (default rotten-tomatoes)")
     p.add_argument("--train", type=int, default=96, help="training examples (default 96)")
@@ -72,8 +105,12 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (default 64)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="threads of the 1xC configuration (default: the machine's cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads of the 1xC configuration (default: the machine's cores)",
+    )
     args = p.parse_args(argv)
     configs = {"1x1": (1, 1), f"1x{args.threads}": (1, args.threads), "2x1": (2, 1)}
     walls = {k: [] for k in configs}
@@ -88,16 +125,36 @@ def main(argv=None) -> None:
                 trains[name].append(train)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results = {k: {"processes": configs[k][0], "threads": configs[k][1], "wall": spread(walls[k]),
-                   "train": spread(trains[k])} for k in configs}
+    results = {
+        k: {
+            "processes": configs[k][0],
+            "threads": configs[k][1],
+            "wall": spread(walls[k]),
+            "train": spread(trains[k]),
+        }
+        for k in configs
+    }
     print(f"{'config':>7} | {'wall median (min-max) s':>24} | {'train median (min-max) s':>25}")
     for k, r in results.items():
         w, t = r["wall"], r["train"]
-        print(f"{k:>7} | {w['median_s']:8.1f} ({w['min_s']:.1f}-{w['max_s']:.1f}) {'':>6}| "
-              f"{t['median_s']:8.2f} ({t['min_s']:.2f}-{t['max_s']:.2f})")
-    print(json.dumps({"benchmark": "ddp_scaling", "config": vars(args), "torch": torch.__version__,
-                      "device": "cpu", "cpus": os.cpu_count(), "python": platform.python_version(),
-                      "load_average": os.getloadavg(), "results": results}))
+        print(
+            f"{k:>7} | {w['median_s']:8.1f} ({w['min_s']:.1f}-{w['max_s']:.1f}) {'':>6}| "
+            f"{t['median_s']:8.2f} ({t['min_s']:.2f}-{t['max_s']:.2f})"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "ddp_scaling",
+                "config": vars(args),
+                "torch": torch.__version__,
+                "device": "cpu",
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average": os.getloadavg(),
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ lengths uniform in [seq/2, seq]); tokens/s counts all batch×seq positions, padd
 
 Prints a table; the last stdout line is one JSON document (config, torch version, device, results).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,27 +27,47 @@ from models.assets import MINILM, asset_dir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.encoder", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", default="8x128,32x64",
-                   help="comma-separated batch shapes BATCHxSEQ to time (default: 8x128,32x64)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed forward passes per model and shape (default 3)")
-    p.add_argument("--repeats", type=int, default=15, help="timed forward passes per model and shape (default 15)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads for this run; 0 keeps torch's default (default 0)")
-    p.add_argument("--model-dir", default=None,
-                   help="a HuggingFace BERT folder to time instead of the cached all-MiniLM-L6-v2")
-    p.add_argument("--no-reference", action="store_true",
-                   help="time only our encoder, even when transformers is installed")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.encoder",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--shapes",
+        default="8x128,32x64",
+        help="comma-separated batch shapes BATCHxSEQ to time (default: 8x128,32x64)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed forward passes per model and shape (default 3)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=15, help="timed forward passes per model and shape (default 15)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for this run; 0 keeps torch's default (default 0)",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="a HuggingFace BERT folder to time instead of the cached all-MiniLM-L6-v2",
+    )
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="time only our encoder, even when transformers is installed",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random token ids and lengths (default 0)")
     return p.parse_args(argv)
 
 
 def make_batch(b: int, t: int, vocab: int, gen: torch.Generator) -> dict:
-    ids = torch.randint(1000, vocab, (b, t), generator=gen)                 # (batch, seq)
+    ids = torch.randint(1000, vocab, (b, t), generator=gen)  # (batch, seq)
     lengths = torch.randint(t // 2, t + 1, (b,), generator=gen)
-    lengths[0] = t                                                          # the longest row sets seq
-    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()            # (batch, seq)
+    lengths[0] = t  # the longest row sets seq
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()  # (batch, seq)
     return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
@@ -76,15 +97,20 @@ def bench_shape(ours, ref, b, t, args, gen) -> dict:
             m(**batch)
     times = {name: [] for name in models}
     for r in range(args.repeats):
-        order = list(models) if r % 2 == 0 else list(models)[::-1]         # interleave, alternate first
+        order = list(models) if r % 2 == 0 else list(models)[::-1]  # interleave, alternate first
         for name in order:
             times[name].append(time_once(models[name], batch))
     row = {"batch": b, "seq": t, "tokens": b * t}
     for name, ts in times.items():
         tps = sorted(b * t / s for s in ts)
-        row[name] = {"median_ms": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts), "max_ms": 1e3 * max(ts),
-                     "tokens_per_s": statistics.median(tps), "tokens_per_s_p25": tps[len(tps) // 4],
-                     "tokens_per_s_p75": tps[(3 * len(tps)) // 4]}
+        row[name] = {
+            "median_ms": 1e3 * statistics.median(ts),
+            "min_ms": 1e3 * min(ts),
+            "max_ms": 1e3 * max(ts),
+            "tokens_per_s": statistics.median(tps),
+            "tokens_per_s_p25": tps[len(tps) // 4],
+            "tokens_per_s_p75": tps[(3 * len(tps)) // 4],
+        }
     if ref is not None:
         ratios = sorted(r_ / o for o, r_ in zip(times["ours"], times["transformers"]))
         row["speed_ratio"] = {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
@@ -106,12 +132,16 @@ def print_table(rows, has_ref: bool) -> None:
     print("-" * len(head))
     for r in rows:
         o = r["ours"]
-        line = (f"{r['batch']}x{r['seq']:<5} | {o['median_ms']:9.2f} {o['tokens_per_s']:11.0f} "
-                f"({o['tokens_per_s_p25']:.0f}-{o['tokens_per_s_p75']:.0f})")
+        line = (
+            f"{r['batch']}x{r['seq']:<5} | {o['median_ms']:9.2f} {o['tokens_per_s']:11.0f} "
+            f"({o['tokens_per_s_p25']:.0f}-{o['tokens_per_s_p75']:.0f})"
+        )
         if has_ref:
             h, s = r["transformers"], r["speed_ratio"]
-            line += (f" | {h['median_ms']:9.2f} {h['tokens_per_s']:11.0f} | {s['median']:13.3f} "
-                     f"({s['min']:.3f}-{s['max']:.3f})")
+            line += (
+                f" | {h['median_ms']:9.2f} {h['tokens_per_s']:11.0f} | {s['median']:13.3f} "
+                f"({s['min']:.3f}-{s['max']:.3f})"
+            )
         print(line)
 
 
@@ -130,18 +160,28 @@ def main(argv=None):
             max_diff = check_equal(ours, ref, gen)
         for b, t in shapes:
             rows.append(bench_shape(ours, ref, b, t, args, gen))
-    print(f"encoder forward, {folder}; reference: {ref_note}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; tokens/s over batch x seq (padding included)")
+    print(
+        f"encoder forward, {folder}; reference: {ref_note}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; tokens/s over batch x seq (padding included)"
+    )
     print_table(rows, ref is not None)
     if max_diff is not None:
         print(f"max |ours - HF| hidden state on real tokens: {max_diff:.2e}")
-    print(json.dumps({
-        "benchmark": "encoder",
-        "config": {**vars(args), "model_dir": str(folder), "reference": ref_note},
-        "torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
-        "machine": platform.machine(), "processor": platform.processor(),
-        "max_abs_diff_vs_reference": max_diff,
-        "results": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "encoder",
+                "config": {**vars(args), "model_dir": str(folder), "reference": ref_note},
+                "torch": torch.__version__,
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "processor": platform.processor(),
+                "max_abs_diff_vs_reference": max_diff,
+                "results": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

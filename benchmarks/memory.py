@@ -22,6 +22,7 @@ The verdict compares each configuration's peak (CUDA peak on CUDA, else peak RSS
 Memory numbers are deterministic for a given configuration, so repeats only serve the timing; a
 warm-up is not needed for a memory peak and is not run. The last stdout line is one JSON document.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,8 @@ from models.config import BertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("lora", "full")
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 
 
 def model_config(layers: int, hidden: int, seq: int) -> BertConfig:
@@ -54,23 +55,35 @@ def model_config(layers: int, hidden: int, seq: int) -> BertConfig:
     if hidden % 64 and hidden > 64:
         raise ValueError(f"--hidden must be a multiple of 64 (head size 64), got {hidden}")
     heads = max(1, hidden // 64)
-    return BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                      intermediate_size=4 * hidden, max_position_embeddings=max(512, seq))
+    return BertConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(512, seq),
+    )
 
 
-def measure(method: str, micro: int, accum: int, checkpointing: bool, seq: int, layers: int,
-            hidden: int) -> dict:
+def measure(
+    method: str, micro: int, accum: int, checkpointing: bool, seq: int, layers: int, hidden: int
+) -> dict:
     """One optimiser step of micro x accum random `seq`-token examples; the loop's memory numbers."""
     seed_everything(0)
     model = BertForSequenceClassification(model_config(layers, hidden, seq), num_labels=2)
     if method == "lora":
-        inject(model, LoraConfig(r=8, alpha=8, dropout=0.1, targets=("query", "value"),
-                                 modules_to_save=("classifier",)))
+        inject(
+            model,
+            LoraConfig(
+                r=8, alpha=8, dropout=0.1, targets=("query", "value"), modules_to_save=("classifier",)
+            ),
+        )
     elif method != "full":
         raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
     g = torch.Generator().manual_seed(0)
-    data = [{"input_ids": torch.randint(1000, 30000, (seq,), generator=g).tolist(), "label": i % 2}
-            for i in range(micro * accum)]
+    data = [
+        {"input_ids": torch.randint(1000, 30000, (seq,), generator=g).tolist(), "label": i % 2}
+        for i in range(micro * accum)
+    ]
 
     def loss_fn(m, b):
         return F.cross_entropy(m(b["input_ids"], b["attention_mask"]), b["label"])  # logits (batch, 2)
@@ -78,30 +91,75 @@ def measure(method: str, micro: int, accum: int, checkpointing: bool, seq: int, 
     def eval_fn(m, batches):
         return {"none": 0.0}
 
-    cfg = TrainConfig(epochs=1, batch_size=micro, grad_accum=accum, grad_checkpointing=checkpointing,
-                      select_metric="none", progress=False, eval_batch_size=1, patience=None)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=micro,
+        grad_accum=accum,
+        grad_checkpointing=checkpointing,
+        select_metric="none",
+        progress=False,
+        eval_batch_size=1,
+        patience=None,
+    )
     t0 = time.perf_counter()
     result = train(model, data, data[:1], loss_fn, eval_fn, cfg)
     seconds = time.perf_counter() - t0
-    return {"method": method, "micro": micro, "accum": accum, "checkpointing": checkpointing,
-            "seconds": seconds, "steps": result.steps, "trainable_params": result.trainable_params,
-            "params": sum(p.numel() for p in model.parameters()), **result.memory}
+    return {
+        "method": method,
+        "micro": micro,
+        "accum": accum,
+        "checkpointing": checkpointing,
+        "seconds": seconds,
+        "steps": result.steps,
+        "trainable_params": result.trainable_params,
+        "params": sum(p.numel() for p in model.parameters()),
+        **result.memory,
+    }
 
 
 def run_isolated(method: str, checkpointing: bool, args) -> dict:
     """`measure` in a fresh `python -m benchmarks.memory --one ...` process; its JSON line."""
-    cmd = [sys.executable, "-m", "benchmarks.memory", "--one", "--method", method,
-           "--checkpointing", "on" if checkpointing else "off", "--micro", str(args.micro),
-           "--accum", str(args.accum), "--seq", str(args.seq), "--layers", str(args.layers),
-           "--hidden", str(args.hidden), "--threads", str(args.threads)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        "--one",
+        "--method",
+        method,
+        "--checkpointing",
+        "on" if checkpointing else "off",
+        "--micro",
+        str(args.micro),
+        "--accum",
+        str(args.accum),
+        "--seq",
+        str(args.seq),
+        "--layers",
+        str(args.layers),
+        "--hidden",
+        str(args.hidden),
+        "--threads",
+        str(args.threads),
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:  # e.g. -9: killed by the kernel's out-of-memory killer
         print(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
-        return {"method": method, "micro": args.micro, "accum": args.accum, "checkpointing": checkpointing,
-                "seconds": None, "saved_bytes_max": None, "peak_rss_bytes": None,
-                "cuda_peak_bytes": None, "error": f"exit {proc.returncode}"}
+        return {
+            "method": method,
+            "micro": args.micro,
+            "accum": args.accum,
+            "checkpointing": checkpointing,
+            "seconds": None,
+            "saved_bytes_max": None,
+            "peak_rss_bytes": None,
+            "cuda_peak_bytes": None,
+            "error": f"exit {proc.returncode}",
+        }
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"done: {json.dumps(row)}", file=sys.stderr)  # partial results survive an interrupted sweep
     return row
@@ -124,8 +182,12 @@ def summarise(runs: list[dict]) -> dict:
     row.pop("error", None)
     if errors:
         row["error"] = errors[0]
-    row.update(seconds=statistics.median(secs) if secs else None, seconds_min=secs[0] if secs else None,
-               seconds_max=secs[-1] if secs else None, repeats=len(runs))
+    row.update(
+        seconds=statistics.median(secs) if secs else None,
+        seconds_min=secs[0] if secs else None,
+        seconds_max=secs[-1] if secs else None,
+        repeats=len(runs),
+    )
     return row
 
 
@@ -134,44 +196,91 @@ def _gib(b):
 
 
 def print_table(rows: list[dict], budget_gib: float) -> None:
-    head = (f"{'method':<7} {'micro x accum':>13} {'checkpointing':>13} {'saved MiB/micro':>15} "
-            f"{'peak RSS GiB':>12} {'CUDA GiB':>8} {'seconds':>8}  verdict ({budget_gib:g} GiB)")
+    head = (
+        f"{'method':<7} {'micro x accum':>13} {'checkpointing':>13} {'saved MiB/micro':>15} "
+        f"{'peak RSS GiB':>12} {'CUDA GiB':>8} {'seconds':>8}  verdict ({budget_gib:g} GiB)"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
         saved = "-" if r["saved_bytes_max"] is None else f"{r['saved_bytes_max'] / MIB:.2f}"
-        print(f"{r['method']:<7} {str(r['micro']) + ' x ' + str(r['accum']):>13} "
-              f"{'on' if r['checkpointing'] else 'off':>13} {saved:>15} {_gib(r['peak_rss_bytes']):>12} "
-              f"{_gib(r.get('cuda_peak_bytes')):>8} {secs:>8}  {r['verdict']}")
+        print(
+            f"{r['method']:<7} {str(r['micro']) + ' x ' + str(r['accum']):>13} "
+            f"{'on' if r['checkpointing'] else 'off':>13} {saved:>15} {_gib(r['peak_rss_bytes']):>12} "
+            f"{_gib(r.get('cuda_peak_bytes')):>8} {secs:>8}  {r['verdict']}"
+        )
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="lora,full",
-                   help="comma-separated list of lora (r=8 on query,value + classifier) and full "
-                        "(every parameter); default lora,full")
-    p.add_argument("--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)")
-    p.add_argument("--accum", type=int, default=4,
-                   help="micro-batches per optimiser step, TrainConfig.grad_accum; the effective batch is "
-                        "micro x accum (default 4: 8 x 4 = the paper's 32)")
-    p.add_argument("--checkpointing", choices=("on", "off", "both"), default="both",
-                   help="activation checkpointing (recompute each encoder layer in backward): on, off, or "
-                        "both as separate configurations (default both)")
-    p.add_argument("--seq", type=int, default=480, help="tokens per example, all examples this long (default 480, the paper's max length)")
-    p.add_argument("--layers", type=int, default=12, help="encoder layers (default 12 = BERT-base; shrink for a smoke test)")
-    p.add_argument("--hidden", type=int, default=768,
-                   help="hidden size, a multiple of 64; heads = hidden/64, intermediate = 4 x hidden "
-                        "(default 768 = BERT-base; shrink for a smoke test)")
-    p.add_argument("--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="processes per configuration; seconds is their median (default 1: memory is deterministic)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)")
-    p.add_argument("--one", action="store_true",
-                   help="internal: measure one configuration in this process and print its JSON line "
-                        "(needs exactly one --method and --checkpointing on|off)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--method",
+        default="lora,full",
+        help="comma-separated list of lora (r=8 on query,value + classifier) and full "
+        "(every parameter); default lora,full",
+    )
+    p.add_argument(
+        "--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)"
+    )
+    p.add_argument(
+        "--accum",
+        type=int,
+        default=4,
+        help="micro-batches per optimiser step, TrainConfig.grad_accum; the effective batch is "
+        "micro x accum (default 4: 8 x 4 = the paper's 32)",
+    )
+    p.add_argument(
+        "--checkpointing",
+        choices=("on", "off", "both"),
+        default="both",
+        help="activation checkpointing (recompute each encoder layer in backward): on, off, or "
+        "both as separate configurations (default both)",
+    )
+    p.add_argument(
+        "--seq",
+        type=int,
+        default=480,
+        help="tokens per example, all examples this long (default 480, the paper's max length)",
+    )
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=12,
+        help="encoder layers (default 12 = BERT-base; shrink for a smoke test)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=768,
+        help="hidden size, a multiple of 64; heads = hidden/64, intermediate = 4 x hidden "
+        "(default 768 = BERT-base; shrink for a smoke test)",
+    )
+    p.add_argument(
+        "--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="processes per configuration; seconds is their median (default 1: memory is deterministic)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)",
+    )
+    p.add_argument(
+        "--one",
+        action="store_true",
+        help="internal: measure one configuration in this process and print its JSON line "
+        "(needs exactly one --method and --checkpointing on|off)",
+    )
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.method.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
@@ -191,8 +300,15 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.one:
-        row = measure(args.methods[0], args.micro, args.accum, args.checkpointing == "on", args.seq,
-                      args.layers, args.hidden)
+        row = measure(
+            args.methods[0],
+            args.micro,
+            args.accum,
+            args.checkpointing == "on",
+            args.seq,
+            args.layers,
+            args.hidden,
+        )
         print(json.dumps(row))
         return
     flags = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
@@ -207,21 +323,35 @@ def main(argv=None) -> None:
                 row["verdict"] = f"process failed ({row['error']})"
             rows.append(row)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"random BERT ({args.layers} layers, hidden {args.hidden}), {args.micro} x {args.accum} examples "
-          f"of {args.seq} tokens per optimiser step, {args.threads} thread(s), device {device}")
+    print(
+        f"random BERT ({args.layers} layers, hidden {args.hidden}), {args.micro} x {args.accum} examples "
+        f"of {args.seq} tokens per optimiser step, {args.threads} thread(s), device {device}"
+    )
     print_table(rows, args.budget_gib)
     for r in rows:
         what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
         if r["fits_budget"] is None:
             print(f"verdict: {what}: no peak measured -> {r['verdict']}")
         else:
-            print(f"verdict: {what}: peak {_gib(peak_bytes(r))} GiB {'<=' if r['fits_budget'] else '>'} "
-                  f"budget {args.budget_gib:g} GiB -> {r['verdict']}")
+            print(
+                f"verdict: {what}: peak {_gib(peak_bytes(r))} GiB {'<=' if r['fits_budget'] else '>'} "
+                f"budget {args.budget_gib:g} GiB -> {r['verdict']}"
+            )
     config = {k: v for k, v in vars(args).items() if k not in ("one", "method")}
-    print(json.dumps({"benchmark": "memory", "config": config, "torch": torch.__version__,
-                      "device": device, "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None,
-                      "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                      "results": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "memory",
+                "config": config,
+                "torch": torch.__version__,
+                "device": device,
+                "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None,
+                "cpu": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+                "results": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ drifting on a shared machine). Bytes saved for backward are counted with
 torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
 The last stdout line is one JSON document.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def _params(shapes, r, dtype, device, gen):
     out = []
     for d_in, d_out, kind in shapes:
         mk = lambda *s, std=1.0: torch.randn(*s, generator=gen, dtype=dtype).mul_(std).to(device)
-        W = torch.nn.Parameter(mk(d_out, d_in, std=d_in ** -0.5), requires_grad=False)
+        W = torch.nn.Parameter(mk(d_out, d_in, std=d_in**-0.5), requires_grad=False)
         b = torch.nn.Parameter(mk(d_out, std=0.02), requires_grad=False)
         if kind == "lora":
             extra = (torch.nn.Parameter(mk(r, d_in, std=0.1)), torch.nn.Parameter(mk(d_out, r, std=0.1)))
@@ -86,6 +87,7 @@ def _params(shapes, r, dtype, device, gen):
 
 def make_case(name, h, f, r, scaling, p):
     """(projection shapes, plain fn, fused fn); fns map (x, params) to the list of outputs."""
+
     def lora_plain(x, W, b, A, B):
         return F.linear(x, W, b) + scaling * F.linear(F.linear(F.dropout(x, p, True), A), B)
 
@@ -93,7 +95,9 @@ def make_case(name, h, f, r, scaling, p):
         return ops.lora_linear(x, W, b, A, B, scaling, p, True)
 
     ff = name == "ia3-ff"
-    ia3_plain = (lambda x, W, b, l: F.linear(x * l, W, b)) if ff else (lambda x, W, b, l: F.linear(x, W, b) * l)
+    ia3_plain = (
+        (lambda x, W, b, l: F.linear(x * l, W, b)) if ff else (lambda x, W, b, l: F.linear(x, W, b) * l)
+    )
     ia3_fused = lambda x, W, b, l: ops.ia3_linear(x, W, b, l, ff)
     shapes, plain, fused = {
         "lora-qkv": ([(h, h, "lora")] * 3, lora_plain, lora_fused),
@@ -101,7 +105,7 @@ def make_case(name, h, f, r, scaling, p):
         "ia3-kv": ([(h, h, "ia3")] * 2, ia3_plain, ia3_fused),
         "ia3-ff": ([(f, h, "ia3-ff")], ia3_plain, ia3_fused),
     }[name]
-    each = lambda fn: (lambda x, params: [fn(x, *p) for p in params])
+    each = lambda fn: lambda x, params: [fn(x, *p) for p in params]
     return shapes, each(plain), each(fused)
 
 
@@ -115,7 +119,7 @@ def measure_case(args, name, h, f, device, dtype):
     step = lambda fn: torch.autograd.backward(fn(x, params), dys)  # no loss op: nothing extra saved
     res = {}
     for path, fn in (("plain", plain), ("fused", fused)):
-        nbytes, _ = saved_bytes(lambda: fn(x, params), flat)
+        nbytes, _ = saved_bytes(lambda fn=fn: fn(x, params), flat)
         res[path] = {"saved_bytes": nbytes, "times": []}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -128,11 +132,11 @@ def measure_case(args, name, h, f, device, dtype):
     for i in range(args.repeats):
         # interleaved (side by side), the order flipped every repeat, and every path starting from
         # cleared gradients, so neither path is always the one that runs second or accumulates
-        for path, fn in (paths if i % 2 == 0 else paths[::-1]):
+        for path, fn in paths if i % 2 == 0 else paths[::-1]:
             x.grad = None
             for t in flat:
                 t.grad = None
-            res[path]["times"].append(_seconds_per_call(lambda: step(fn), args.inner, device))
+            res[path]["times"].append(_seconds_per_call(lambda fn=fn: step(fn), args.inner, device))
     paired = [f / p for f, p in zip(res["fused"]["times"], res["plain"]["times"])]
     for path in ("plain", "fused"):
         res[path].update(summarize(res[path].pop("times")))
@@ -147,7 +151,7 @@ def measure_masks(args, shape, device):
     p = args.dropout
 
     def lanes_bool():
-        lanes, threshold, _ = random_lanes(shape, p, device)                # (*shape) int16
+        lanes, threshold, _ = random_lanes(shape, p, device)  # (*shape) int16
         return (lanes >= threshold).view(torch.uint8)
 
     ways = {
@@ -166,28 +170,40 @@ def measure_masks(args, shape, device):
             fn()
     order = list(ways.items())
     for i in range(args.repeats):
-        for k, fn in (order if i % 2 == 0 else order[::-1]):  # order flipped every repeat
+        for k, fn in order if i % 2 == 0 else order[::-1]:  # order flipped every repeat
             times[k].append(_seconds_per_call(fn, args.inner, device))
     res = {k: summarize(v) for k, v in times.items()}
-    res["paired_uint8_bool"] = statistics.median(a / b for a, b in zip(times["lanes-uint8"], times["lanes-bool"]))
+    res["paired_uint8_bool"] = statistics.median(
+        a / b for a, b in zip(times["lanes-uint8"], times["lanes-bool"])
+    )
     return res
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", default="minilm,bert-base",
-                    help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072)")
-    ap.add_argument("--cases", default="lora-qkv,lora-ffn,ia3-kv,ia3-ff",
-                    help="comma-separated cases (see above)")
+    ap.add_argument(
+        "--shapes",
+        default="minilm,bert-base",
+        help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072)",
+    )
+    ap.add_argument(
+        "--cases", default="lora-qkv,lora-ffn,ia3-kv,ia3-ff", help="comma-separated cases (see above)"
+    )
     ap.add_argument("--tokens", type=int, default=1024, help="rows of x, i.e. batch × sequence (8 × 128)")
     ap.add_argument("--r", type=int, default=8, help="LoRA rank")
     ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r")
     ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch")
     ap.add_argument("--masks", default="on", choices=["on", "off"], help="also time the dropout masks alone")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                    help="dtype of x, weights and adapters")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of x, weights and adapters",
+    )
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)"
+    )
     ap.add_argument("--warmup", type=int, default=3, help="untimed forward+backward steps per path first")
     ap.add_argument("--repeats", type=int, default=15, help="timed repeats; median and min/max reported")
     ap.add_argument("--inner", type=int, default=3, help="steps per timed repeat (time is their mean)")
@@ -198,37 +214,58 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = getattr(torch, args.dtype)
     results = []
-    print(f"{'shape':10} {'case':9} {'plain ms':>17} {'fused ms':>17} {'t f/p':>6} {'paired':>6} "
-          f"{'plain MiB':>9} {'fused MiB':>9} {'B f/p':>6}")
+    print(
+        f"{'shape':10} {'case':9} {'plain ms':>17} {'fused ms':>17} {'t f/p':>6} {'paired':>6} "
+        f"{'plain MiB':>9} {'fused MiB':>9} {'B f/p':>6}"
+    )
     for shape in args.shapes.split(","):
         h, f = SHAPES[shape]
         for case in args.cases.split(","):
             r = measure_case(args, case, h, f, device, dtype)
             p, q = r["plain"], r["fused"]
-            print(f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
-                  f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
-                  f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}")
+            print(
+                f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
+                f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
+                f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}"
+            )
             results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
     masks = []
     if args.masks == "on":
         mshapes = [(f"x {s}", (args.tokens, SHAPES[s][0])) for s in args.shapes.split(",")]
         mshapes.append(("attention", (max(args.tokens // 128, 1), 12, 128, 128)))
         print(f"\ndropout mask, p={args.dropout}: median ms [min, max] per mask")
-        print(f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} {'lanes -> uint8':>22} {'u8/bool':>7}")
+        print(
+            f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} {'lanes -> uint8':>22} {'u8/bool':>7}"
+        )
         for label, shape in mshapes:
             m = measure_masks(args, shape, device)
-            cell = lambda k: f"{m[k]['median_ms']:7.3f} [{m[k]['min_ms']:.2f},{m[k]['max_ms']:.2f}]"
-            print(f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} {cell('lanes-bool'):>22} "
-                  f"{cell('lanes-uint8'):>22} {m['paired_uint8_bool']:7.2f}")
+            cell = lambda k, m=m: f"{m[k]['median_ms']:7.3f} [{m[k]['min_ms']:.2f},{m[k]['max_ms']:.2f}]"
+            print(
+                f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} {cell('lanes-bool'):>22} "
+                f"{cell('lanes-uint8'):>22} {m['paired_uint8_bool']:7.2f}"
+            )
             masks.append({"label": label, "shape": list(shape), **m})
-    print(json.dumps({"benchmark": "ops", "config": vars(args), "torch": torch.__version__,
-                      "device": str(device), "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(), "results": results,
-                      "masks": masks}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ops",
+                "config": vars(args),
+                "torch": torch.__version__,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "results": results,
+                "masks": masks,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ trains with minipeft.train, records validation/test metrics, and removes the ada
 Outputs in --out: runs.csv, summary.md, rank_sweep.png, sweep.json; the last stdout line is a JSON
 summary. A killed sweep restarted with the same --out skips the runs already in runs.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ from pathlib import Path
 import torch
 
 import minipeft
-from minipeft.batching import PadCollate
 from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from minipeft.batching import PadCollate
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
@@ -28,9 +29,21 @@ from tasks.encode import encode_texts
 from tasks.objective import seq_cls_eval, seq_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data
 
-DEFAULTS = dict(task="rotten-tomatoes", ranks="2,8,32,128", seeds="12,34,56", alpha_policy="rslora", alpha=8.0,
-                targets="query,value", epochs=1, lr=1e-3, dropout=0.1, batch_size=16, max_length=480,
-                max_train_examples=2000, max_eval_examples=800)
+DEFAULTS = dict(
+    task="rotten-tomatoes",
+    ranks="2,8,32,128",
+    seeds="12,34,56",
+    alpha_policy="rslora",
+    alpha=8.0,
+    targets="query,value",
+    epochs=1,
+    lr=1e-3,
+    dropout=0.1,
+    batch_size=16,
+    max_length=480,
+    max_train_examples=2000,
+    max_eval_examples=800,
+)
 HEAD = ("classifier",)
 
 DESCRIPTION = """\
@@ -75,42 +88,105 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rank_sweep", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.rank_sweep",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a, d = p.add_argument, DEFAULTS
-    a("--task", default=d["task"], help="registered sequence-classification task (default rotten-tomatoes; "
-      "mimic-mp, mimic-los, icd9-triage, i2b2-re need --data-dir)")
+    a(
+        "--task",
+        default=d["task"],
+        help="registered sequence-classification task (default rotten-tomatoes; "
+        "mimic-mp, mimic-los, icd9-triage, i2b2-re need --data-dir)",
+    )
     a("--data-dir", help="folder with your files in the task's layout (see python -m tasks.finetune --help)")
     a("--model", help="HuggingFace BERT folder (default: the fetched all-MiniLM-L6-v2)")
-    a("--ranks", type=_ints, default=_ints(d["ranks"]), help=f"LoRA ranks (default {d['ranks']}; the paper: 8,16,32,64,128)")
-    a("--reference-rank", type=int, default=8, help="rank every Δ is taken against (default 8, as the paper); must be in --ranks")
-    a("--seeds", type=_ints, default=_ints(d["seeds"]), help=f"seed values, one run per rank and seed (default {d['seeds']}, the paper's)")
-    a("--alpha-policy", choices=("fixed", "proportional", "rslora"), default=d["alpha_policy"],
-      help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
-           "alpha=r, scaling 1; rslora: alpha=--alpha, scaling alpha/sqrt(r) (default; see above)")
+    a(
+        "--ranks",
+        type=_ints,
+        default=_ints(d["ranks"]),
+        help=f"LoRA ranks (default {d['ranks']}; the paper: 8,16,32,64,128)",
+    )
+    a(
+        "--reference-rank",
+        type=int,
+        default=8,
+        help="rank every Δ is taken against (default 8, as the paper); must be in --ranks",
+    )
+    a(
+        "--seeds",
+        type=_ints,
+        default=_ints(d["seeds"]),
+        help=f"seed values, one run per rank and seed (default {d['seeds']}, the paper's)",
+    )
+    a(
+        "--alpha-policy",
+        choices=("fixed", "proportional", "rslora"),
+        default=d["alpha_policy"],
+        help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
+        "alpha=r, scaling 1; rslora: alpha=--alpha, scaling alpha/sqrt(r) (default; see above)",
+    )
     a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
-    a("--targets", type=_names, default=_names(d["targets"]), help="LoRA target modules (default query,value: the paper's for BERT)")
+    a(
+        "--targets",
+        type=_names,
+        default=_names(d["targets"]),
+        help="LoRA target modules (default query,value: the paper's for BERT)",
+    )
     a("--epochs", type=int, default=d["epochs"], help="epochs per run (default 1; the paper: 5)")
     a("--lr", type=float, default=d["lr"], help="learning rate (default 1e-3; ignored with --search)")
     a("--dropout", type=float, default=d["dropout"], help="LoRA dropout (default 0.1; ignored with --search)")
     a("--batch-size", type=int, default=d["batch_size"], help="training batch size (default 16)")
-    a("--max-length", type=int, default=d["max_length"], help="max tokens per note, right-truncated (default 480, the paper's)")
-    a("--max-train-examples", type=int, default=d["max_train_examples"],
-      help="train on a fixed random subset of this size (default 2000; 0 = all)")
-    a("--max-eval-examples", type=int, default=d["max_eval_examples"],
-      help="score on fixed random subsets of validation and test of this size (default 800; 0 = all)")
-    a("--search", type=int, default=0, metavar="N",
-      help="the paper's protocol: N random trials per rank and seed over lr ~ logU[1e-5, 1e-3], "
-           "alpha = r x {0.3, 0.5, 1} and dropout {0.1, 0.3, 0.5} (the same draws at every rank), keeping "
-           "the trial with the best validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)")
-    a("--data-seed", type=int, default=0, help="seed of the data subsets and of seeded splits (default 0; the same for every run)")
-    a("--threads", default="auto", help="torch threads, or 'auto' (default): time a training step with torch's "
-      "default and with 1 thread and keep the faster; on a machine shared with other jobs, one thread "
-      "avoids oversubscription and is often several times faster. Trained weights depend on the thread "
-      "count (float summation order), so a resumed sweep reuses the count recorded in runs.csv; pass a "
-      "number for runs that are bit-identical across invocations")
-    a("--workers", type=int, default=1, help="processes to spread the runs over, each run on one process "
-      "(default 1: this process); see benchmarks/sweep_workers.py")  # --workers hook
+    a(
+        "--max-length",
+        type=int,
+        default=d["max_length"],
+        help="max tokens per note, right-truncated (default 480, the paper's)",
+    )
+    a(
+        "--max-train-examples",
+        type=int,
+        default=d["max_train_examples"],
+        help="train on a fixed random subset of this size (default 2000; 0 = all)",
+    )
+    a(
+        "--max-eval-examples",
+        type=int,
+        default=d["max_eval_examples"],
+        help="score on fixed random subsets of validation and test of this size (default 800; 0 = all)",
+    )
+    a(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the paper's protocol: N random trials per rank and seed over lr ~ logU[1e-5, 1e-3], "
+        "alpha = r x {0.3, 0.5, 1} and dropout {0.1, 0.3, 0.5} (the same draws at every rank), keeping "
+        "the trial with the best validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)",
+    )
+    a(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the data subsets and of seeded splits (default 0; the same for every run)",
+    )
+    a(
+        "--threads",
+        default="auto",
+        help="torch threads, or 'auto' (default): time a training step with torch's "
+        "default and with 1 thread and keep the faster; on a machine shared with other jobs, one thread "
+        "avoids oversubscription and is often several times faster. Trained weights depend on the thread "
+        "count (float summation order), so a resumed sweep reuses the count recorded in runs.csv; pass a "
+        "number for runs that are bit-identical across invocations",
+    )
+    a(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes to spread the runs over, each run on one process "
+        "(default 1: this process); see benchmarks/sweep_workers.py",
+    )  # --workers hook
     a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
@@ -123,8 +199,10 @@ def check_args(args) -> None:
     if min(args.ranks) < 1 or args.epochs < 1 or args.batch_size < 1 or args.search < 0:
         raise ValueError("--ranks, --epochs and --batch-size must be >= 1 and --search >= 0")
     if get_task(args.task).type != SEQ_CLS:
-        raise ValueError(f"--task {args.task} is a tagging task; the rank sweep scores AUROC and needs a "
-                         f"sequence-classification task (mimic-mp, mimic-los, icd9-triage, i2b2-re, rotten-tomatoes, ...)")
+        raise ValueError(
+            f"--task {args.task} is a tagging task; the rank sweep scores AUROC and needs a "
+            f"sequence-classification task (mimic-mp, mimic-los, icd9-triage, i2b2-re, rotten-tomatoes, ...)"
+        )
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -140,8 +218,11 @@ def choose_threads(ctx, pending, args) -> tuple[float, float]:
     if args.threads == "auto" and default > 1:
         torch.set_num_threads(1)
         one_step, one_eval = calibrate(ctx, pending, args)
-        print(f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms per padded training "
-              f"token; using {1 if one_step < per_step else default}", flush=True)
+        print(
+            f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms per padded training "
+            f"token; using {1 if one_step < per_step else default}",
+            flush=True,
+        )
         if one_step < per_step:
             return one_step, one_eval
         torch.set_num_threads(default)
@@ -160,14 +241,23 @@ def load_context(args) -> Context:
     data = load_data(task, args.data_dir, args.data_seed)
     model_dir = Path(args.model) if args.model else asset_dir(MINILM)
     tok = load_tokenizer(model_dir)
-    splits = {"train": subsample(data.train, args.max_train_examples, args.data_seed),
-              "val": subsample(data.validation, args.max_eval_examples, args.data_seed),
-              "test": subsample(data.test, args.max_eval_examples, args.data_seed)}
+    splits = {
+        "train": subsample(data.train, args.max_train_examples, args.data_seed),
+        "val": subsample(data.validation, args.max_eval_examples, args.data_seed),
+        "test": subsample(data.test, args.max_eval_examples, args.data_seed),
+    }
     encoded = {k: encode_texts(tok, v, args.max_length) for k, v in splits.items()}
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=0)
     files = {str(f): sha256_file(f) for f in data.files}
-    return Context(task=task, labels=data.labels, model=model, model_dir=model_dir, encoded=encoded,
-                   collate=PadCollate(pad_id=tok.pad_id), files=files)
+    return Context(
+        task=task,
+        labels=data.labels,
+        model=model,
+        model_dir=model_dir,
+        encoded=encoded,
+        collate=PadCollate(pad_id=tok.pad_id),
+        files=files,
+    )
 
 
 def reset_head(model, seed: int) -> None:
@@ -187,39 +277,89 @@ def run_one(ctx: Context, run: Run, args) -> dict:
     minipeft.inject(model, run.lora_config(args.targets, HEAD))
     try:
         s = minipeft.summary(model)
-        cfg = TrainConfig(epochs=args.epochs, lr=run.lr, batch_size=args.batch_size, seed=run.seed,
-                          select_metric="roc_auc", patience=None, progress=not args.no_progress,
-                          eval_batch_size=max(64, args.batch_size))
-        result = train(model, ctx.encoded["train"], ctx.encoded["val"], seq_cls_loss, seq_cls_eval, cfg,
-                       collate=ctx.collate, desc=f"r={run.rank} seed={run.seed}" + (f" trial={run.trial}" if args.search else ""))
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            lr=run.lr,
+            batch_size=args.batch_size,
+            seed=run.seed,
+            select_metric="roc_auc",
+            patience=None,
+            progress=not args.no_progress,
+            eval_batch_size=max(64, args.batch_size),
+        )
+        result = train(
+            model,
+            ctx.encoded["train"],
+            ctx.encoded["val"],
+            seq_cls_loss,
+            seq_cls_eval,
+            cfg,
+            collate=ctx.collate,
+            desc=f"r={run.rank} seed={run.seed}" + (f" trial={run.trial}" if args.search else ""),
+        )
         t0 = time.perf_counter()
-        test = evaluate(model, ctx.encoded["test"], seq_cls_eval, batch_size=cfg.eval_batch_size, collate=ctx.collate)
+        test = evaluate(
+            model, ctx.encoded["test"], seq_cls_eval, batch_size=cfg.eval_batch_size, collate=ctx.collate
+        )
         eval_seconds = time.perf_counter() - t0
     finally:
         minipeft.remove(model)
     val = result.best_metrics
-    return {"task": args.task, "rank": run.rank, "seed": run.seed, "trial": run.trial,
-            "alpha_policy": run.policy, "alpha": run.alpha, "scaling": run.scaling, "lr": run.lr,
-            "dropout": run.dropout, "targets": ",".join(args.targets), "epochs": args.epochs,
-            "train_examples": len(ctx.encoded["train"]), "trainable_params": result.trainable_params,
-            "adapter_params": s.adapter, "adapter_percent": round(s.percent, 4), "model_params": s.model,
-            "val_auroc": val["roc_auc"], "val_f1_macro": val["f1_macro"], "val_accuracy": val["accuracy"],
-            "test_auroc": test["roc_auc"], "test_f1_macro": test["f1_macro"], "test_accuracy": test["accuracy"],
-            "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 2),
-            "eval_seconds": round(eval_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
-            "saved_bytes_max": result.memory["saved_bytes_max"], "peak_rss_bytes": result.memory["peak_rss_bytes"],
-            "run_seconds": round(time.perf_counter() - wall0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
-            "threads": torch.get_num_threads()}
+    return {
+        "task": args.task,
+        "rank": run.rank,
+        "seed": run.seed,
+        "trial": run.trial,
+        "alpha_policy": run.policy,
+        "alpha": run.alpha,
+        "scaling": run.scaling,
+        "lr": run.lr,
+        "dropout": run.dropout,
+        "targets": ",".join(args.targets),
+        "epochs": args.epochs,
+        "train_examples": len(ctx.encoded["train"]),
+        "trainable_params": result.trainable_params,
+        "adapter_params": s.adapter,
+        "adapter_percent": round(s.percent, 4),
+        "model_params": s.model,
+        "val_auroc": val["roc_auc"],
+        "val_f1_macro": val["f1_macro"],
+        "val_accuracy": val["accuracy"],
+        "test_auroc": test["roc_auc"],
+        "test_f1_macro": test["f1_macro"],
+        "test_accuracy": test["accuracy"],
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "samples_per_second": round(result.samples_per_second, 2),
+        "saved_bytes_max": result.memory["saved_bytes_max"],
+        "peak_rss_bytes": result.memory["peak_rss_bytes"],
+        "run_seconds": round(time.perf_counter() - wall0, 2),
+        "cpu_seconds": round(time.process_time() - cpu0, 2),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def settings_of(args, ctx: Context) -> dict:
     """What every row depends on (ranks and seeds may grow between invocations)."""
-    return {"task": args.task, "model": str(ctx.model_dir), "data_files": ctx.files, "alpha_policy": args.alpha_policy,
-            "alpha": args.alpha, "targets": list(args.targets), "epochs": args.epochs,
-            "lr": None if args.search else args.lr, "dropout": None if args.search else args.dropout,
-            "batch_size": args.batch_size, "max_length": args.max_length, "search": args.search,
-            "train_examples": len(ctx.encoded["train"]), "val_examples": len(ctx.encoded["val"]),
-            "test_examples": len(ctx.encoded["test"]), "data_seed": args.data_seed}
+    return {
+        "task": args.task,
+        "model": str(ctx.model_dir),
+        "data_files": ctx.files,
+        "alpha_policy": args.alpha_policy,
+        "alpha": args.alpha,
+        "targets": list(args.targets),
+        "epochs": args.epochs,
+        "lr": None if args.search else args.lr,
+        "dropout": None if args.search else args.dropout,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "search": args.search,
+        "train_examples": len(ctx.encoded["train"]),
+        "val_examples": len(ctx.encoded["val"]),
+        "test_examples": len(ctx.encoded["test"]),
+        "data_seed": args.data_seed,
+    }
 
 
 def sweep(args) -> dict:
@@ -237,10 +377,13 @@ def sweep(args) -> dict:
     runs = plan_runs(args)
     pending = [r for r in runs if r.key not in done]
     if args.max_runs is not None:
-        pending = pending[:args.max_runs]
+        pending = pending[: args.max_runs]
     n_done = sum(r.key in done for r in runs)
-    print(f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
-          f"{len(pending)} to do now", flush=True)
+    print(
+        f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
+        f"{len(pending)} to do now",
+        flush=True,
+    )
     earlier = sorted({int(r["threads"]) for r in rows if str(r.get("threads", "")).isdigit()})
     if args.threads == "auto" and earlier:  # float sums depend on the thread count: keep the sweep's own
         torch.set_num_threads(earlier[0])
@@ -250,11 +393,15 @@ def sweep(args) -> dict:
         per_step, per_eval = choose_threads(ctx, pending, args)
         est = estimate_seconds(ctx, pending, args, per_step, per_eval)
         tokens = sum(len(e["input_ids"]) for e in ctx.encoded["train"]) / len(ctx.encoded["train"])
-        print(f"estimated time: {est / 60:.1f} min for {len(pending)} runs (measured now on {torch.get_num_threads()} "
-              f"threads: {per_step * 1e3:.2f} ms per padded training token, about "
-              f"{per_step * tokens * args.batch_size:.2f} s per step of {args.batch_size}; a busy machine "
-              f"makes this pessimistic)", flush=True)
+        print(
+            f"estimated time: {est / 60:.1f} min for {len(pending)} runs (measured now on {torch.get_num_threads()} "
+            f"threads: {per_step * 1e3:.2f} ms per padded training token, about "
+            f"{per_step * tokens * args.batch_size:.2f} s per step of {args.batch_size}; a busy machine "
+            f"makes this pessimistic)",
+            flush=True,
+        )
     from tqdm.auto import tqdm
+
     bar = tqdm(total=len(pending), desc="runs", disable=args.no_progress, dynamic_ncols=True)
     for run, row in sweep_workers.rows(ctx, pending, args, run_one):  # --workers hook: 1 or N processes
         bar.update(1)
@@ -269,17 +416,30 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
     rows = [r for r in rows if int(r["rank"]) in args.ranks and int(r["seed"]) in args.seeds]
     summary = sweep_stats.summarise(rows, args.reference_rank)
     settings = dict(settings, seeds=args.seeds)
-    sweep_io.atomic_write(out / "summary.md", sweep_report.markdown(summary, args.reference_rank, settings, wall, cpu))
+    sweep_io.atomic_write(
+        out / "summary.md", sweep_report.markdown(summary, args.reference_rank, settings, wall, cpu)
+    )
     title = f"{args.task}: LoRA rank sweep, {Path(settings['model']).name}, {args.alpha_policy if not args.search else f'search {args.search}'}"
     sweep_report.plot(summary, args.reference_rank, out / "rank_sweep.png", title)
     print(sweep_report.table(summary, args.reference_rank))
     text, helps = sweep_report.verdict(summary, args.reference_rank)
     print(text)
-    return {"benchmark": "rank_sweep", "config": {k: v for k, v in settings.items() if k != "data_files"},
-            "ranks": args.ranks, "reference_rank": args.reference_rank, "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
-            "runs": len(rows), "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "rank_above_reference_helps": helps,
-            "verdict": text, "results": sweep_report.json_summary(summary, args.reference_rank), "out": str(out)}
+    return {
+        "benchmark": "rank_sweep",
+        "config": {k: v for k, v in settings.items() if k != "data_files"},
+        "ranks": args.ranks,
+        "reference_rank": args.reference_rank,
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "runs": len(rows),
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+        "rank_above_reference_helps": helps,
+        "verdict": text,
+        "results": sweep_report.json_summary(summary, args.reference_rank),
+        "out": str(out),
+    }
 
 
 def main(argv=None) -> None:

@@ -5,6 +5,7 @@ rewrites the whole file under a temporary name and renames it into place, so a k
 the old or the new file, never half a row. sweep.json records the settings every row depends on;
 restarting with other settings in the same --out is refused (the rows would not be comparable).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,12 +15,39 @@ from pathlib import Path
 
 from minipeft import files
 
-COLUMNS = ("task", "rank", "seed", "trial", "alpha_policy", "alpha", "scaling", "lr", "dropout",
-           "targets", "epochs", "train_examples", "trainable_params", "adapter_params",
-           "adapter_percent", "model_params", "val_auroc", "val_f1_macro", "val_accuracy",
-           "test_auroc", "test_f1_macro", "test_accuracy", "best_epoch", "train_seconds",
-           "eval_seconds", "run_seconds", "cpu_seconds", "threads", "samples_per_second",
-           "saved_bytes_max", "peak_rss_bytes")
+COLUMNS = (
+    "task",
+    "rank",
+    "seed",
+    "trial",
+    "alpha_policy",
+    "alpha",
+    "scaling",
+    "lr",
+    "dropout",
+    "targets",
+    "epochs",
+    "train_examples",
+    "trainable_params",
+    "adapter_params",
+    "adapter_percent",
+    "model_params",
+    "val_auroc",
+    "val_f1_macro",
+    "val_accuracy",
+    "test_auroc",
+    "test_f1_macro",
+    "test_accuracy",
+    "best_epoch",
+    "train_seconds",
+    "eval_seconds",
+    "run_seconds",
+    "cpu_seconds",
+    "threads",
+    "samples_per_second",
+    "saved_bytes_max",
+    "peak_rss_bytes",
+)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -36,10 +64,16 @@ def read_runs(path: Path) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("rank", "seed", "trial", "val_auroc", "test_auroc") if c not in (reader.fieldnames or [])]
+        missing = [
+            c
+            for c in ("rank", "seed", "trial", "val_auroc", "test_auroc")
+            if c not in (reader.fieldnames or [])
+        ]
         if missing:
-            raise ValueError(f"{path}: columns {missing} are missing (found {reader.fieldnames}); "
-                             f"it is not a rank-sweep runs.csv: choose another --out")
+            raise ValueError(
+                f"{path}: columns {missing} are missing (found {reader.fieldnames}); "
+                f"it is not a rank-sweep runs.csv: choose another --out"
+            )
         return list(reader)
 
 
@@ -59,8 +93,10 @@ def check_settings(path: Path, settings: dict) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{path}: this --out holds a sweep with other settings "
-                             f"(setting: (before, now)) {diff}; use the same flags to resume it, "
-                             f"or another --out for a new sweep")
+            raise ValueError(
+                f"{path}: this --out holds a sweep with other settings "
+                f"(setting: (before, now)) {diff}; use the same flags to resume it, "
+                f"or another --out for a new sweep"
+            )
         return
     atomic_write(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")

@@ -7,6 +7,7 @@ The estimate times two real training steps and one evaluation batch on this mach
 includes whatever load the machine carries) and scales them by the padded tokens each run will
 process, which the deterministic batching lets us count exactly before training.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,8 @@ from minipeft.batching import LengthBucketSampler
 from minipeft.train import to_device
 from tasks.objective import model_inputs, seq_cls_loss
 
-SEARCH_LR = (1e-5, 1e-3)               # log-uniform, the paper's Optuna space
-SEARCH_ALPHA_MULT = (0.3, 0.5, 1.0)    # alpha = round(r x mult)
+SEARCH_LR = (1e-5, 1e-3)  # log-uniform, the paper's Optuna space
+SEARCH_ALPHA_MULT = (0.3, 0.5, 1.0)  # alpha = round(r x mult)
 SEARCH_DROPOUT = (0.1, 0.3, 0.5)
 
 
@@ -33,9 +34,9 @@ class Context:
     labels: tuple
     model: object
     model_dir: Path
-    encoded: dict          # "train" | "val" | "test" -> list of token-id examples
+    encoded: dict  # "train" | "val" | "test" -> list of token-id examples
     collate: object
-    files: dict            # data file -> sha256
+    files: dict  # data file -> sha256
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Run:
     rank: int
     seed: int
     trial: int
-    policy: str            # fixed | proportional | rslora | search
+    policy: str  # fixed | proportional | rslora | search
     alpha: float
     lr: float
     dropout: float
@@ -57,8 +58,14 @@ class Run:
         return self.alpha / math.sqrt(self.rank) if self.policy == "rslora" else self.alpha / self.rank
 
     def lora_config(self, targets, head) -> minipeft.LoraConfig:
-        return minipeft.LoraConfig(r=self.rank, alpha=self.alpha, dropout=self.dropout, targets=tuple(targets),
-                                   modules_to_save=tuple(head), use_rslora=self.policy == "rslora")
+        return minipeft.LoraConfig(
+            r=self.rank,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            targets=tuple(targets),
+            modules_to_save=tuple(head),
+            use_rslora=self.policy == "rslora",
+        )
 
 
 def search_draw(seed: int, trial: int) -> tuple[float, float, float]:
@@ -103,8 +110,9 @@ def calibrate(ctx: Context, pending: list[Run], args) -> tuple[float, float]:
             times.append((time.perf_counter() - t0) / batch["input_ids"].numel())
             model.zero_grad(set_to_none=True)
         model.eval()
-        order = LengthBucketSampler([len(e["input_ids"]) for e in enc["val"]], max(64, args.batch_size),
-                                    shuffle=False).batches()
+        order = LengthBucketSampler(
+            [len(e["input_ids"]) for e in enc["val"]], max(64, args.batch_size), shuffle=False
+        ).batches()
         batch = ctx.collate([enc["val"][i] for i in order[len(order) // 2]])
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -116,14 +124,18 @@ def calibrate(ctx: Context, pending: list[Run], args) -> tuple[float, float]:
     return sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0], per_eval
 
 
-def estimate_seconds(ctx: Context, pending: list[Run], args, per_token_step: float, per_token_eval: float) -> float:
+def estimate_seconds(
+    ctx: Context, pending: list[Run], args, per_token_step: float, per_token_eval: float
+) -> float:
     enc = ctx.encoded
     train_len = [len(e["input_ids"]) for e in enc["train"]]
     eval_bs = max(64, args.batch_size)
     eval_tokens = 0
     for split, times in (("val", args.epochs), ("test", 1)):
         lens = [len(e["input_ids"]) for e in enc[split]]
-        eval_tokens += times * _padded_tokens(lens, LengthBucketSampler(lens, eval_bs, shuffle=False).batches())
+        eval_tokens += times * _padded_tokens(
+            lens, LengthBucketSampler(lens, eval_bs, shuffle=False).batches()
+        )
     total = 0.0
     for run in pending:
         sampler = LengthBucketSampler(train_len, args.batch_size, seed=run.seed)

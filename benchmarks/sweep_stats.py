@@ -6,15 +6,45 @@ both runs cancels. Over the n seeds we report mean ± sample std (ddof=1) of Δ 
 "within noise" when the two-sided 95% t-interval of the mean, mean ± t(0.975, n−1)·std/√n,
 contains 0. One seed cannot measure noise at all, which the summary says instead of guessing.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 # two-sided 95% quantiles t(0.975, df) of Student's t, df = 1..30 (beyond: 1.96)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t975(df: int) -> float:
@@ -39,7 +69,7 @@ class Delta:
     mean: float
     std: float
     n: int
-    half_width: float   # of the 95% t-interval of the mean; NaN for n < 2
+    half_width: float  # of the 95% t-interval of the mean; NaN for n < 2
 
     @property
     def verdict(self) -> str:
@@ -82,13 +112,18 @@ def summarise(rows: list[dict], ref_rank: int) -> list[dict]:
     out = []
     for rank in ranks:
         any_row = next(r for (k, _), r in per.items() if k == rank)
-        entry = {"rank": rank, "seeds": sorted(s for (k, s) in per if k == rank),
-                 "adapter_params": int(any_row["adapter_params"]),
-                 "adapter_percent": float(any_row["adapter_percent"])}
+        entry = {
+            "rank": rank,
+            "seeds": sorted(s for (k, s) in per if k == rank),
+            "adapter_params": int(any_row["adapter_params"]),
+            "adapter_percent": float(any_row["adapter_percent"]),
+        }
         for split in ("val", "test"):
             for name in ("auroc", "f1_macro"):
                 entry[f"{split}_{name}"] = mean_std(list(metric(rank, f"{split}_{name}").values()))
-            entry[f"{split}_delta"] = paired_delta(metric(rank, f"{split}_auroc"), metric(ref_rank, f"{split}_auroc"))
+            entry[f"{split}_delta"] = paired_delta(
+                metric(rank, f"{split}_auroc"), metric(ref_rank, f"{split}_auroc")
+            )
         entry["train_seconds"] = mean_std([float(per[(rank, s)]["train_seconds"]) for s in entry["seeds"]])[0]
         out.append(entry)
     return out

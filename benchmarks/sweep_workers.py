@@ -14,26 +14,30 @@ the sweep with its error; rows finished before stay in runs.csv.
 Threads per worker: --threads when it is a number, else max(1, cores // N), so N workers do not
 oversubscribe the machine. Progress bars are off inside workers; the parent's bar counts runs.
 """
+
 from __future__ import annotations
 
 import argparse
 import multiprocessing
 import os
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-_STATE: tuple | None = None     # (context, args) inside a worker process
+_STATE: tuple | None = None  # (context, args) inside a worker process
 
 
 def worker_threads(args, workers: int) -> int:
     threads = str(getattr(args, "threads", "auto"))
-    return int(threads) if threads.isdigit() and int(threads) > 0 else max(1, (os.cpu_count() or 1) // workers)
+    return (
+        int(threads) if threads.isdigit() and int(threads) > 0 else max(1, (os.cpu_count() or 1) // workers)
+    )
 
 
 def _init(args: argparse.Namespace, threads: int) -> None:
     global _STATE
     from benchmarks import rank_sweep
+
     torch.set_num_threads(threads)
     args = argparse.Namespace(**{**vars(args), "no_progress": True})
     _STATE = (rank_sweep.load_context(args), args)
@@ -41,6 +45,7 @@ def _init(args: argparse.Namespace, threads: int) -> None:
 
 def _work(run):
     from benchmarks import rank_sweep
+
     ctx, args = _STATE
     return run, rank_sweep.run_one(ctx, run, args)
 

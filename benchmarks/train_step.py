@@ -37,6 +37,7 @@ models.dropout.random_lanes are graph breaks; compile time is excluded by the wa
 The default of models.attention.RECOMPUTE_BACKWARD (True) comes from this benchmark: compare
 full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,22 +52,41 @@ import torch.nn.functional as F
 from benchmarks.ops import saved_bytes, summarize
 
 try:
-    import resource                                                        # page-fault counts (Unix)
+    import resource  # page-fault counts (Unix)
 except ImportError:
     resource = None
 
-VARIANTS = ("full", "full-all", "full-sdpa", "frozen", "lora-plain", "lora-fused", "lora-fused-all", "lora-fused-sdpa",
-            "ia3", "hf-peft")
+VARIANTS = (
+    "full",
+    "full-all",
+    "full-sdpa",
+    "frozen",
+    "lora-plain",
+    "lora-fused",
+    "lora-fused-all",
+    "lora-fused-sdpa",
+    "ia3",
+    "hf-peft",
+)
 
 
 def _ours(kind, path, args):
     from minipeft import IA3Config, LoraConfig, inject
     from models import load_pretrained
+
     model = load_pretrained(path, head="sequence-classification", num_labels=2)
     if kind.startswith("lora"):
-        inject(model, LoraConfig(r=args.r, alpha=args.alpha, dropout=args.dropout,
-                                 targets=tuple(args.targets.split(",")), modules_to_save=("classifier",),
-                                 fused=kind != "lora-plain"))
+        inject(
+            model,
+            LoraConfig(
+                r=args.r,
+                alpha=args.alpha,
+                dropout=args.dropout,
+                targets=tuple(args.targets.split(",")),
+                modules_to_save=("classifier",),
+                fused=kind != "lora-plain",
+            ),
+        )
     elif kind == "ia3":
         inject(model, IA3Config(modules_to_save=("classifier",)))
     elif kind == "frozen":
@@ -83,8 +103,13 @@ def _hf_peft(path, args):
     except ImportError as e:
         return None, f"skipped: {e}"
     model = BertForSequenceClassification.from_pretrained(str(path), num_labels=2)
-    cfg = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
-                          target_modules=args.targets.split(","), task_type="SEQ_CLS")
+    cfg = peft.LoraConfig(
+        r=args.r,
+        lora_alpha=args.alpha,
+        lora_dropout=args.dropout,
+        target_modules=args.targets.split(","),
+        task_type="SEQ_CLS",
+    )
     model = peft.get_peft_model(model, cfg)
     impl = getattr(model.config, "_attn_implementation", "?")
     return model, f"transformers+peft {peft.__version__}, attention {impl}"
@@ -97,17 +122,20 @@ class Runner:
         self.name, self.model, self.recompute, self.note = name, model, recompute, note
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=1e-5, fused=optimizer == "fused", foreach=optimizer == "foreach")
+        self.opt = torch.optim.AdamW(
+            self.params, lr=1e-5, fused=optimizer == "fused", foreach=optimizer == "foreach"
+        )
         self.forward = model
 
     def loss(self, batch, labels):
         from models import attention
+
         before, attention.RECOMPUTE_BACKWARD = attention.RECOMPUTE_BACKWARD, self.recompute
         try:
             out = self.forward(**batch)
         finally:
             attention.RECOMPUTE_BACKWARD = before
-        logits = out.logits if hasattr(out, "logits") else out                # (batch, 2)
+        logits = out.logits if hasattr(out, "logits") else out  # (batch, 2)
         return F.cross_entropy(logits, labels)
 
     def step(self, batch, labels):
@@ -158,15 +186,21 @@ def minor_faults():
 
 def batch_of(args, vocab):
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, vocab, (args.batch, args.seq), generator=g)     # (batch, seq)
-    ids[:, 0], ids[:, -1] = 101, 102                                         # [CLS] ... [SEP]
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    ids = torch.randint(1000, vocab, (args.batch, args.seq), generator=g)  # (batch, seq)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
     return batch, torch.randint(0, 2, (args.batch,), generator=g)
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants above")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants above"
+    )
     ap.add_argument("--batch", type=int, default=8, help="sequences per step")
     ap.add_argument("--seq", type=int, default=128, help="tokens per sequence (no padding)")
     ap.add_argument("--r", type=int, default=8, help="LoRA rank")
@@ -175,15 +209,28 @@ def parse_args(argv=None):
     ap.add_argument("--targets", default="query,key,value", help="comma-separated LoRA target modules")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     ap.add_argument("--repeats", type=int, default=10, help="timed steps per variant, round-robin")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)"
+    )
     ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
-    ap.add_argument("--optimizer", choices=("fused", "foreach"), default="fused",
-                    help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
-                         "with torch >= 2.8 use) or foreach (torch's multi-tensor default)")
-    ap.add_argument("--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)")
-    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                    help="after timing, profile STEPS more steps per variant with torch.profiler and print "
-                         "where a step's time goes (ms per step, by kind of op); 0 = off")
+    ap.add_argument(
+        "--optimizer",
+        choices=("fused", "foreach"),
+        default="fused",
+        help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
+        "with torch >= 2.8 use) or foreach (torch's multi-tensor default)",
+    )
+    ap.add_argument(
+        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after timing, profile STEPS more steps per variant with torch.profiler and print "
+        "where a step's time goes (ms per step, by kind of op); 0 = off",
+    )
     return ap.parse_args(argv)
 
 
@@ -192,11 +239,20 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     from models.assets import MINILM, asset_dir
+
     path = args.model_dir or asset_dir(MINILM)
     runners, notes = build(args, path)
     batch, labels = batch_of(args, vocab=30522)
-    res = {r.name: {"activation_bytes": r.activation_bytes(batch, labels), "times": [], "faults": [],
-                    "note": r.note, "trainable": sum(p.numel() for p in r.params)} for r in runners}
+    res = {
+        r.name: {
+            "activation_bytes": r.activation_bytes(batch, labels),
+            "times": [],
+            "faults": [],
+            "note": r.note,
+            "trainable": sum(p.numel() for p in r.params),
+        }
+        for r in runners
+    }
     for _ in range(args.warmup):
         for r in runners:
             r.step(batch, labels)
@@ -214,10 +270,15 @@ def main(argv=None):
         for ref in ("full", "hf-peft"):
             if ref in res:
                 res[name][f"time_ratio_paired_{ref.replace('-', '_')}"] = statistics.median(
-                    a / b for a, b in zip(res[name]["times"], res[ref]["times"]))
-        if "frozen" in res and "full" in res:  # what a variant adds to the frozen base, as a share of full's step
+                    a / b for a, b in zip(res[name]["times"], res[ref]["times"])
+                )
+        if (
+            "frozen" in res and "full" in res
+        ):  # what a variant adds to the frozen base, as a share of full's step
             res[name]["over_frozen_paired_full"] = statistics.median(
-                (a - f) / b for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"]))
+                (a - f) / b
+                for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"])
+            )
     for name in res:
         res[name].update(summarize(res[name].pop("times")))
         faults = res[name].pop("faults")
@@ -229,14 +290,23 @@ def main(argv=None):
 
 
 # kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
-OP_KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm",
-                                "aten::baddbmm_"),
-            "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_")}
+OP_KINDS = {
+    "matrix products": (
+        "aten::mm",
+        "aten::addmm",
+        "aten::addmm_",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::baddbmm_",
+    ),
+    "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_"),
+}
 
 
 def profile_step(runner, batch, labels, steps: int) -> dict:
     """ms per step by kind of op (self CPU time, so nothing is counted twice), plus the top ops."""
     from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             runner.step(batch, labels)
@@ -255,18 +325,22 @@ def _count(n):
 def report(res, notes, args):
     full = res.get("full")
     hf = res.get("hf-peft")
-    print(f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
-          f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6} {'faults':>7}")
+    print(
+        f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
+        f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6} {'faults':>7}"
+    )
     for name, r in res.items():
         for ref, key in ((full, "full"), (hf, "hf_peft")):
             if ref:
                 r[f"time_ratio_{key}"] = r["median_ms"] / ref["median_ms"]
                 r[f"bytes_ratio_{key}"] = r["activation_bytes"] / ref["activation_bytes"]
-        fmt = lambda k: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
-        print(f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
-              f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
-              f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
-              f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}")
+        fmt = lambda k, r=r: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
+        print(
+            f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
+            f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
+            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
+            f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}"
+        )
     for name, note in notes.items():
         print(f"note {name}: {note}")
     for name, r in res.items():
@@ -275,9 +349,20 @@ def report(res, notes, args):
             kinds = ", ".join(f"{k} {p[k]:.1f}" for k in (*OP_KINDS, "other"))
             top = ", ".join(f"{k.removeprefix('aten::')} {v:.1f}" for k, v in list(p["top"].items())[:8])
             print(f"profile {name}: {p['total']:.1f} ms/step under the profiler = {kinds}; top ops: {top}")
-    print(json.dumps({"benchmark": "train_step", "config": vars(args), "torch": torch.__version__,
-                      "device": "cpu", "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(), "notes": notes, "results": res}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "config": vars(args),
+                "torch": torch.__version__,
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "notes": notes,
+                "results": res,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ prefix/prompt wrapper is "head", the rest is "base". Tensors shared under severa
 (tied weights) get one row per name, and every later name points at the first in `shared_with`.
 Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetensors file stores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,15 +47,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class ParamRow:
-    name: str                   # as in named_parameters() / state_dict()
-    kind: str                   # "parameter" or "buffer"
-    role: str                   # base | lora | ia3 | prompt | head
+    name: str  # as in named_parameters() / state_dict()
+    kind: str  # "parameter" or "buffer"
+    role: str  # base | lora | ia3 | prompt | head
     shape: tuple
     dtype: str
     numel: int
     trainable: bool
     sha256: str | None
-    shared_with: str | None     # first name of the same tensor, when this one is an alias
+    shared_with: str | None  # first name of the same tensor, when this one is an alias
 
 
 def _join(path: str, name: str) -> str:
@@ -63,8 +64,12 @@ def _join(path: str, name: str) -> str:
 
 def _head_paths(model: nn.Module) -> tuple[str, ...]:
     """inject()'s modules_to_save plus the head a PrefixTuning/PromptTuning wrapper keeps trainable."""
-    wrapped = tuple(_join(_join(p, "base_model"), s) for p, m in model.named_modules()
-                    if isinstance(m, (PrefixTuning, PromptTuning)) for s in m.saved)
+    wrapped = tuple(
+        _join(_join(p, "base_model"), s)
+        for p, m in model.named_modules()
+        if isinstance(m, (PrefixTuning, PromptTuning))
+        for s in m.saved
+    )
     return tuple(saved_modules(model)) + wrapped
 
 
@@ -78,7 +83,9 @@ def roles(model: nn.Module) -> dict[str, str]:
     out = {}
     for path in _head_paths(model):
         sub = model.get_submodule(path)
-        for n, _ in list(sub.named_parameters(remove_duplicate=False)) + list(sub.named_buffers(remove_duplicate=False)):
+        for n, _ in list(sub.named_parameters(remove_duplicate=False)) + list(
+            sub.named_buffers(remove_duplicate=False)
+        ):
             out[f"{path}.{n}"] = "head"
     for path, m in _adapter_modules(model):
         for n in m.ADAPTER_PARAMS:
@@ -99,17 +106,31 @@ def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) ->
     names = [n for _, n, _ in named]
     stray = sorted(set(role_of) - set(names))
     if stray or len(set(names)) != len(names):
-        raise RuntimeError(f"roles do not partition the model's tensors: unknown {stray[:5]}, "
-                           f"{len(names) - len(set(names))} duplicate names")
+        raise RuntimeError(
+            f"roles do not partition the model's tensors: unknown {stray[:5]}, "
+            f"{len(names) - len(set(names))} duplicate names"
+        )
     first, rows = {}, []
     for kind, name, t in named:
         alias = first.setdefault(id(t), name)
         digest = None
         if hashes:
-            digest = next((r.sha256 for r in rows if r.name == alias), None) if alias != name else tensor_sha256(t)
-        rows.append(ParamRow(name, kind, role_of.get(name, "base"), tuple(t.shape), dtype_name(t.dtype),
-                             t.numel(), kind == "parameter" and t.requires_grad, digest,
-                             None if alias == name else alias))
+            digest = (
+                next((r.sha256 for r in rows if r.name == alias), None) if alias != name else tensor_sha256(t)
+            )
+        rows.append(
+            ParamRow(
+                name,
+                kind,
+                role_of.get(name, "base"),
+                tuple(t.shape),
+                dtype_name(t.dtype),
+                t.numel(),
+                kind == "parameter" and t.requires_grad,
+                digest,
+                None if alias == name else alias,
+            )
+        )
     params = [r for r in rows if r.kind == "parameter"]
     assert sum(sum(r.role == k for r in params) for k in ROLES) == len(params), "roles outside ROLES"
     return rows
@@ -119,9 +140,10 @@ def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) ->
 class ParamSummary:
     """Counts in the paper's convention, each tensor once: adapter parameters as a share of the
     model's own parameters (everything but the adapters, head included), the head separately."""
+
     adapter: int
     head: int
-    model: int          # all non-adapter parameters: base + head
+    model: int  # all non-adapter parameters: base + head
     trainable: int
     by_role: dict
 
@@ -130,16 +152,23 @@ class ParamSummary:
         return 100.0 * self.adapter / self.model if self.model else 0.0
 
     def __str__(self) -> str:
-        return (f"adapter params: {self.adapter:,} ({self.percent:.3f}% of {self.model:,} model params) | "
-                f"head: {self.head:,} | trainable: {self.trainable:,}")
+        return (
+            f"adapter params: {self.adapter:,} ({self.percent:.3f}% of {self.model:,} model params) | "
+            f"head: {self.head:,} | trainable: {self.trainable:,}"
+        )
 
 
 def summary(model: nn.Module) -> ParamSummary:
     rows = [r for r in param_table(model, hashes=False) if r.shared_with is None]
     by_role = {k: sum(r.numel for r in rows if r.role == k) for k in ROLES}
     adapter = sum(by_role[k] for k in ADAPTER_ROLES)
-    return ParamSummary(adapter=adapter, head=by_role["head"], model=by_role["base"] + by_role["head"],
-                        trainable=sum(r.numel for r in rows if r.trainable), by_role=by_role)
+    return ParamSummary(
+        adapter=adapter,
+        head=by_role["head"],
+        model=by_role["base"] + by_role["head"],
+        trainable=sum(r.numel for r in rows if r.trainable),
+        by_role=by_role,
+    )
 
 
 def _excluded(model: nn.Module) -> tuple[set, tuple]:
@@ -154,8 +183,11 @@ def fingerprint(model: nn.Module) -> str:
     head gives the same fingerprint under LoRA, IA3, prefix and prompt tuning."""
     skip, saved = _excluded(model)
     wrapper = isinstance(model, (PrefixTuning, PromptTuning))
-    kept = {(n.removeprefix("base_model.") if wrapper else n): t for n, t in model.state_dict(keep_vars=True).items()
-            if not (n in skip or n.startswith(saved))}
+    kept = {
+        (n.removeprefix("base_model.") if wrapper else n): t
+        for n, t in model.state_dict(keep_vars=True).items()
+        if not (n in skip or n.startswith(saved))
+    }
     h = hashlib.sha256()
     for name, t in sorted(kept.items()):
         raw = tensor_bytes(t)
@@ -169,9 +201,18 @@ def fingerprint(model: nn.Module) -> str:
 
 MANIFEST_FILE = "adapter_manifest.json"
 MANIFEST_FORMAT = "minipeft.adapter_manifest/1"
-SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                      torch.uint8: "U8", torch.bool: "BOOL"}
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def canonical_json(obj) -> str:
@@ -201,17 +242,24 @@ def manifest_sha256(manifest: dict) -> str:
 
 def build_manifest(model: nn.Module, config: dict, tensors: dict, provenance: dict | None = None) -> dict:
     import minipeft
+
     manifest = {
         "format": MANIFEST_FORMAT,
         "minipeft_version": minipeft.__version__,
         "torch_version": torch.__version__,
         "base_fingerprint": fingerprint(model),
         "config_sha256": config_sha256(config),
-        "tensors": {k: {"dtype": SAFETENSORS_DTYPES.get(t.dtype, dtype_name(t.dtype)), "shape": list(t.shape),
-                        "sha256": tensor_sha256(t)} for k, t in sorted(tensors.items())},
+        "tensors": {
+            k: {
+                "dtype": SAFETENSORS_DTYPES.get(t.dtype, dtype_name(t.dtype)),
+                "shape": list(t.shape),
+                "sha256": tensor_sha256(t),
+            }
+            for k, t in sorted(tensors.items())
+        },
         "provenance": provenance,
     }
-    json.dumps(manifest)    # provenance must be plain JSON: fail here, before anything is written
+    json.dumps(manifest)  # provenance must be plain JSON: fail here, before anything is written
     manifest["manifest_sha256"] = manifest_sha256(manifest)
     return manifest
 
@@ -220,47 +268,76 @@ def _verify(manifest: dict, config: dict, tensors: dict, file: Path) -> None:
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{file}: format={manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     if manifest.get("manifest_sha256") != manifest_sha256(manifest):
-        raise ValueError(f"{file}: the manifest was edited after it was written (its manifest_sha256 does not "
-                         "match its content); do not trust this adapter's provenance")
+        raise ValueError(
+            f"{file}: the manifest was edited after it was written (its manifest_sha256 does not "
+            "match its content); do not trust this adapter's provenance"
+        )
     if manifest["config_sha256"] != config_sha256(config):
-        raise ValueError(f"{file}: adapter_config.json does not match the manifest's config_sha256; the "
-                         "configuration was changed after saving")
+        raise ValueError(
+            f"{file}: adapter_config.json does not match the manifest's config_sha256; the "
+            "configuration was changed after saving"
+        )
     listed = manifest["tensors"]
     if set(listed) != set(tensors):
-        raise ValueError(f"{file}: tensors differ from the manifest: missing {sorted(set(listed) - set(tensors))}, "
-                         f"unlisted {sorted(set(tensors) - set(listed))}")
+        raise ValueError(
+            f"{file}: tensors differ from the manifest: missing {sorted(set(listed) - set(tensors))}, "
+            f"unlisted {sorted(set(tensors) - set(listed))}"
+        )
     for k, t in sorted(tensors.items()):
         dtype = SAFETENSORS_DTYPES.get(t.dtype, dtype_name(t.dtype))
-        if tensor_sha256(t) != listed[k]["sha256"] or [list(t.shape), dtype] != [listed[k]["shape"], listed[k]["dtype"]]:
-            raise ValueError(f"{file}: tensor {k} does not match its SHA-256 in the manifest; the adapter "
-                             "file is corrupted or was tampered with. Refusing to load it")
+        if tensor_sha256(t) != listed[k]["sha256"] or [list(t.shape), dtype] != [
+            listed[k]["shape"],
+            listed[k]["dtype"],
+        ]:
+            raise ValueError(
+                f"{file}: tensor {k} does not match its SHA-256 in the manifest; the adapter "
+                "file is corrupted or was tampered with. Refusing to load it"
+            )
 
 
-def check_manifest(model: nn.Module, in_dir: Path, config: dict, tensors: dict,
-                   allow_base_mismatch: bool = False) -> dict:
+def check_manifest(
+    model: nn.Module, in_dir: Path, config: dict, tensors: dict, allow_base_mismatch: bool = False
+) -> dict:
     """Verify an adapter folder against its manifest and `model` (already injected). Records the
     outcome on the model's AdapterState.loaded_from, for the audit report, and returns it."""
     file = Path(in_dir) / MANIFEST_FILE
-    record = {"adapter_dir": str(in_dir), "manifest": None, "verified": False, "provenance": None,
-              "base_fingerprint": fingerprint(model), "base_mismatch": False}
+    record = {
+        "adapter_dir": str(in_dir),
+        "manifest": None,
+        "verified": False,
+        "provenance": None,
+        "base_fingerprint": fingerprint(model),
+        "base_mismatch": False,
+    }
     if not file.is_file():
-        warnings.warn(f"{in_dir}: no {MANIFEST_FILE}; the adapter is unverified (written by PEFT or an older "
-                      "minipeft): its tensors and base model cannot be checked")
+        warnings.warn(
+            f"{in_dir}: no {MANIFEST_FILE}; the adapter is unverified (written by PEFT or an older "
+            "minipeft): its tensors and base model cannot be checked",
+            stacklevel=2,
+        )
     else:
         try:
             manifest = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{file}: not valid JSON ({e})") from None
         _verify(manifest, config, tensors, file)
-        record.update(manifest=str(file), verified=True, provenance=manifest.get("provenance"),
-                      expected_base_fingerprint=manifest["base_fingerprint"])
+        record.update(
+            manifest=str(file),
+            verified=True,
+            provenance=manifest.get("provenance"),
+            expected_base_fingerprint=manifest["base_fingerprint"],
+        )
         if manifest["base_fingerprint"] != record["base_fingerprint"]:
             if not allow_base_mismatch:
-                raise ValueError(f"{file}: the adapter was trained on another base model (base fingerprint "
-                                 f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
-                                 "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
-                                 "to override (recorded)")
-            warnings.warn(f"{file}: base fingerprint mismatch overridden by allow_base_mismatch=True")
+                raise ValueError(
+                    f"{file}: the adapter was trained on another base model (base fingerprint "
+                    f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
+                    "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
+                    "to override (recorded)"
+                )
+            warnings.warn(
+                f"{file}: base fingerprint mismatch overridden by allow_base_mismatch=True", stacklevel=2
+            )
             record["base_mismatch"] = True
     state = adapter_state(model)
     if state is not None:

@@ -11,10 +11,11 @@ key to the longest example of the batch, never to a global maximum, and adds `at
 The batches of an epoch are a pure function of (seed, epoch), so a resumed run skips the first
 `position` batches of its epoch and sees exactly the batches an uninterrupted run would.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 
@@ -31,6 +32,7 @@ class PadCollate:
     real tokens, built from the length of `length_key`. Scalars become a (batch,) tensor (int64
     for ints, float32 for floats). Examples with different key sets raise KeyError.
     """
+
     pad_id: int = 0
     pad_values: Mapping[str, int] = field(default_factory=dict)
     length_key: str = "input_ids"
@@ -48,8 +50,10 @@ class PadCollate:
         keys = list(examples[0].keys())
         for i, ex in enumerate(examples):
             if set(ex.keys()) != set(keys):
-                raise KeyError(f"example {i} of the batch has keys {sorted(ex.keys())}, expected the "
-                               f"keys of example 0 {sorted(keys)}; give every example the same fields")
+                raise KeyError(
+                    f"example {i} of the batch has keys {sorted(ex.keys())}, expected the "
+                    f"keys of example 0 {sorted(keys)}; give every example the same fields"
+                )
         batch = {}
         for key in keys:
             values = [ex[key] for ex in examples]
@@ -81,8 +85,14 @@ class LengthBucketSampler:
     number of batches per epoch (the last batch may be smaller; nothing is dropped).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0,
-                 bucket_batches: int = 50, shuffle: bool = True):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        bucket_batches: int = 50,
+        shuffle: bool = True,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if bucket_batches < 1:
@@ -98,14 +108,14 @@ class LengthBucketSampler:
         n = len(self.lengths)
         if not self.shuffle:
             order = _sort_by_length(torch.arange(n), self.lengths)
-            return [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+            return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=g)  # (n,)
         bucket = self.batch_size * self.bucket_batches
         out = []
         for start in range(0, n, bucket):
-            chunk = _sort_by_length(perm[start:start + bucket], self.lengths)
-            out += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+            chunk = _sort_by_length(perm[start : start + bucket], self.lengths)
+            out += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
 
 
@@ -116,4 +126,4 @@ def _sort_by_length(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def split_micro(indices: list[int], micro_size: int) -> list[list[int]]:
     """Cut one optimiser step's indices into micro-batches of at most micro_size (accumulation)."""
-    return [indices[i:i + micro_size] for i in range(0, len(indices), micro_size)]
+    return [indices[i : i + micro_size] for i in range(0, len(indices), micro_size)]

@@ -13,6 +13,7 @@ Every file goes to a temporary name and is renamed into place (os.replace). The 
 written before the JSON that names it, so a kill at any moment leaves checkpoint.json pointing
 at a complete, matching tensors file; stale files are deleted only after the JSON moved on.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,10 @@ def rng_states() -> tuple[dict[str, torch.Tensor], dict]:
         tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    js = {"python": [version, list(internal), gauss],
-          "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    js = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
     return tensors, js
 
 
@@ -75,7 +78,7 @@ def optimizer_tensors(named: list[tuple[str, torch.nn.Parameter]], optimizer) ->
 def load_optimizer_tensors(named, optimizer, tensors: dict[str, torch.Tensor]) -> None:
     for name, p in named:
         prefix = f"optim.{name}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             optimizer.state[p] = {k: (v if k == "step" else v.to(p.device)) for k, v in state.items()}
 
@@ -104,12 +107,15 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
         return None
     doc = json.loads(path.read_text(encoding="utf-8"))
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{path}: expected a {FORMAT} file, found format {doc.get('format')!r}; "
-                         f"point out_dir at a training run directory or at an empty one")
+        raise ValueError(
+            f"{path}: expected a {FORMAT} file, found format {doc.get('format')!r}; "
+            f"point out_dir at a training run directory or at an empty one"
+        )
     tpath = Path(run_dir) / doc["tensors"]
     if not tpath.exists():
-        raise FileNotFoundError(f"{path} names {tpath.name}, which is missing; delete {path} to "
-                                f"start the run over")
+        raise FileNotFoundError(
+            f"{path} names {tpath.name}, which is missing; delete {path} to start the run over"
+        )
     return doc, load_file(str(tpath))
 
 
@@ -117,8 +123,10 @@ def restore_trainable(named, tensors: dict[str, torch.Tensor], prefix: str = "mo
     """Copy `prefix + name` tensors into the trainable parameters, in place; KeyError if one is absent."""
     missing = [n for n, _ in named if prefix + n not in tensors]
     if missing:
-        raise KeyError(f"checkpoint lacks trainable tensors {missing[:5]} (of {len(missing)}); the model "
-                       f"being trained differs from the one that wrote it (other adapter or targets?)")
+        raise KeyError(
+            f"checkpoint lacks trainable tensors {missing[:5]} (of {len(missing)}); the model "
+            f"being trained differs from the one that wrote it (other adapter or targets?)"
+        )
     with torch.no_grad():
         for n, p in named:
             p.copy_(tensors[prefix + n].to(p.device, p.dtype))

@@ -5,6 +5,7 @@
 (`re.fullmatch`). `modules_to_save` lists modules trained in place and saved with the adapter
 (the classifier head); like PEFT, a path matches an entry when it ends with it.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,10 @@ def _as_targets(value, field: str, cls: str):
         try:
             re.compile(value)
         except re.error as e:
-            raise ValueError(f"{cls}.{field}={value!r} is not a valid regular expression ({e}); "
-                             f"pass a tuple of names for suffix matching instead") from None
+            raise ValueError(
+                f"{cls}.{field}={value!r} is not a valid regular expression ({e}); "
+                f"pass a tuple of names for suffix matching instead"
+            ) from None
         return value
     items = tuple(value)
     bad = [t for t in items if not isinstance(t, str) or not t]
@@ -32,22 +35,24 @@ def _as_targets(value, field: str, cls: str):
 
 def _as_names(value, field: str, cls: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        raise ValueError(f"{cls}.{field} must be a tuple of module names, found the string {value!r}; "
-                         f"write ({value!r},)")
+        raise ValueError(
+            f"{cls}.{field} must be a tuple of module names, found the string {value!r}; write ({value!r},)"
+        )
     return _as_targets(value, field, cls)
 
 
 @dataclass(frozen=True)
 class LoraConfig:
     """LoRA: y = x Wᵀ + b + s · dropout(x) Aᵀ Bᵀ with s = alpha / r (alpha / √r with rsLoRA)."""
+
     r: int = 8
     alpha: float = 8
     dropout: float = 0.0
     targets: tuple[str, ...] | str = ("query", "value")
     modules_to_save: tuple[str, ...] = ()
     use_rslora: bool = False
-    init: str = "kaiming"          # "kaiming": A kaiming-uniform(a=√5), B = 0; "gaussian": A ~ N(0, 1/r)
-    fused: bool = True             # forward through minipeft.ops (same math, less memory)
+    init: str = "kaiming"  # "kaiming": A kaiming-uniform(a=√5), B = 0; "gaussian": A ~ N(0, 1/r)
+    fused: bool = True  # forward through minipeft.ops (same math, less memory)
 
     def __post_init__(self):
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
@@ -59,8 +64,9 @@ class LoraConfig:
         if self.init not in LORA_INITS:
             raise ValueError(f"LoraConfig.init must be one of {LORA_INITS}, found {self.init!r}")
         object.__setattr__(self, "targets", _as_targets(self.targets, "targets", "LoraConfig"))
-        object.__setattr__(self, "modules_to_save",
-                           _as_names(self.modules_to_save, "modules_to_save", "LoraConfig"))
+        object.__setattr__(
+            self, "modules_to_save", _as_names(self.modules_to_save, "modules_to_save", "LoraConfig")
+        )
         if not self.targets:
             raise ValueError("LoraConfig.targets is empty; name at least one module, e.g. ('query', 'value')")
 
@@ -72,6 +78,7 @@ class LoraConfig:
 @dataclass(frozen=True)
 class IA3Config:
     """IA³: output-scaled (x Wᵀ + b) ⊙ l, or input-scaled (x ⊙ l) Wᵀ + b for `feedforward` targets."""
+
     targets: tuple[str, ...] | str = ("key", "value", "output.dense")
     feedforward: tuple[str, ...] | str = ("output.dense",)
     modules_to_save: tuple[str, ...] = ()
@@ -80,15 +87,20 @@ class IA3Config:
     def __post_init__(self):
         object.__setattr__(self, "targets", _as_targets(self.targets, "targets", "IA3Config"))
         object.__setattr__(self, "feedforward", _as_targets(self.feedforward, "feedforward", "IA3Config"))
-        object.__setattr__(self, "modules_to_save",
-                           _as_names(self.modules_to_save, "modules_to_save", "IA3Config"))
+        object.__setattr__(
+            self, "modules_to_save", _as_names(self.modules_to_save, "modules_to_save", "IA3Config")
+        )
         if not self.targets:
             raise ValueError("IA3Config.targets is empty; name at least one module, e.g. ('key', 'value')")
         if isinstance(self.targets, str) != isinstance(self.feedforward, str):
-            raise ValueError("IA3Config.targets and .feedforward must both be tuples of names or both "
-                             f"regular expressions, found {self.targets!r} and {self.feedforward!r}")
+            raise ValueError(
+                "IA3Config.targets and .feedforward must both be tuples of names or both "
+                f"regular expressions, found {self.targets!r} and {self.feedforward!r}"
+            )
         if not isinstance(self.targets, str):
             extra = sorted(set(self.feedforward) - set(self.targets))
             if extra:
-                raise ValueError(f"IA3Config.feedforward must be a subset of targets; {extra} are not in "
-                                 f"targets {self.targets}; add them to targets or drop them")
+                raise ValueError(
+                    f"IA3Config.feedforward must be a subset of targets; {extra} are not in "
+                    f"targets {self.targets}; add them to targets or drop them"
+                )

@@ -33,14 +33,16 @@ trainable tensors, AdamW moments and best tensors to the others (no shared file 
 Failure: a process that raises exits non-zero and torchrun stops the others; a collective that
 waits longer than MINIPEFT_DIST_TIMEOUT seconds (default 600) raises instead of hanging.
 """
+
 from __future__ import annotations
 
 import contextlib
 import datetime
 import inspect
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,16 +51,17 @@ from torch import nn
 from .batching import split_micro
 
 DEFAULT_TIMEOUT_S = 600.0
-_CONTEXT: "DistContext | None" = None
+_CONTEXT: DistContext | None = None
 
 
 @dataclass(frozen=True)
 class DistContext:
     """Where this process sits in the job. rank 0 is the main process (the only one writing)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    backend: str | None = None      # None: no process group (single process)
+    backend: str | None = None  # None: no process group (single process)
 
     @property
     def enabled(self) -> bool:
@@ -75,10 +78,11 @@ class DistContext:
     # ------------------------------------------------------------------ training
     def shard(self, items: Sequence) -> list:
         """This process's share of `items`: items[rank::world_size] (balanced lengths when sorted)."""
-        return list(items[self.rank::self.world_size])
+        return list(items[self.rank :: self.world_size])
 
-    def micro_batches(self, indices: Sequence[int], micro_size: int, model: nn.Module,
-                      seed: tuple[int, int] | None = None) -> Iterator[tuple[list[int], float]]:
+    def micro_batches(
+        self, indices: Sequence[int], micro_size: int, model: nn.Module, seed: tuple[int, int] | None = None
+    ) -> Iterator[tuple[list[int], float]]:
         """Yield (micro-batch indices, loss weight) for one optimiser step over the global `indices`.
 
         Weights are world_size·|micro|/N so that DDP's average of the processes' gradients is the
@@ -88,7 +92,7 @@ class DistContext:
         """
         mine = self.shard(list(indices))
         micros = [(m, self.world_size * len(m) / len(indices)) for m in split_micro(mine, micro_size)]
-        if not micros:                 # short last batch: nothing for this rank, still reduce once
+        if not micros:  # short last batch: nothing for this rank, still reduce once
             micros = [(list(indices[:1]), 0.0)]
         if self.enabled and seed is not None:
             torch.manual_seed((seed[0] * 1_000_003 + seed[1]) * 4099 + self.rank)
@@ -113,14 +117,20 @@ class DistContext:
         if not self.enabled:
             return model
         if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("distributed training got a model without trainable parameters; inject an "
-                             "adapter or unfreeze a head before calling train()")
+            raise ValueError(
+                "distributed training got a model without trainable parameters; inject an "
+                "adapter or unfreeze a head before calling train()"
+            )
         ddp = nn.parallel.DistributedDataParallel
         # sync_start already broadcast the trainable tensors and compared the base fingerprints, so
         # DDP's own start-up broadcast of every parameter (the frozen base included) is skipped
         quiet_start = {"init_sync": False} if "init_sync" in inspect.signature(ddp).parameters else {}
-        return ddp(model, device_ids=[self.local_rank] if self.backend == "nccl" else None,
-                   broadcast_buffers=False, **quiet_start)
+        return ddp(
+            model,
+            device_ids=[self.local_rank] if self.backend == "nccl" else None,
+            broadcast_buffers=False,
+            **quiet_start,
+        )
 
     def sync_start(self, loop: Any, state: dict) -> dict:
         """Give every process rank 0's starting point: loop state, trainable tensors, AdamW moments,
@@ -128,11 +138,14 @@ class DistContext:
         if not self.enabled:
             return state
         from . import checkpoint as ckpt
+
         prints = [None] * self.world_size
         dist.all_gather_object(prints, state.get("fingerprint_before"))
         if len(set(prints)) > 1:
-            raise ValueError(f"the processes hold different base models (fingerprints by rank "
-                             f"{[str(p)[:12] for p in prints]}); give every process the same checkpoint")
+            raise ValueError(
+                f"the processes hold different base models (fingerprints by rank "
+                f"{[str(p)[:12] for p in prints]}); give every process the same checkpoint"
+            )
         moments = ckpt.optimizer_tensors(loop.named, loop.optimizer) if self.is_main else None
         box = [state, loop.resumed_from, moments, loop.best_tensors]
         dist.broadcast_object_list(box, src=0, device=self._comm_device())
@@ -147,8 +160,13 @@ class DistContext:
         return state
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, eval_fn: Callable, model: nn.Module, index_batches: Sequence[Sequence[int]],
-                 make_batch: Callable[[Sequence[int]], dict]) -> Mapping[str, float]:
+    def evaluate(
+        self,
+        eval_fn: Callable,
+        model: nn.Module,
+        index_batches: Sequence[Sequence[int]],
+        make_batch: Callable[[Sequence[int]], dict],
+    ) -> Mapping[str, float]:
         """eval_fn(model, batches) over all `index_batches`, the work shared by the processes
         (module docstring). Call on every process, under torch.no_grad, in eval mode."""
         if not self.enabled:
@@ -181,10 +199,10 @@ class DistContext:
         dist.all_gather(sizes, n)
         longest = int(max(s.item() for s in sizes))
         padded = tensor.new_zeros((longest, *tensor.shape[1:])).to(dev)  # (longest, ...)
-        padded[:tensor.shape[0]] = tensor
+        padded[: tensor.shape[0]] = tensor
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
-        return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)]).to(tensor.device)
+        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]).to(tensor.device)
 
     def barrier(self) -> None:
         if self.enabled:
@@ -200,8 +218,10 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer; torchrun sets it, "
-                         f"unset it to run a single process") from None
+        raise ValueError(
+            f"environment variable {name}={value!r} is not an integer; torchrun sets it, "
+            f"unset it to run a single process"
+        ) from None
 
 
 def timeout_seconds() -> float:
@@ -221,8 +241,9 @@ def init(backend: str | None = None) -> DistContext:
     if dist.is_available() and dist.is_initialized():
         backend = dist.get_backend()
         rank, world = dist.get_rank(), dist.get_world_size()
-        _CONTEXT = DistContext(rank, world, _env_int("LOCAL_RANK", rank) if world > 1 else 0,
-                               backend if world > 1 else None)
+        _CONTEXT = DistContext(
+            rank, world, _env_int("LOCAL_RANK", rank) if world > 1 else 0, backend if world > 1 else None
+        )
         return _CONTEXT
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
@@ -289,8 +310,10 @@ class _Recorder:
 
     def __call__(self, *args, **kwargs):
         if not self.calls:
-            raise RuntimeError("eval_fn called the model before taking a batch; distributed evaluation "
-                               "needs the model calls inside the loop over `batches`")
+            raise RuntimeError(
+                "eval_fn called the model before taking a batch; distributed evaluation "
+                "needs the model calls inside the loop over `batches`"
+            )
         out = self._model(*args, **kwargs)
         self.calls[-1].append((_signature(args, kwargs), _cpu(out)))
         return out
@@ -313,9 +336,11 @@ class _Replay:
     def __call__(self, *args, **kwargs):
         recorded = self._calls[self.position]
         if self.cursor >= len(recorded) or recorded[self.cursor][0] != _signature(args, kwargs):
-            raise RuntimeError(f"distributed evaluation: eval_fn's model call {self.cursor} on batch "
-                               f"{self.position} differs from the recorded one; eval_fn must call the "
-                               f"model the same way whenever it gets the same batch")
+            raise RuntimeError(
+                f"distributed evaluation: eval_fn's model call {self.cursor} on batch "
+                f"{self.position} differs from the recorded one; eval_fn must call the "
+                f"model the same way whenever it gets the same batch"
+            )
         self.cursor += 1
         return recorded[self.cursor - 1][1]
 

@@ -5,13 +5,14 @@ half-written file. If writing fails, the temporary file is removed and the old f
 The temporary name is `.<name>.<pid>-<random><suffix>` in the same folder (os.replace is atomic
 only within one file system); pass suffix=".png" etc. when the writer infers the format from it.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -38,9 +39,11 @@ def write_atomic(path, write: Callable[[Path], None], *, suffix: str = ".tmp", f
 
 def write_text(path, text: str, *, newline: str | None = None, fsync: bool = False) -> Path:
     """UTF-8 text; newline="" keeps "\\r\\n" as given (CSV)."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             f.write(text)
+
     return write_atomic(path, write, fsync=fsync)
 
 
@@ -53,7 +56,8 @@ def write_json(path, obj, *, default: Callable | None = None, fsync: bool = Fals
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=default) + "\n", fsync=fsync)
 
 
-def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, *,
-                 fsync: bool = False) -> Path:
+def save_tensors(
+    path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, *, fsync: bool = False
+) -> Path:
     """A safetensors file (tensors must be contiguous CPU tensors, as safetensors requires)."""
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), fsync=fsync)

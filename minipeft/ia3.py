@@ -1,4 +1,5 @@
 """IA³ around one nn.Linear (Liu et al. 2022): one learned vector that rescales activations."""
+
 from __future__ import annotations
 
 import torch
@@ -30,14 +31,14 @@ class IA3Linear(nn.Module):
         n = self.in_features if feedforward else self.out_features
         self.ia3_l = nn.Parameter(torch.ones(n, device=base.weight.device, dtype=base.weight.dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:                       # x (..., in)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., in)
         if self.disabled:
             return F.linear(x, self.weight, self.bias)
         if self.fused:
             return ops.ia3_linear(x, self.weight, self.bias, self.ia3_l, self.feedforward)
         if self.feedforward:
-            return F.linear(x * self.ia3_l, self.weight, self.bias)                 # (..., out)
-        return F.linear(x, self.weight, self.bias) * self.ia3_l                      # (..., out)
+            return F.linear(x * self.ia3_l, self.weight, self.bias)  # (..., out)
+        return F.linear(x, self.weight, self.bias) * self.ia3_l  # (..., out)
 
     @torch.no_grad()
     def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -50,5 +51,7 @@ class IA3Linear(nn.Module):
         return (w * l[:, None]).to(self.weight.dtype), bias
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"feedforward={self.feedforward}, fused={self.fused}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"feedforward={self.feedforward}, fused={self.fused}"
+        )

@@ -7,6 +7,7 @@ there, which is why `output.dense` also covers `attention.output.dense`).
 The model remembers what was injected in `model._minipeft` (an AdapterState); adapters are found
 by isinstance, saved modules by that record, never by parameter-name substrings.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +29,11 @@ STATE_ATTR = "_minipeft"
 @dataclass
 class AdapterState:
     """What inject() did to a model, so that save/remove/audit can undo or describe it."""
-    configs: list = field(default_factory=list)          # LoraConfig / IA3Config, in injection order
-    saved: tuple[str, ...] = ()                          # resolved modules_to_save paths
-    requires_grad: dict = field(default_factory=dict)    # parameter name -> flag before injection
-    loaded_from: dict | None = None                      # set by load_adapter: folder, manifest check, ...
+
+    configs: list = field(default_factory=list)  # LoraConfig / IA3Config, in injection order
+    saved: tuple[str, ...] = ()  # resolved modules_to_save paths
+    requires_grad: dict = field(default_factory=dict)  # parameter name -> flag before injection
+    loaded_from: dict | None = None  # set by load_adapter: folder, manifest check, ...
 
 
 def adapter_state(model: nn.Module) -> AdapterState | None:
@@ -53,7 +55,7 @@ def _nearest(model: nn.Module, name: str, only_linear: bool = False) -> list[str
     paths = [p for p, m in model.named_modules() if p and (isinstance(m, nn.Linear) or not only_linear)]
     pool = set(paths) | {p.rsplit(".", 1)[-1] for p in paths} | {".".join(p.split(".")[-2:]) for p in paths}
     close = difflib.get_close_matches(name, sorted(pool), n=5, cutoff=0.4)
-    return close or sorted({p.rsplit(".", 1)[-1] for p in paths})[:8]    # nothing close: what there is
+    return close or sorted({p.rsplit(".", 1)[-1] for p in paths})[:8]  # nothing close: what there is
 
 
 def _outside(path: str, roots) -> bool:
@@ -64,8 +66,11 @@ def match_targets(model: nn.Module, targets, exclude=()) -> dict[str, list[str]]
     """{entry: [matching module paths]} for a tuple of names, or {regex: [...]} for one string.
     Modules inside adapters or inside `exclude` (the saved modules) are never matched."""
     adapted = [p for p, _ in adapters(model)]
-    paths = [p for p, _ in model.named_modules()
-             if p and _outside(p, exclude) and not any(p.startswith(a + ".") for a in adapted)]
+    paths = [
+        p
+        for p, _ in model.named_modules()
+        if p and _outside(p, exclude) and not any(p.startswith(a + ".") for a in adapted)
+    ]
     if isinstance(targets, str):
         return {targets: [p for p in paths if re.fullmatch(targets, p)]}
     return {t: [p for p in paths if p == t or p.endswith("." + t)] for t in targets}
@@ -84,13 +89,17 @@ def _check_saved(model: nn.Module, names) -> list[str]:
     found = resolve_saved(model, names)
     for n in names:
         if not any(p.endswith(n) for p in found):
-            raise ValueError(f"modules_to_save entry {n!r} matches no module; nearest module names: "
-                             f"{_nearest(model, n)}. Fix the name or drop it from modules_to_save")
+            raise ValueError(
+                f"modules_to_save entry {n!r} matches no module; nearest module names: "
+                f"{_nearest(model, n)}. Fix the name or drop it from modules_to_save"
+            )
     for p in found:
         inner = [q for q, _ in adapters(model) if not _outside(q, [p])]
         if inner:
-            raise ValueError(f"modules_to_save {p!r} contains adapted layers {inner}; a saved module is "
-                             "trained whole, so do not also target layers inside it")
+            raise ValueError(
+                f"modules_to_save {p!r} contains adapted layers {inner}; a saved module is "
+                "trained whole, so do not also target layers inside it"
+            )
     return found
 
 
@@ -98,16 +107,22 @@ def _check_targets(model: nn.Module, matches: dict[str, list[str]]) -> list[str]
     paths = []
     for entry, found in matches.items():
         if not found:
-            raise ValueError(f"target {entry!r} matches no module; nearest module names: "
-                             f"{_nearest(model, entry)}. Fix the name in the config's targets")
+            raise ValueError(
+                f"target {entry!r} matches no module; nearest module names: "
+                f"{_nearest(model, entry)}. Fix the name in the config's targets"
+            )
         for p in found:
             m = model.get_submodule(p)
             if isinstance(m, ADAPTER_TYPES):
-                raise ValueError(f"{p!r} is already adapted ({type(m).__name__}); a layer takes one adapter. "
-                                 "Call remove(model) first, or target other layers")
+                raise ValueError(
+                    f"{p!r} is already adapted ({type(m).__name__}); a layer takes one adapter. "
+                    "Call remove(model) first, or target other layers"
+                )
             if not isinstance(m, nn.Linear):
-                raise ValueError(f"target {entry!r} matches {p!r}, a {type(m).__name__}, but only nn.Linear "
-                                 f"is adaptable; nearest nn.Linear names: {_nearest(model, entry, True)}")
+                raise ValueError(
+                    f"target {entry!r} matches {p!r}, a {type(m).__name__}, but only nn.Linear "
+                    f"is adaptable; nearest nn.Linear names: {_nearest(model, entry, True)}"
+                )
             if p not in paths:
                 paths.append(p)
     return paths
@@ -120,8 +135,9 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
 
 def _wrap(base: nn.Linear, path: str, config) -> nn.Module:
     if isinstance(config, LoraConfig):
-        return LoRALinear(base, config.r, config.alpha, config.dropout, config.use_rslora,
-                          config.init, config.fused)
+        return LoRALinear(
+            base, config.r, config.alpha, config.dropout, config.use_rslora, config.init, config.fused
+        )
     ff = config.feedforward
     is_ff = bool(re.fullmatch(ff, path)) if isinstance(ff, str) else any(path.endswith(f) for f in ff)
     return IA3Linear(base, feedforward=is_ff, fused=config.fused)
@@ -153,7 +169,7 @@ def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[str]:
         model.__dict__[STATE_ATTR] = state
     for p in paths:
         base = model.get_submodule(p)
-        _set_module(model, p, _wrap(base, p, config).train(base.training))   # keep train/eval mode
+        _set_module(model, p, _wrap(base, p, config).train(base.training))  # keep train/eval mode
     state.configs.append(config)
     state.saved = tuple(dict.fromkeys(state.saved + tuple(saved)))
     _refreeze(model, state)
@@ -171,7 +187,7 @@ def remove(model: nn.Module) -> nn.Module:
     requires_grad flags from before injection. Saved modules keep their (trained) weights."""
     for path, m in adapters(model):
         base = m.base
-        if base.weight is not m.weight:      # the Parameter was replaced (e.g. swap_tensors in .to())
+        if base.weight is not m.weight:  # the Parameter was replaced (e.g. swap_tensors in .to())
             base.weight = m.weight
         if base.bias is not m.bias:
             base.bias = m.bias

@@ -7,6 +7,7 @@ modules_to_save module's state dict as `base_model.model.<path>.<name>`. A file 
 in PEFT 0.21 and one written by PEFT loads here; PEFT options that would change the math and are
 not implemented are refused by name instead of being silently ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,51 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 TASK_TYPES = (None, "SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION")
 
 # Fields of PEFT's configs that must be empty/false/none: each one changes the math or the layout.
-MUST_BE_EMPTY = ("use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform", "lora_bias",
-                 "exclude_modules", "layer_replication", "megatron_config", "target_parameters",
-                 "trainable_token_indices", "use_qalora", "use_bdlora", "alora_invocation_tokens",
-                 "arrow_config", "kasa_config", "monteclora_config", "velora_config", "loftq_config",
-                 "fan_in_fan_out")
-HARMLESS = {"peft_type", "task_type", "inference_mode", "base_model_name_or_path", "revision",
-            "peft_version", "auto_mapping", "layers_pattern", "megatron_core", "eva_config",
-            "corda_config", "lora_ga_config", "qalora_group_size", "ensure_weight_tying",
-            "runtime_config", "init_ia3_weights", "init_lora_weights", "bias", "modules_to_save"}
+MUST_BE_EMPTY = (
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "layers_to_transform",
+    "lora_bias",
+    "exclude_modules",
+    "layer_replication",
+    "megatron_config",
+    "target_parameters",
+    "trainable_token_indices",
+    "use_qalora",
+    "use_bdlora",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "kasa_config",
+    "monteclora_config",
+    "velora_config",
+    "loftq_config",
+    "fan_in_fan_out",
+)
+HARMLESS = {
+    "peft_type",
+    "task_type",
+    "inference_mode",
+    "base_model_name_or_path",
+    "revision",
+    "peft_version",
+    "auto_mapping",
+    "layers_pattern",
+    "megatron_core",
+    "eva_config",
+    "corda_config",
+    "lora_ga_config",
+    "qalora_group_size",
+    "ensure_weight_tying",
+    "runtime_config",
+    "init_ia3_weights",
+    "init_lora_weights",
+    "bias",
+    "modules_to_save",
+}
 LORA_FIELDS = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"}
 IA3_FIELDS = {"target_modules", "feedforward_modules"}
-LORA_INITS = {True: "kaiming", False: "kaiming", "gaussian": "gaussian"}   # False: B random; values are loaded
+LORA_INITS = {True: "kaiming", False: "kaiming", "gaussian": "gaussian"}  # False: B random; values are loaded
 
 
 def _names(v):
@@ -51,33 +85,64 @@ def peft_config(config, task_type=None, base_model_name_or_path=None) -> dict:
     """The adapter_config.json PEFT 0.21 would write for this configuration."""
     if task_type not in TASK_TYPES:
         raise ValueError(f"task_type={task_type!r} is not one of {TASK_TYPES}")
-    common = {"auto_mapping": None, "base_model_name_or_path": base_model_name_or_path,
-              "exclude_modules": None, "fan_in_fan_out": False, "inference_mode": True,
-              "modules_to_save": sorted(config.modules_to_save) or None, "revision": None,
-              "target_modules": _names(config.targets), "task_type": task_type}
+    common = {
+        "auto_mapping": None,
+        "base_model_name_or_path": base_model_name_or_path,
+        "exclude_modules": None,
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "modules_to_save": sorted(config.modules_to_save) or None,
+        "revision": None,
+        "target_modules": _names(config.targets),
+        "task_type": task_type,
+    }
     if isinstance(config, IA3Config):
-        return {**common, "peft_type": "IA3", "feedforward_modules": _names(config.feedforward),
-                "init_ia3_weights": True}
-    return {**common, "peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha,
-            "lora_dropout": config.dropout, "use_rslora": config.use_rslora, "bias": "none",
-            "init_lora_weights": True if config.init == "kaiming" else config.init,
-            "use_dora": False, "lora_bias": False, "rank_pattern": {}, "alpha_pattern": {},
-            "layers_to_transform": None, "layers_pattern": None, "loftq_config": {},
-            "megatron_config": None, "megatron_core": "megatron.core", "layer_replication": None}
+        return {
+            **common,
+            "peft_type": "IA3",
+            "feedforward_modules": _names(config.feedforward),
+            "init_ia3_weights": True,
+        }
+    return {
+        **common,
+        "peft_type": "LORA",
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "use_rslora": config.use_rslora,
+        "bias": "none",
+        "init_lora_weights": True if config.init == "kaiming" else config.init,
+        "use_dora": False,
+        "lora_bias": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "loftq_config": {},
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "layer_replication": None,
+    }
 
 
 def _refuse(d: dict, file: Path) -> None:
     for k in MUST_BE_EMPTY:
         if d.get(k):
-            raise ValueError(f"{file}: {k}={d[k]!r} is not supported by minipeft (it changes the adapter's "
-                             f"math or layout); expected it empty/false. Re-train without {k}")
+            raise ValueError(
+                f"{file}: {k}={d[k]!r} is not supported by minipeft (it changes the adapter's "
+                f"math or layout); expected it empty/false. Re-train without {k}"
+            )
     if d.get("bias", "none") != "none":
-        raise ValueError(f"{file}: bias={d['bias']!r} is not supported; expected 'none' (trained biases "
-                         "of the base would be needed). Re-train with bias='none'")
+        raise ValueError(
+            f"{file}: bias={d['bias']!r} is not supported; expected 'none' (trained biases "
+            "of the base would be needed). Re-train with bias='none'"
+        )
     init = d.get("init_lora_weights", True)
     if d.get("peft_type") == "LORA" and init not in LORA_INITS:
-        raise ValueError(f"{file}: init_lora_weights={init!r} is not supported (PiSSA/OLoRA/LoftQ/... change "
-                         f"the base weights too); expected one of {list(LORA_INITS)}")
+        raise ValueError(
+            f"{file}: init_lora_weights={init!r} is not supported (PiSSA/OLoRA/LoftQ/... change "
+            f"the base weights too); expected one of {list(LORA_INITS)}"
+        )
 
 
 def config_from_peft(d: dict, file: Path, model: nn.Module | None = None):
@@ -90,24 +155,36 @@ def config_from_peft(d: dict, file: Path, model: nn.Module | None = None):
     own = LORA_FIELDS if kind == "LORA" else IA3_FIELDS
     unknown = sorted(set(d) - own - HARMLESS - set(MUST_BE_EMPTY))
     if unknown:
-        warnings.warn(f"{file}: ignoring unknown config fields {unknown} (written by a newer PEFT?)")
+        warnings.warn(
+            f"{file}: ignoring unknown config fields {unknown} (written by a newer PEFT?)", stacklevel=2
+        )
     missing = sorted(f for f in own if d.get(f) is None and f != "use_rslora")
     if missing:
-        raise KeyError(f"{file}: missing {missing}; minipeft needs them explicitly (PEFT's per-model "
-                       "defaults are not guessed). Add them to the config")
+        raise KeyError(
+            f"{file}: missing {missing}; minipeft needs them explicitly (PEFT's per-model "
+            "defaults are not guessed). Add them to the config"
+        )
     saved = list(d.get("modules_to_save") or [])
     if model is not None:
         skip = [n for n in saved if not resolve_saved(model, [n])]
         if skip:
-            warnings.warn(f"{file}: modules_to_save {skip} match no module of this model; skipped")
+            warnings.warn(
+                f"{file}: modules_to_save {skip} match no module of this model; skipped", stacklevel=2
+            )
         saved = [n for n in saved if n not in skip]
     if kind == "IA3":
-        return IA3Config(targets=d["target_modules"], feedforward=d["feedforward_modules"],
-                         modules_to_save=tuple(saved))
-    return LoraConfig(r=d["r"], alpha=d["lora_alpha"], dropout=d["lora_dropout"],
-                      targets=d["target_modules"], modules_to_save=tuple(saved),
-                      use_rslora=bool(d.get("use_rslora", False)),
-                      init=LORA_INITS[d.get("init_lora_weights", True)])
+        return IA3Config(
+            targets=d["target_modules"], feedforward=d["feedforward_modules"], modules_to_save=tuple(saved)
+        )
+    return LoraConfig(
+        r=d["r"],
+        alpha=d["lora_alpha"],
+        dropout=d["lora_dropout"],
+        targets=d["target_modules"],
+        modules_to_save=tuple(saved),
+        use_rslora=bool(d.get("use_rslora", False)),
+        init=LORA_INITS[d.get("init_lora_weights", True)],
+    )
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -115,8 +192,8 @@ def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for path, m in adapters(model):
         if isinstance(m, LoRALinear):
-            out[f"{PREFIX}{path}.lora_A.weight"] = m.lora_A                       # (r, in)
-            out[f"{PREFIX}{path}.lora_B.weight"] = m.lora_B                       # (out, r)
+            out[f"{PREFIX}{path}.lora_A.weight"] = m.lora_A  # (r, in)
+            out[f"{PREFIX}{path}.lora_B.weight"] = m.lora_B  # (out, r)
         else:
             out[f"{PREFIX}{path}.ia3_l"] = m.ia3_l[None, :] if m.feedforward else m.ia3_l[:, None]
     for path in saved_modules(model):
@@ -130,13 +207,20 @@ def _the_config(model: nn.Module):
     if state is None or not adapters(model):
         raise ValueError("save_adapter: the model has no adapters; call inject(model, config) first")
     if len(state.configs) != 1:
-        raise ValueError(f"save_adapter: the model holds {len(state.configs)} injected configs; a PEFT "
-                         "adapter folder describes one. Save after a single inject()")
+        raise ValueError(
+            f"save_adapter: the model holds {len(state.configs)} injected configs; a PEFT "
+            "adapter folder describes one. Save after a single inject()"
+        )
     return state.configs[0]
 
 
-def save_adapter(model: nn.Module, out_dir, task_type: str | None = None,
-                 base_model_name_or_path: str | None = None, provenance: dict | None = None) -> Path:
+def save_adapter(
+    model: nn.Module,
+    out_dir,
+    task_type: str | None = None,
+    base_model_name_or_path: str | None = None,
+    provenance: dict | None = None,
+) -> Path:
     """Write adapter_model.safetensors, adapter_config.json and adapter_manifest.json into out_dir
     (each atomically). base_model_name_or_path defaults to the model's `name_or_path`, if any."""
     config = _the_config(model)
@@ -155,8 +239,10 @@ def _read(in_dir: Path) -> tuple[dict, dict]:
     cfg_file, weights = in_dir / CONFIG_FILE, in_dir / WEIGHTS_FILE
     for f in (cfg_file, weights):
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: not found; an adapter folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-                                    "(written by save_adapter or PEFT's save_pretrained)")
+            raise FileNotFoundError(
+                f"{f}: not found; an adapter folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+                "(written by save_adapter or PEFT's save_pretrained)"
+            )
     try:
         d = json.loads(cfg_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -168,13 +254,17 @@ def _check_tensors(model: nn.Module, found: dict, file: Path) -> dict:
     expected = adapter_tensors(model)
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise KeyError(f"{file}: keys do not match the injected adapter; missing {missing[:6]}"
-                       f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
-                       f"{' ...' if len(unexpected) > 6 else ''}. Is this adapter for this model class?")
+        raise KeyError(
+            f"{file}: keys do not match the injected adapter; missing {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+            f"{' ...' if len(unexpected) > 6 else ''}. Is this adapter for this model class?"
+        )
     for k, t in expected.items():
         if tuple(found[k].shape) != tuple(t.shape):
-            raise ValueError(f"{file}: {k} has shape {tuple(found[k].shape)}, the model expects "
-                             f"{tuple(t.shape)}; the adapter was trained on a model of another size")
+            raise ValueError(
+                f"{file}: {k} has shape {tuple(found[k].shape)}, the model expects "
+                f"{tuple(t.shape)}; the adapter was trained on a model of another size"
+            )
     return expected
 
 
@@ -198,7 +288,9 @@ def load_adapter(model: nn.Module, in_dir, allow_base_mismatch: bool = False):
     in_dir = Path(in_dir)
     d, found = _read(in_dir)
     if adapters(model):
-        raise ValueError(f"load_adapter({in_dir}): the model already holds adapters; call remove(model) first")
+        raise ValueError(
+            f"load_adapter({in_dir}): the model already holds adapters; call remove(model) first"
+        )
     config = config_from_peft(d, in_dir / CONFIG_FILE, model)
     inject(model, config)
     try:

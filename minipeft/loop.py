@@ -2,6 +2,7 @@
 
 Public entry point is `minipeft.train.train`; this module is its implementation detail.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +20,37 @@ from . import distributed
 from .batching import LengthBucketSampler
 from .memory import SavedTensorsMeter, cuda_peak_bytes, peak_rss_bytes, reset_cuda_peak
 from .optim import build_adamw, linear_warmup_factor, named_trainable, set_lr, warmup_steps
-from .train import (_RESUME_FREE, TrainResult, _base_is_trainable, _fingerprint, _jsonable, _Log,
-                    _set_grad_checkpointing, evaluate, resolve_device, seed_everything, to_device)
+from .train import (
+    _RESUME_FREE,
+    TrainResult,
+    _base_is_trainable,
+    _fingerprint,
+    _jsonable,
+    _Log,
+    _set_grad_checkpointing,
+    evaluate,
+    resolve_device,
+    seed_everything,
+    to_device,
+)
 
 
 class Loop:
-    def __init__(self, model, train_data, val_data, loss_fn, eval_fn, config, out_dir, provenance,
-                 collate, callback, length_key, desc):
+    def __init__(
+        self,
+        model,
+        train_data,
+        val_data,
+        loss_fn,
+        eval_fn,
+        config,
+        out_dir,
+        provenance,
+        collate,
+        callback,
+        length_key,
+        desc,
+    ):
         self.model, self.train_data, self.val_data = model, train_data, val_data
         self.loss_fn, self.eval_fn, self.cfg = loss_fn, eval_fn, config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -33,8 +58,9 @@ class Loop:
         self.length_key, self.desc = length_key, desc
         self.device = resolve_device(config.device)
         lengths = [len(ex[length_key]) for ex in train_data]
-        self.sampler = LengthBucketSampler(lengths, config.batch_size * config.grad_accum,
-                                           config.seed, config.bucket_batches)
+        self.sampler = LengthBucketSampler(
+            lengths, config.batch_size * config.grad_accum, config.seed, config.bucket_batches
+        )
         self.steps_per_epoch = len(self.sampler)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup = warmup_steps(self.total_steps, config.warmup_ratio)
@@ -47,18 +73,32 @@ class Loop:
 
     # ---------------------------------------------------------------- set-up and resume
     def _fresh_state(self) -> dict:
-        return {"step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_epoch": None,
-                "best_metrics": {}, "best_file": None, "bad_epochs": 0, "history": [],
-                "train_seconds": 0.0, "examples": 0, "stopped_early": False, "epoch_loss": [0.0, 0],
-                "fingerprint_before": _fingerprint(self.model),
-                "config": dataclasses.asdict(self.cfg)}
+        return {
+            "step": 0,
+            "epoch": 0,
+            "position": 0,
+            "best_metric": None,
+            "best_epoch": None,
+            "best_metrics": {},
+            "best_file": None,
+            "bad_epochs": 0,
+            "history": [],
+            "train_seconds": 0.0,
+            "examples": 0,
+            "stopped_early": False,
+            "epoch_loss": [0.0, 0],
+            "fingerprint_before": _fingerprint(self.model),
+            "config": dataclasses.asdict(self.cfg),
+        }
 
     def _resume(self, doc: dict, tensors: dict) -> dict:
         old, new = doc["config"], dataclasses.asdict(self.cfg)
         diff = {k: (old.get(k), v) for k, v in new.items() if k not in _RESUME_FREE and old.get(k) != v}
         if diff:
-            raise ValueError(f"{self.out_dir / 'checkpoint.json'} was written with another config "
-                             f"(field: (checkpoint, now)) {diff}; use the same config or a new out_dir")
+            raise ValueError(
+                f"{self.out_dir / 'checkpoint.json'} was written with another config "
+                f"(field: (checkpoint, now)) {diff}; use the same config or a new out_dir"
+            )
         ckpt.restore_trainable(self.named, tensors)
         ckpt.load_optimizer_tensors(self.named, self.optimizer, tensors)
         ckpt.set_rng_states(tensors, doc["rng"])
@@ -78,9 +118,16 @@ class Loop:
             seed_everything(self.cfg.seed)
             state = self._fresh_state()
             self.resumed_from = None
-            self.log(event="start", config=state["config"], provenance=self.provenance,
-                     steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
-                     warmup_steps=self.warmup, device=str(self.device), torch=torch.__version__)
+            self.log(
+                event="start",
+                config=state["config"],
+                provenance=self.provenance,
+                steps_per_epoch=self.steps_per_epoch,
+                total_steps=self.total_steps,
+                warmup_steps=self.warmup,
+                device=str(self.device),
+                torch=torch.__version__,
+            )
         else:
             state = self._resume(*found)
             self.resumed_from = state["step"]
@@ -93,8 +140,9 @@ class Loop:
         params = [p for _, p in self.named]
         loss_sum = 0.0
         # distributed hook: this rank's share of the step, weight |micro|/N (× world size for DDP's mean)
-        for micro, weight in self.dist.micro_batches(indices, self.cfg.batch_size, self.train_model,
-                                                     seed=(self.cfg.seed, step)):
+        for micro, weight in self.dist.micro_batches(
+            indices, self.cfg.batch_size, self.train_model, seed=(self.cfg.seed, step)
+        ):
             batch = to_device(self.collate([self.train_data[i] for i in micro]), self.device)
             if self.meter is not None:
                 with self.meter.measure():
@@ -103,8 +151,10 @@ class Loop:
             else:
                 loss = self.loss_fn(self.train_model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at optimiser step {step}; lower the "
-                                         f"learning rate (now {self.cfg.lr}) or check the inputs")
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at optimiser step {step}; lower the "
+                    f"learning rate (now {self.cfg.lr}) or check the inputs"
+                )
             (loss * weight).backward()
             loss_sum += loss.item() * weight
         loss_sum = self.dist.mean(loss_sum)  # distributed hook: the global batch's mean loss
@@ -117,8 +167,11 @@ class Loop:
 
     # ---------------------------------------------------------------- epochs
     def _memory(self) -> dict:
-        return {"saved_bytes_max": self.saved_bytes_max if self.meter else None,
-                "peak_rss_bytes": peak_rss_bytes(), "cuda_peak_bytes": cuda_peak_bytes(self.device)}
+        return {
+            "saved_bytes_max": self.saved_bytes_max if self.meter else None,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "cuda_peak_bytes": cuda_peak_bytes(self.device),
+        }
 
     def _checkpoint(self, state: dict) -> None:
         if self.out_dir:
@@ -126,8 +179,14 @@ class Loop:
 
     def _train_epoch(self, state: dict) -> float:
         epoch, batches = state["epoch"], self.sampler.batches(state["epoch"])
-        bar = tqdm(total=len(batches), initial=state["position"], desc=f"{self.desc} epoch {epoch + 1}",
-                   leave=False, disable=not self.cfg.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(batches),
+            initial=state["position"],
+            desc=f"{self.desc} epoch {epoch + 1}",
+            leave=False,
+            disable=not self.cfg.progress,
+            dynamic_ncols=True,
+        )
         window = []
         self.model.train()
         for pos in range(state["position"], len(batches)):
@@ -142,17 +201,28 @@ class Loop:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if state["step"] % self.cfg.log_every == 0 or pos + 1 == len(batches):
-                self.log(event="step", epoch=epoch, step=state["step"], loss=sum(window) / len(window),
-                         lr=lr, grad_norm=norm, seconds=state["train_seconds"],
-                         samples_per_s=state["examples"] / max(state["train_seconds"], 1e-9),
-                         **self._memory())
+                self.log(
+                    event="step",
+                    epoch=epoch,
+                    step=state["step"],
+                    loss=sum(window) / len(window),
+                    lr=lr,
+                    grad_norm=norm,
+                    seconds=state["train_seconds"],
+                    samples_per_s=state["examples"] / max(state["train_seconds"], 1e-9),
+                    **self._memory(),
+                )
                 window = []
-            if self.cfg.checkpoint_every and state["step"] % self.cfg.checkpoint_every == 0 \
-                    and pos + 1 < len(batches):
+            if (
+                self.cfg.checkpoint_every
+                and state["step"] % self.cfg.checkpoint_every == 0
+                and pos + 1 < len(batches)
+            ):
                 self._checkpoint(state)
             if self.callback is not None:
-                self.callback({"step": state["step"], "epoch": epoch, "position": pos + 1,
-                               "loss": loss, "lr": lr})
+                self.callback(
+                    {"step": state["step"], "epoch": epoch, "position": pos + 1, "loss": loss, "lr": lr}
+                )
         bar.close()
         total, count = state["epoch_loss"]
         state["epoch_loss"] = [0.0, 0]
@@ -165,12 +235,20 @@ class Loop:
 
     def _end_epoch(self, state: dict, train_loss: float) -> None:
         t0 = time.perf_counter()
-        metrics = evaluate(self.model, self.val_data, self.eval_fn, collate=self.collate,
-                           batch_size=self.cfg.eval_batch_size or self.cfg.batch_size * self.cfg.grad_accum,
-                           device=self.device, length_key=self.length_key)
+        metrics = evaluate(
+            self.model,
+            self.val_data,
+            self.eval_fn,
+            collate=self.collate,
+            batch_size=self.cfg.eval_batch_size or self.cfg.batch_size * self.cfg.grad_accum,
+            device=self.device,
+            length_key=self.length_key,
+        )
         if self.cfg.select_metric not in metrics:
-            raise KeyError(f"select_metric {self.cfg.select_metric!r} is not among the metrics eval_fn "
-                           f"returned {sorted(metrics)}; set TrainConfig.select_metric to one of them")
+            raise KeyError(
+                f"select_metric {self.cfg.select_metric!r} is not among the metrics eval_fn "
+                f"returned {sorted(metrics)}; set TrainConfig.select_metric to one of them"
+            )
         epoch, value = state["epoch"], metrics[self.cfg.select_metric]
         better = self._improved(value, state["best_metric"])
         old = None
@@ -182,14 +260,24 @@ class Loop:
                 ckpt.atomic_save_tensors(self.out_dir / state["best_file"], self.best_tensors)
         else:
             state["bad_epochs"] += 1
-        state["history"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss,
-                                 "metrics": metrics})
-        self.log(event="eval", epoch=epoch, step=state["step"], train_loss=train_loss, metrics=metrics,
-                 eval_seconds=time.perf_counter() - t0, best=better, best_epoch=state["best_epoch"])
+        state["history"].append(
+            {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "metrics": metrics}
+        )
+        self.log(
+            event="eval",
+            epoch=epoch,
+            step=state["step"],
+            train_loss=train_loss,
+            metrics=metrics,
+            eval_seconds=time.perf_counter() - t0,
+            best=better,
+            best_epoch=state["best_epoch"],
+        )
         state["epoch"], state["position"] = epoch + 1, 0
         patience = self.cfg.patience
-        state["stopped_early"] = patience is not None and state["bad_epochs"] >= patience \
-            and state["epoch"] < self.cfg.epochs
+        state["stopped_early"] = (
+            patience is not None and state["bad_epochs"] >= patience and state["epoch"] < self.cfg.epochs
+        )
         self._checkpoint(state)
         if better and self.out_dir and old and old != state["best_file"]:
             (self.out_dir / old).unlink(missing_ok=True)
@@ -200,7 +288,7 @@ class Loop:
         reset_cuda_peak(self.device)
         try:
             state = self._start()
-            state = self.dist.sync_start(self, state)    # distributed hook: rank 0's state everywhere
+            state = self.dist.sync_start(self, state)  # distributed hook: rank 0's state everywhere
             self.train_model = self.dist.wrap(self.model)  # distributed hook: DDP (or the model itself)
             while state["epoch"] < self.cfg.epochs and not state["stopped_early"]:
                 loss = self._train_epoch(state)
@@ -216,15 +304,25 @@ class Loop:
         after = _fingerprint(self.model)
         before = state["fingerprint_before"]
         if before is not None and after != before and _base_is_trainable(self.model) is False:
-            raise RuntimeError(f"the base model changed during an adapter/head-only run (fingerprint "
-                               f"{before[:12]}… → {after[:12]}…); a frozen base weight was modified")
+            raise RuntimeError(
+                f"the base model changed during an adapter/head-only run (fingerprint "
+                f"{before[:12]}… → {after[:12]}…); a frozen base weight was modified"
+            )
         result = TrainResult(
-            best_epoch=state["best_epoch"], best_metric=state["best_metric"], history=state["history"],
-            steps=state["step"], train_seconds=state["train_seconds"],
+            best_epoch=state["best_epoch"],
+            best_metric=state["best_metric"],
+            history=state["history"],
+            steps=state["step"],
+            train_seconds=state["train_seconds"],
             samples_per_second=state["examples"] / max(state["train_seconds"], 1e-9),
-            stopped_early=state["stopped_early"], trainable_params=sum(p.numel() for _, p in self.named),
-            memory=self._memory(), fingerprint_before=before, fingerprint_after=after,
-            resumed_from_step=self.resumed_from, best_metrics=state["best_metrics"])
+            stopped_early=state["stopped_early"],
+            trainable_params=sum(p.numel() for _, p in self.named),
+            memory=self._memory(),
+            fingerprint_before=before,
+            fingerprint_after=after,
+            resumed_from_step=self.resumed_from,
+            best_metrics=state["best_metrics"],
+        )
         self.log(event="end", **result.to_dict())
         if self.out_dir:
             doc = {"config": state["config"], "provenance": self.provenance, "result": result.to_dict()}

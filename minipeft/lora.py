@@ -1,4 +1,5 @@
 """LoRA around one nn.Linear (Hu et al. 2021), with PEFT's defaults and initialisation."""
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ def adopt_linear(module: nn.Module, base: nn.Linear) -> None:
     `module.base` for `remove()`."""
     if not isinstance(base, nn.Linear):
         raise TypeError(f"{type(module).__name__} wraps an nn.Linear, found {type(base).__name__}")
-    object.__setattr__(module, "base", base)      # kept, but not a submodule: keys stay unchanged
+    object.__setattr__(module, "base", base)  # kept, but not a submodule: keys stay unchanged
     module.in_features, module.out_features = base.in_features, base.out_features
     module.register_parameter("weight", base.weight)  # (out, in), frozen by inject()
-    module.register_parameter("bias", base.bias)      # (out,) or None
+    module.register_parameter("bias", base.bias)  # (out,) or None
 
 
 class LoRALinear(nn.Module):
@@ -36,15 +37,23 @@ class LoRALinear(nn.Module):
     ROLE = "lora"
     ADAPTER_PARAMS = ("lora_A", "lora_B")
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
-                 use_rslora: bool = False, init: str = "kaiming", fused: bool = True):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        init: str = "kaiming",
+        fused: bool = True,
+    ):
         super().__init__()
         adopt_linear(self, base)
         self.r, self.alpha, self.use_rslora, self.fused = r, alpha, use_rslora, fused
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         like = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))    # (r, in)
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))   # (out, r)
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
         self.lora_dropout = nn.Dropout(dropout)
         self.disabled = False
         if init == "kaiming":
@@ -54,22 +63,32 @@ class LoRALinear(nn.Module):
         else:
             raise ValueError(f"LoRALinear init must be 'kaiming' or 'gaussian', found {init!r}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:                       # x (..., in)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., in)
         if self.disabled:
             return F.linear(x, self.weight, self.bias)
         if self.fused:
-            return ops.lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B,
-                                   self.scaling, self.lora_dropout.p, self.training)
+            return ops.lora_linear(
+                x,
+                self.weight,
+                self.bias,
+                self.lora_A,
+                self.lora_B,
+                self.scaling,
+                self.lora_dropout.p,
+                self.training,
+            )
         delta = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)  # (..., out)
-        return F.linear(x, self.weight, self.bias) + self.scaling * delta          # (..., out)
+        return F.linear(x, self.weight, self.bias) + self.scaling * delta  # (..., out)
 
     @torch.no_grad()
     def merged_weight(self) -> torch.Tensor:
         """W + s · B A, computed in fp32 and cast back to W's dtype."""
-        delta = self.lora_B.float() @ self.lora_A.float()                            # (out, in)
+        delta = self.lora_B.float() @ self.lora_A.float()  # (out, in)
         return (self.weight.float() + self.scaling * delta).to(self.weight.dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-                f"alpha={self.alpha}, scaling={self.scaling:g}, dropout={self.lora_dropout.p}, "
-                f"fused={self.fused}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"alpha={self.alpha}, scaling={self.scaling:g}, dropout={self.lora_dropout.p}, "
+            f"fused={self.fused}"
+        )

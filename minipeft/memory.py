@@ -11,6 +11,7 @@ CPU: two numbers.
 - peak RSS of the process (`resource.getrusage`, Linux reports KiB): a high-water mark since the
   process started, so it only ever grows and includes everything else the process did.
 """
+
 from __future__ import annotations
 
 import sys

@@ -23,6 +23,7 @@ Dropout mask (fused path), see `dropout_mask`: 16 random bits per element, four 
 (0.1 → 0.1000061) and the kept values are scaled by the matching 1/(1-p'). This is a different
 random stream from `nn.Dropout`; compare runs of the same path.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,10 @@ def dropout_mask(shape, p: float, device=None, generator=None):
     n = 1
     for d in shape:
         n *= d
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
-    lanes = bits.view(torch.int16)[:n].view(shape)                        # (*shape) int16
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(
+        -(2**63), None, generator=generator
+    )
+    lanes = bits.view(torch.int16)[:n].view(shape)  # (*shape) int16
     # compared straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel (benchmarks.ops)
     keep = torch.ge(lanes, t - 32768, out=torch.empty(shape, dtype=torch.uint8, device=lanes.device))
     return keep, 65536.0 / (65536 - t)
@@ -73,8 +76,9 @@ def _mm_into(shape, a, b):
 
 def _check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"lora_linear: dropout must be in [0, 1), found {dropout}; "
-                         "use a probability such as 0.1")
+        raise ValueError(
+            f"lora_linear: dropout must be in [0, 1), found {dropout}; use a probability such as 0.1"
+        )
 
 
 class _LoRALinear(torch.autograd.Function):
@@ -86,45 +90,45 @@ class _LoRALinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, keep, keep_scale):
-        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()  # (N, out)
         # x ⊙ m as one (N, in) temporary: the mask turned into x's dtype, multiplied by x in place
         xd = x2 if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True).mul_(x2)
-        xa_t = lora_A @ xd.t()                                            # (r, N)
-        out.addmm_(xa_t.t(), lora_B.t(), alpha=scaling * keep_scale)      # += c (N, r)(r, out)
+        xa_t = lora_A @ xd.t()  # (r, N)
+        out.addmm_(xa_t.t(), lora_B.t(), alpha=scaling * keep_scale)  # += c (N, r)(r, out)
         ctx.save_for_backward(x, weight, lora_A, lora_B, keep)
         ctx.c = scaling * keep_scale
         ctx.has_bias = bias is not None
-        return out.reshape(*x.shape[:-1], weight.shape[0])                # (..., out)
+        return out.reshape(*x.shape[:-1], weight.shape[0])  # (..., out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
         x, weight, A, B, keep = ctx.saved_tensors
         c = ctx.c
-        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
-        dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        dy2 = dy.reshape(-1, dy.shape[-1])  # (N, out)
         # the saved uint8 mask in x's dtype: a mixed uint8 × float multiply is a slow casting loop on a CPU
         mask2 = None if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True)  # (N, in) 0/1
-        gb_t = B.t() @ dy2.t()                                            # (r, N) = (dy B)ᵀ
+        gb_t = B.t() @ dy2.t()  # (r, N) = (dy B)ᵀ
         dx = dw = db = dA = dB = None
-        if ctx.needs_input_grad[0]:                                       # dx = dy W + c ((dy B) A) ⊙ m
+        if ctx.needs_input_grad[0]:  # dx = dy W + c ((dy B) A) ⊙ m
             if mask2 is None:
-                dx, dx2 = _mm_into(x.shape, dy2, weight)                  # (..., in), (N, in)
+                dx, dx2 = _mm_into(x.shape, dy2, weight)  # (..., in), (N, in)
                 dx2.addmm_(gb_t.t(), A, alpha=c)
             else:  # the masked rank-r term first, in dx's own storage, then dy W added by BLAS: no temporary
                 dx, dx2 = _mm_into(x.shape, gb_t.t(), A)
                 dx2.mul_(mask2).addmm_(dy2, weight, beta=c)
         if ctx.needs_input_grad[1]:
-            dw = dy2.t() @ x2                                             # (out, in)
+            dw = dy2.t() @ x2  # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy2.sum(0)                                               # (out,)
+            db = dy2.sum(0)  # (out,)
         if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-            xd = x2 if mask2 is None else mask2.mul_(x2)                  # x ⊙ m in the mask's storage (last use)
+            xd = x2 if mask2 is None else mask2.mul_(x2)  # x ⊙ m in the mask's storage (last use)
             if ctx.needs_input_grad[3]:
-                dA = torch.addmm(A, gb_t, xd, beta=0, alpha=c)            # (r, in)
+                dA = torch.addmm(A, gb_t, xd, beta=0, alpha=c)  # (r, in)
             if ctx.needs_input_grad[4]:
-                dB = (A @ xd.t() @ dy2).mul_(c).t().contiguous()          # (out, r) = c ((x⊙m) Aᵀ)ᵀ dy, transposed
+                dB = (A @ xd.t() @ dy2).mul_(c).t().contiguous()  # (out, r) = c ((x⊙m) Aᵀ)ᵀ dy, transposed
         return dx, dw, db, dA, dB, None, None, None
 
 
@@ -140,7 +144,7 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling: float, dropout: float,
         lora_A, lora_B = lora_A.to(x.dtype), lora_B.to(x.dtype)
     keep, keep_scale = None, 1.0
     if training and dropout > 0:
-        keep, keep_scale = dropout_mask(x.shape, dropout, x.device)      # (..., in) uint8 0/1
+        keep, keep_scale = dropout_mask(x.shape, dropout, x.device)  # (..., in) uint8 0/1
     return _apply(_LoRALinear, dev, x, weight, bias, lora_A, lora_B, float(scaling), keep, keep_scale)
 
 
@@ -149,15 +153,15 @@ class _IA3Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, scale, feedforward):
-        x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         if feedforward:
             # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ
             xs, w = (x2, weight * scale) if x2.shape[0] > weight.shape[0] else (x2 * scale, weight)
             out = torch.addmm(bias, xs, w.t()) if bias is not None else xs @ w.t()  # (N, out)
         else:
             out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-            out.mul_(scale)                       # (N, out), in place: the GEMM's fresh output, still in cache
-        y = out.view(*x.shape[:-1], weight.shape[0])                      # (..., out)
+            out.mul_(scale)  # (N, out), in place: the GEMM's fresh output, still in cache
+        y = out.view(*x.shape[:-1], weight.shape[0])  # (..., out)
         # output scaling keeps y itself (its consumer, e.g. attention, keeps it anyway) and
         # recovers y_base = y / l in backward; x only for a trainable W or an exact zero in l
         ctx.has_zero = (not feedforward) and not bool(scale.all())
@@ -171,37 +175,37 @@ class _IA3Linear(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, bias, scale, y = ctx.saved_tensors
         need_x, need_w, need_b, need_l = ctx.needs_input_grad[:4]
-        dy2 = dy.reshape(-1, dy.shape[-1])                                # (N, out)
-        x2 = None if x is None else x.reshape(-1, x.shape[-1])            # (N, in)
+        dy2 = dy.reshape(-1, dy.shape[-1])  # (N, out)
+        x2 = None if x is None else x.reshape(-1, x.shape[-1])  # (N, in)
         dx = dw = db = dl = None
         if ctx.feedforward:
             if need_x or need_l:
                 g, g2 = _mm_into(dy.shape[:-1] + x.shape[-1:], dy2, weight)  # (..., in), (N, in)
-                dl = (g2 * x2).sum(0) if need_l else None                 # (in,)
+                dl = (g2 * x2).sum(0) if need_l else None  # (in,)
                 dx = g.mul_(scale) if need_x else None
-            dw = dy2.t() @ (x2 * scale) if need_w else None               # (out, in)
+            dw = dy2.t() @ (x2 * scale) if need_w else None  # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
             # one (N, out) buffer: first dy ⊙ y for ∂l, then, overwritten, ∂y_base = dy ⊙ l
             t = None
             if need_l:
-                t = dy2 * y.reshape(dy2.shape)                            # (N, out)
+                t = dy2 * y.reshape(dy2.shape)  # (N, out)
                 dl = _scale_grad(t, dy2, x2, weight, bias, scale, ctx.has_zero)
             if need_x or need_w or need_b:
                 t = dy2 * scale if t is None else torch.mul(dy2, scale, out=t)  # (N, out) ∂y_base
                 dx = _mm_into(dy.shape[:-1] + weight.shape[1:], t, weight)[0] if need_x else None  # (..., in)
-                dw = t.t() @ x2 if need_w else None                       # (out, in)
-                db = t.sum(0) if need_b else None                         # (out,)
+                dw = t.t() @ x2 if need_w else None  # (out, in)
+                db = t.sum(0) if need_b else None  # (out,)
         return dx, dw, db, dl, None
 
 
 def _scale_grad(dy_y, dy, x2, weight, bias, scale, has_zero):
     """∂l = Σ_n dy ⊙ y_base with y_base = y / l, from dy_y = dy ⊙ y: the division moves after the
     row sum (l is per column), so it costs (out,) divisions. Columns with l = 0 are recomputed from x."""
-    dl = dy_y.sum(0).div_(scale)                                          # (out,)
+    dl = dy_y.sum(0).div_(scale)  # (out,)
     if has_zero:
         zero = (scale == 0).nonzero().flatten()
-        yb = x2 @ weight[zero].t()                                        # (N, zeros)
+        yb = x2 @ weight[zero].t()  # (N, zeros)
         if bias is not None:
             yb += bias[zero]
         dl[zero] = (dy[:, zero] * yb).sum(0)
@@ -214,8 +218,10 @@ def ia3_linear(x, weight, bias, scale, feedforward: bool):
     `scale` is 1-D: (in,) when feedforward, else (out,)."""
     want = weight.shape[1] if feedforward else weight.shape[0]
     if scale.dim() != 1 or scale.shape[0] != want:
-        raise ValueError(f"ia3_linear: scale must have shape ({want},) for feedforward={feedforward}, "
-                         f"found {tuple(scale.shape)}; feed-forward targets scale inputs, others outputs")
+        raise ValueError(
+            f"ia3_linear: scale must have shape ({want},) for feedforward={feedforward}, "
+            f"found {tuple(scale.shape)}; feed-forward targets scale inputs, others outputs"
+        )
     dev, (x, weight, bias, scale) = _autocast(x, weight, bias, scale)
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)

@@ -19,6 +19,7 @@ to float rounding, and on a CPU about 6× faster (`python -m benchmarks.train_st
 foreach` measures the difference: a large share of a full fine-tuning step). HF Trainer's default
 is the same kernel for torch >= 2.8.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,17 @@ import math
 import torch
 from torch import nn
 
-_NORM_TYPES = tuple(t for t in (nn.LayerNorm, getattr(nn, "RMSNorm", None), nn.GroupNorm,
-                                nn.modules.batchnorm._NormBase, nn.LocalResponseNorm) if t is not None)
+_NORM_TYPES = tuple(
+    t
+    for t in (
+        nn.LayerNorm,
+        getattr(nn, "RMSNorm", None),
+        nn.GroupNorm,
+        nn.modules.batchnorm._NormBase,
+        nn.LocalResponseNorm,
+    )
+    if t is not None
+)
 
 
 def named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -49,19 +59,22 @@ def fused_supported(params) -> bool:
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
-def build_adamw(model: nn.Module, lr: float, weight_decay: float,
-                betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def build_adamw(
+    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters only: group 0 decays, group 1 does not; fused when
     `fused_supported`."""
     params = named_trainable(model)
     if not params:
-        raise ValueError("the model has no parameter with requires_grad=True; inject an adapter "
-                         "or unfreeze a head before training")
+        raise ValueError(
+            "the model has no parameter with requires_grad=True; inject an adapter "
+            "or unfreeze a head before training"
+        )
     skip = no_decay_ids(model)
     decay = [p for _, p in params if id(p) not in skip]
     plain = [p for _, p in params if id(p) in skip]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    fused = fused_supported(p for _, p in params) or None                   # None: torch's default
+    fused = fused_supported(p for _, p in params) or None  # None: torch's default
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 

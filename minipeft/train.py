@@ -26,14 +26,16 @@
 - Determinism: the loop seeds python, numpy and torch with config.seed on a fresh start; seed your
   own model construction (head init) before calling, e.g. with seed_everything(seed).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,14 +47,22 @@ from .batching import LengthBucketSampler, PadCollate
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[dict]], Mapping[str, float]]
 # fields that may differ between a killed run and its resumption
-_RESUME_FREE = {"progress", "log_every", "checkpoint_every", "keep_checkpoints", "device", "eval_batch_size",
-                "measure_memory"}
+_RESUME_FREE = {
+    "progress",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "device",
+    "eval_batch_size",
+    "measure_memory",
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one run. batch_size is the micro-batch (examples per forward);
     one optimiser step sees batch_size × grad_accum examples (the paper's batch 32 = 8 × 4)."""
+
     epochs: int = 5
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -62,17 +72,17 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     seed: int = 0
     select_metric: str = "f1_macro"
-    select_mode: str = "max"           # "max" (F1, AUROC) or "min" (a loss)
-    patience: int | None = 5           # epochs without improvement before stopping; None = never
-    grad_checkpointing: bool = False   # sets `gradient_checkpointing = True` on modules that have it
-    eval_batch_size: int | None = None # default: batch_size × grad_accum
-    bucket_batches: int = 50           # batches per length-sorting bucket
-    checkpoint_every: int = 0          # optimiser steps between mid-epoch checkpoints (0: epoch ends)
-    keep_checkpoints: bool = False     # keep checkpoint/best files after a finished run
-    log_every: int = 10                # optimiser steps per "step" log line
-    device: str = "auto"               # "auto": cuda when available, else cpu
-    progress: bool = True              # tqdm bars (leave=False, so they nest under a caller's bar)
-    measure_memory: bool = True        # saved-for-backward bytes per step (CPU and CUDA)
+    select_mode: str = "max"  # "max" (F1, AUROC) or "min" (a loss)
+    patience: int | None = 5  # epochs without improvement before stopping; None = never
+    grad_checkpointing: bool = False  # sets `gradient_checkpointing = True` on modules that have it
+    eval_batch_size: int | None = None  # default: batch_size × grad_accum
+    bucket_batches: int = 50  # batches per length-sorting bucket
+    checkpoint_every: int = 0  # optimiser steps between mid-epoch checkpoints (0: epoch ends)
+    keep_checkpoints: bool = False  # keep checkpoint/best files after a finished run
+    log_every: int = 10  # optimiser steps per "step" log line
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    progress: bool = True  # tqdm bars (leave=False, so they nest under a caller's bar)
+    measure_memory: bool = True  # saved-for-backward bytes per step (CPU and CUDA)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "bucket_batches", "log_every"):
@@ -88,15 +98,15 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    best_epoch: int | None             # 0-based epoch whose tensors the model holds at the end
+    best_epoch: int | None  # 0-based epoch whose tensors the model holds at the end
     best_metric: float | None
-    history: list[dict]                # one dict per evaluated epoch: epoch, step, train_loss, metrics
-    steps: int                         # optimiser steps taken
-    train_seconds: float               # time in training steps (evaluation excluded), across resumes
+    history: list[dict]  # one dict per evaluated epoch: epoch, step, train_loss, metrics
+    steps: int  # optimiser steps taken
+    train_seconds: float  # time in training steps (evaluation excluded), across resumes
     samples_per_second: float
     stopped_early: bool
     trainable_params: int
-    memory: dict                       # saved_bytes_max, peak_rss_bytes, cuda_peak_bytes
+    memory: dict  # saved_bytes_max, peak_rss_bytes, cuda_peak_bytes
     fingerprint_before: str | None
     fingerprint_after: str | None
     resumed_from_step: int | None = None
@@ -123,9 +133,16 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def evaluate(model: nn.Module, examples: Sequence[Mapping], eval_fn: EvalFn, *, batch_size: int,
-             collate: Callable = PadCollate(), device: torch.device | str | None = None,
-             length_key: str = "input_ids") -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    examples: Sequence[Mapping],
+    eval_fn: EvalFn,
+    *,
+    batch_size: int,
+    collate: Callable = PadCollate(),
+    device: torch.device | str | None = None,
+    length_key: str = "input_ids",
+) -> dict[str, float]:
     """eval_fn over length-sorted batches (longest first) in eval mode without gradients.
     Restores the model's previous train/eval mode afterwards."""
     if not examples:
@@ -146,6 +163,7 @@ def evaluate(model: nn.Module, examples: Sequence[Mapping], eval_fn: EvalFn, *, 
 
 def _fingerprint(model: nn.Module) -> str | None:
     import minipeft  # late: the adapter package may import this module
+
     fn = getattr(minipeft, "fingerprint", None)
     return fn(model) if fn is not None else None
 
@@ -153,6 +171,7 @@ def _fingerprint(model: nn.Module) -> str | None:
 def _base_is_trainable(model: nn.Module) -> bool | None:
     """True when a base parameter (not adapter, not head) trains; None if roles are unknown."""
     import minipeft
+
     table = getattr(minipeft, "param_table", None)
     if table is None:
         return None
@@ -161,11 +180,16 @@ def _base_is_trainable(model: nn.Module) -> bool | None:
 
 def _set_grad_checkpointing(model: nn.Module, on: bool) -> dict[nn.Module, bool]:
     """Set `gradient_checkpointing` on every module that has the attribute; return old values."""
-    old = {m: m.gradient_checkpointing for m in model.modules()
-           if isinstance(getattr(m, "gradient_checkpointing", None), bool)}
+    old = {
+        m: m.gradient_checkpointing
+        for m in model.modules()
+        if isinstance(getattr(m, "gradient_checkpointing", None), bool)
+    }
     if on and not old:
-        raise ValueError(f"grad_checkpointing=True but no module of {type(model).__name__} has a boolean "
-                         f"`gradient_checkpointing` attribute; set it to False or add one to the model")
+        raise ValueError(
+            f"grad_checkpointing=True but no module of {type(model).__name__} has a boolean "
+            f"`gradient_checkpointing` attribute; set it to False or add one to the model"
+        )
     for m in old:
         m.gradient_checkpointing = on
     return old
@@ -193,11 +217,21 @@ class _Log:
                 f.write(json.dumps(event, default=_jsonable) + "\n")
 
 
-def train(model: nn.Module, train_data: Sequence[Mapping], val_data: Sequence[Mapping], loss_fn: LossFn,
-          eval_fn: EvalFn, config: TrainConfig = TrainConfig(), *, out_dir: str | Path | None = None,
-          provenance: Mapping | None = None, collate: Callable = PadCollate(),
-          callback: Callable[[dict], None] | None = None, length_key: str = "input_ids",
-          desc: str = "train") -> TrainResult:
+def train(
+    model: nn.Module,
+    train_data: Sequence[Mapping],
+    val_data: Sequence[Mapping],
+    loss_fn: LossFn,
+    eval_fn: EvalFn,
+    config: TrainConfig = TrainConfig(),
+    *,
+    out_dir: str | Path | None = None,
+    provenance: Mapping | None = None,
+    collate: Callable = PadCollate(),
+    callback: Callable[[dict], None] | None = None,
+    length_key: str = "input_ids",
+    desc: str = "train",
+) -> TrainResult:
     """Train `model` in place and leave the best epoch's trainable tensors in it (module docstring).
 
     callback(info) runs after every optimiser step (after any checkpoint of that step) with
@@ -205,11 +239,24 @@ def train(model: nn.Module, train_data: Sequence[Mapping], val_data: Sequence[Ma
     later call with the same out_dir resumes. provenance is stored verbatim in the outputs.
     """
     from .loop import Loop  # the per-step machinery lives next door to keep files small
+
     config.validate()
     if not train_data:
         raise ValueError("train() got an empty training set")
     if not val_data:
         raise ValueError("train() got an empty validation set; best-epoch selection needs one")
-    loop = Loop(model, train_data, val_data, loss_fn, eval_fn, config, out_dir, dict(provenance or {}),
-                collate, callback, length_key, desc)
+    loop = Loop(
+        model,
+        train_data,
+        val_data,
+        loss_fn,
+        eval_fn,
+        config,
+        out_dir,
+        dict(provenance or {}),
+        collate,
+        callback,
+        length_key,
+        desc,
+    )
     return loop.run()

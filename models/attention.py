@@ -7,9 +7,8 @@ this file splits and merges heads and turns the (batch, seq) 0/1 padding mask in
 mask SDPA expects. Training with dropout on a CPU runs `recompute_attention` (below), which keeps
 q, k, v and a seed for backward instead of the (b, n, tq, tk) probabilities.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -18,44 +17,50 @@ from models.dropout import random_lanes
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    b, t, h = x.shape                                                      # (batch, seq, hidden)
-    return x.view(b, t, num_heads, h // num_heads).transpose(1, 2)         # (batch, heads, seq, head_dim)
+    b, t, h = x.shape  # (batch, seq, hidden)
+    return x.view(b, t, num_heads, h // num_heads).transpose(1, 2)  # (batch, heads, seq, head_dim)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    b, n, t, d = x.shape                                                   # (batch, heads, seq, head_dim)
-    return x.transpose(1, 2).reshape(b, t, n * d)                          # (batch, seq, hidden)
+    b, n, t, d = x.shape  # (batch, heads, seq, head_dim)
+    return x.transpose(1, 2).reshape(b, t, n * d)  # (batch, seq, hidden)
 
 
-def key_mask(attention_mask: Optional[torch.Tensor], prefix_len: int = 0) -> Optional[torch.Tensor]:
+def key_mask(attention_mask: torch.Tensor | None, prefix_len: int = 0) -> torch.Tensor | None:
     """(batch, keys) 0/1 mask -> (batch, 1, 1, prefix + keys) boolean mask, True = attend.
 
     `prefix_len` extra always-visible keys are prepended (learned key/value prefixes). A mask with
     no padding at all gives None: the same attention, without a masking pass over the scores."""
     if attention_mask is None or bool(attention_mask.all()):
         return None
-    keep = attention_mask.bool()                                           # (batch, keys)
+    keep = attention_mask.bool()  # (batch, keys)
     if prefix_len:
         ones = keep.new_ones(keep.shape[0], prefix_len)
-        keep = torch.cat([ones, keep], dim=1)                              # (batch, prefix + keys)
-    return keep[:, None, None, :]                                          # (batch, 1, 1, keys)
+        keep = torch.cat([ones, keep], dim=1)  # (batch, prefix + keys)
+    return keep[:, None, None, :]  # (batch, 1, 1, keys)
 
 
-def with_prefix(k: torch.Tensor, v: torch.Tensor, attention_mask: Optional[torch.Tensor], prefix_kv=None):
+def with_prefix(k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None, prefix_kv=None):
     """(k, v, boolean key mask) with a (key, value) pair of (batch, heads, prefix, head_dim) tensors
     prepended to the keys and values; the mask grows by as many always-visible positions.
     Without `prefix_kv` it is (k, v, key_mask(attention_mask))."""
     if prefix_kv is None:
         return k, v, key_mask(attention_mask)
-    pk, pv = prefix_kv                                                     # (batch, heads, prefix, head_dim)
+    pk, pv = prefix_kv  # (batch, heads, prefix, head_dim)
     if attention_mask is None:
         attention_mask = k.new_ones((k.shape[0], k.shape[2]), dtype=torch.long)  # (batch, seq)
-    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)            # (batch, heads, prefix + seq, head_dim)
-    return k, v, key_mask(attention_mask, pk.shape[2])                     # mask (batch, 1, 1, prefix + seq)
+    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (batch, heads, prefix + seq, head_dim)
+    return k, v, key_mask(attention_mask, pk.shape[2])  # mask (batch, 1, 1, prefix + seq)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-              dropout_p: float = 0.0, recompute: Optional[bool] = None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+    recompute: bool | None = None,
+) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v over heads; q (b, n, tq, d), k and v (b, n, tk, d), mask bool
     broadcastable to (b, n, tq, tk) or None. `dropout_p` is applied to the probabilities (pass 0 in eval).
 
@@ -99,7 +104,7 @@ def _additive(mask, dtype):
         return None
     if mask.dtype == torch.bool:  # a broadcast add_ is ~5× cheaper than masked_fill_
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-    return mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))     # broadcastable to (b, n, tq, tk)
+    return mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # broadcastable to (b, n, tq, tk)
 
 
 def _rows(x, blk):
@@ -125,9 +130,9 @@ def _head_major(b, n, t, d, like):
 def _block_probs(q, k, add, blk, scale):
     """softmax(q kᵀ·scale + M) for one block; (rows, tq, tk)."""
     b0, b1, h0, h1 = blk
-    qb, kb = _rows(q, blk), _rows(k, blk)                                  # (rows, t, d)
+    qb, kb = _rows(q, blk), _rows(k, blk)  # (rows, t, d)
     s = torch.empty(qb.shape[0], qb.shape[1], kb.shape[1], dtype=q.dtype, device=q.device)
-    s.baddbmm_(qb, kb.transpose(1, 2), beta=0, alpha=scale)                # (rows, tq, tk)
+    s.baddbmm_(qb, kb.transpose(1, 2), beta=0, alpha=scale)  # (rows, tq, tk)
     if add is not None:
         bs = slice(b0, b1) if add.shape[0] > 1 else slice(0, 1)
         hs = slice(h0, h1) if add.shape[1] > 1 else slice(0, 1)
@@ -148,7 +153,7 @@ def _keep(lanes, threshold, blk, n, like):
     """The 0/1 keep mask of one block in the probabilities' dtype (a mixed uint8 multiply is a slow
     casting loop)."""
     b0, b1, h0, h1 = blk
-    return torch.ge(lanes[b0 * n + h0:(b1 - 1) * n + h1], threshold, out=torch.empty_like(like))
+    return torch.ge(lanes[b0 * n + h0 : (b1 - 1) * n + h1], threshold, out=torch.empty_like(like))
 
 
 class _RecomputeAttention(torch.autograd.Function):
@@ -159,9 +164,9 @@ class _RecomputeAttention(torch.autograd.Function):
         add = _additive(mask, q.dtype)
         lanes = _lanes((b, n, tq, tk), dropout_p, seed, q.device) if dropout_p > 0 else None
         keep_scale = 1.0 if lanes is None else lanes[2]
-        out = _head_major(b, n, tq, d, q)                                  # (b, n, tq, d)
+        out = _head_major(b, n, tq, d, q)  # (b, n, tq, d)
         for blk in _blocks(b, n, tq, tk):
-            probs = _block_probs(q, k, add, blk, d ** -0.5)                # (rows, tq, tk)
+            probs = _block_probs(q, k, add, blk, d**-0.5)  # (rows, tq, tk)
             if lanes is not None:
                 probs.mul_(_keep(lanes[0], lanes[1], blk, n, probs))
             o = torch.empty(probs.shape[0], tq, d, dtype=q.dtype, device=q.device)
@@ -175,26 +180,26 @@ class _RecomputeAttention(torch.autograd.Function):
         q, k, v, mask = ctx.saved_tensors
         b, n, tq, d = q.shape
         tk = k.shape[2]
-        scale = d ** -0.5
+        scale = d**-0.5
         add = _additive(mask, q.dtype)
         lanes = _lanes((b, n, tq, tk), ctx.dropout_p, ctx.seed, q.device) if ctx.dropout_p > 0 else None
         keep_scale = 1.0 if lanes is None else lanes[2]
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        dq = _head_major(b, n, tq, d, q) if need_q else None               # (b, n, tq, d)
-        dk = _head_major(b, n, tk, d, k) if need_k else None               # (b, n, tk, d)
+        dq = _head_major(b, n, tq, d, q) if need_q else None  # (b, n, tq, d)
+        dk = _head_major(b, n, tk, d, k) if need_k else None  # (b, n, tk, d)
         dv = _head_major(b, n, tk, d, v) if need_v else None
         new = lambda rows, t: torch.empty(rows, t, d, dtype=q.dtype, device=q.device)
         for blk in _blocks(b, n, tq, tk):
-            probs = _block_probs(q, k, add, blk, scale)                    # (rows, tq, tk)
+            probs = _block_probs(q, k, add, blk, scale)  # (rows, tq, tk)
             keep = None if lanes is None else _keep(lanes[0], lanes[1], blk, n, probs)
-            do = _rows(dout, blk)                                          # (rows, tq, d)
+            do = _rows(dout, blk)  # (rows, tq, d)
             rows = probs.shape[0]
             dp = torch.empty_like(probs).baddbmm_(do, _rows(v, blk).transpose(1, 2), beta=0, alpha=keep_scale)
-            if need_v:                                                     # dv = (P ⊙ m)ᵀ dout / (1-p')
+            if need_v:  # dv = (P ⊙ m)ᵀ dout / (1-p')
                 pd = probs if keep is None else probs * keep
                 _put(dv, blk, new(rows, tk).baddbmm_(pd.transpose(1, 2), do, beta=0, alpha=keep_scale))
             if keep is not None:
-                dp.mul_(keep)                                              # ∂/∂probs
+                dp.mul_(keep)  # ∂/∂probs
             # softmax backward, ds = P ⊙ (dP − rowsum(dP ⊙ P)), in ATen's fused kernel (the one autograd
             # uses for softmax); the 1/√d of the scores goes into the products below
             ds = torch._softmax_backward_data(dp, probs, -1, probs.dtype)  # (rows, tq, tk)

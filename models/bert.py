@@ -6,16 +6,23 @@ Post-LN transformer block, per layer l:
 GELU is exact, 0.5·x·(1 + erf(x/√2)), as HF's "gelu". The model code never branches on file
 formats; checkpoint quirks live in models/loader.py.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
-                           prefix_length, queries, run_layers)
+from models.common import (
+    ACTIVATIONS,
+    BertOutputs,
+    check_inputs,
+    classifier_dropout,
+    position_ids,
+    prefix_length,
+    queries,
+    run_layers,
+)
 from models.config import BertConfig
 from models.dropout import Dropout
 
@@ -34,13 +41,13 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as HF with a cache)."""
         if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, hidden)
+            inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, hidden)
         b, t, _ = inputs_embeds.shape
         positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=inputs_embeds.device)
         x = inputs_embeds + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
+        return self.dropout(self.LayerNorm(x))  # (batch, seq, hidden)
 
 
 class BertSelfAttention(nn.Module):
@@ -59,12 +66,14 @@ class BertSelfAttention(nn.Module):
         self.dropout_p = cfg.attention_probs_dropout_prob
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        q = split_heads(self.query(queries(x, first_only)), self.num_heads)    # (batch, heads, seq or 1, head_dim)
+        q = split_heads(
+            self.query(queries(x, first_only)), self.num_heads
+        )  # (batch, heads, seq or 1, head_dim)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
-        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)              # mask (batch, 1, 1, keys) or None
+        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)  # mask (batch, 1, 1, keys) or None
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq or 1, hidden)
+        return merge_heads(attention(q, k, v, mask, dropout_p=p))  # (batch, seq or 1, hidden)
 
 
 class BertSelfOutput(nn.Module):
@@ -77,7 +86,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, ctx, x):
-        return self.LayerNorm(self.dropout(self.dense(ctx)) + x)               # (batch, seq, hidden)
+        return self.LayerNorm(self.dropout(self.dense(ctx)) + x)  # (batch, seq, hidden)
 
 
 class BertAttention(nn.Module):
@@ -99,7 +108,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
 
     def forward(self, a):
-        return self.intermediate_act_fn(self.dense(a))                         # (batch, seq, intermediate)
+        return self.intermediate_act_fn(self.dense(a))  # (batch, seq, intermediate)
 
 
 class BertOutput(nn.Module):
@@ -112,7 +121,7 @@ class BertOutput(nn.Module):
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, h, a):
-        return self.LayerNorm(self.dropout(self.dense(h)) + a)                 # (batch, seq, hidden)
+        return self.LayerNorm(self.dropout(self.dense(h)) + a)  # (batch, seq, hidden)
 
 
 class BertLayer(nn.Module):
@@ -123,8 +132,8 @@ class BertLayer(nn.Module):
         self.output = BertOutput(cfg)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        a = self.attention(x, attention_mask, prefix_kv, first_only)           # (batch, seq or 1, hidden)
-        return self.output(self.intermediate(a), a)                            # (batch, seq or 1, hidden)
+        a = self.attention(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
+        return self.output(self.intermediate(a), a)  # (batch, seq or 1, hidden)
 
 
 class BertEncoder(nn.Module):
@@ -140,7 +149,9 @@ class BertEncoder(nn.Module):
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, hidden)
+        return run_layers(
+            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
+        )  # (batch, seq/1, hidden)
 
 
 class BertPooler(nn.Module):
@@ -152,7 +163,7 @@ class BertPooler(nn.Module):
         self.activation = nn.Tanh()
 
     def forward(self, h):
-        return self.activation(self.dense(h[:, 0]))                           # (batch, hidden)
+        return self.activation(self.dense(h[:, 0]))  # (batch, hidden)
 
 
 class BertModel(nn.Module):
@@ -171,11 +182,18 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(cfg)
         self.pooler = BertPooler(cfg) if add_pooling_layer else None
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None, first_only=False):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        prefix_kv=None,
+        first_only=False,
+    ):
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv, first_only)             # (batch, seq or 1, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 
 
@@ -198,11 +216,13 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.first_position_only = True
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv,
-                           self.first_position_only).pooler_output
-        return self.classifier(self.dropout(pooled))                           # (batch, labels)
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
+        pooled = self.bert(
+            input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv, self.first_position_only
+        ).pooler_output
+        return self.classifier(self.dropout(pooled))  # (batch, labels)
 
 
 class BertForTokenClassification(nn.Module):
@@ -217,13 +237,14 @@ class BertForTokenClassification(nn.Module):
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
         h = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv).last_hidden_state
-        return self.classifier(self.dropout(h))                                # (batch, seq, labels)
+        return self.classifier(self.dropout(h))  # (batch, seq, labels)
 
 
-def init_weights(model: nn.Module, std: float, generator: Optional[torch.Generator] = None) -> None:
+def init_weights(model: nn.Module, std: float, generator: torch.Generator | None = None) -> None:
     """HF's BERT init: Linear/Embedding weights ~ N(0, std), biases 0, LayerNorm (1, 0)."""
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -237,4 +258,3 @@ def init_weights(model: nn.Module, std: float, generator: Optional[torch.Generat
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-

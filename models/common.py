@@ -2,9 +2,10 @@
 no base classes. Each family keeps its own modules (and HF's module paths); what is here is the
 logic that is literally the same in all of them.
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 # config.json activation name -> module factory (as HF's ACT2FN for these names)
 ACTIVATIONS = {
-    "gelu": nn.GELU,                                    # exact erf
+    "gelu": nn.GELU,  # exact erf
     "relu": nn.ReLU,
     "gelu_new": lambda: nn.GELU(approximate="tanh"),
     "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
@@ -21,11 +22,12 @@ ACTIVATIONS = {
 
 class BertOutputs(NamedTuple):
     """What every bare encoder returns (BERT's names, also for DistilBERT and MobileBERT)."""
-    last_hidden_state: torch.Tensor                     # (batch, seq, hidden)
-    pooler_output: Optional[torch.Tensor]               # (batch, hidden); None without a pooler
+
+    last_hidden_state: torch.Tensor  # (batch, seq, hidden)
+    pooler_output: torch.Tensor | None  # (batch, hidden); None without a pooler
 
 
-def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> None:
+def check_inputs(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> None:
     """A model takes token ids or ready embeddings, exactly one of the two."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -40,14 +42,22 @@ def position_ids(table: nn.Embedding, past_length: int, t: int, device) -> torch
     """Positions past_length .. past_length + t - 1 (after a key/value prefix, as HF with a cache),
     refused by name when they run past the position-embedding table."""
     if past_length + t > table.num_embeddings:
-        raise ValueError(f"sequence length {t} (+ {past_length} prefix positions) exceeds "
-                         f"max_position_embeddings={table.num_embeddings}; "
-                         f"tokenize with a smaller max_length")
-    return torch.arange(past_length, past_length + t, device=device)      # (seq,)
+        raise ValueError(
+            f"sequence length {t} (+ {past_length} prefix positions) exceeds "
+            f"max_position_embeddings={table.num_embeddings}; "
+            f"tokenize with a smaller max_length"
+        )
+    return torch.arange(past_length, past_length + t, device=device)  # (seq,)
 
 
-def run_layers(layers: nn.ModuleList, x: torch.Tensor, attention_mask=None, prefix_kv=None,
-               checkpointing: bool = False, first_only: bool = False) -> torch.Tensor:
+def run_layers(
+    layers: nn.ModuleList,
+    x: torch.Tensor,
+    attention_mask=None,
+    prefix_kv=None,
+    checkpointing: bool = False,
+    first_only: bool = False,
+) -> torch.Tensor:
     """x through each layer in turn, layer i with `prefix_kv[i]` (prefix_kv None or one (key, value)
     pair or None per layer). `checkpointing` (the encoder's `gradient_checkpointing and training`)
     recomputes each layer in backward (torch.utils.checkpoint, use_reentrant=False) when grad is on.
@@ -61,7 +71,7 @@ def run_layers(layers: nn.ModuleList, x: torch.Tensor, attention_mask=None, pref
         if checkpointing and torch.is_grad_enabled():
             x = checkpoint(layer, x, attention_mask, pkv, first, use_reentrant=False)
         else:
-            x = layer(x, attention_mask, pkv, first)                       # (batch, seq or 1, hidden)
+            x = layer(x, attention_mask, pkv, first)  # (batch, seq or 1, hidden)
     return x
 
 

@@ -4,15 +4,15 @@ Only what our encoder implements is accepted; anything else (relative position e
 activation we do not have, another model family) is refused by name, with the fix, instead of
 silently computing something different from the checkpoint's own model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 import models.hf_config as hf_config
 from models.common import ACTIVATIONS
 
-SUPPORTED_ACTS = tuple(ACTIVATIONS)                 # ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+SUPPORTED_ACTS = tuple(ACTIVATIONS)  # ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 SUPPORTED_POSITIONS = ("absolute",)
 # model_type -> config class; other families (issue 9) register here.
 MODEL_TYPES: dict = {}
@@ -25,7 +25,7 @@ class BertConfig:
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     intermediate_size: int = 3072
-    hidden_act: str = "gelu"                    # "gelu" is exact erf GELU, as HF's ACT2FN["gelu"]
+    hidden_act: str = "gelu"  # "gelu" is exact erf GELU, as HF's ACT2FN["gelu"]
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     max_position_embeddings: int = 512
@@ -33,20 +33,26 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
-    classifier_dropout: Optional[float] = None  # None: use hidden_dropout_prob
-    id2label: Optional[dict] = None             # {int: str}, kept for heads
-    label2id: Optional[dict] = None             # {str: int}
+    classifier_dropout: float | None = None  # None: use hidden_dropout_prob
+    id2label: dict | None = None  # {int: str}, kept for heads
+    label2id: dict | None = None  # {str: int}
     model_type: str = "bert"
-    name_or_path: str = ""                      # where it was read from (not an architecture field)
+    name_or_path: str = ""  # where it was read from (not an architecture field)
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        hf_config.check_family(self, "hidden_act", "hidden_size", "num_attention_heads", SUPPORTED_ACTS,
-                               fix=" (use a checkpoint with one of these activations)")
+        hf_config.check_family(
+            self,
+            "hidden_act",
+            "hidden_size",
+            "num_attention_heads",
+            SUPPORTED_ACTS,
+            fix=" (use a checkpoint with one of these activations)",
+        )
         hf_config.normalise_labels(self, derive_label2id=False)
 
     @property
-    def num_labels(self) -> Optional[int]:
+    def num_labels(self) -> int | None:
         return len(self.id2label) if self.id2label else None
 
     @property
@@ -54,29 +60,35 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+    def from_dict(cls, d: dict, source: str = "config") -> BertConfig:
         """Build from a config.json dict; `source` names the file in error messages."""
         model_type = d.get("model_type", "bert")
         if model_type != "bert":
             known = ", ".join(sorted({"bert", *MODEL_TYPES}))
-            raise ValueError(f"{source}: model_type={model_type!r} is not supported by BertConfig; "
-                             f"supported model types: {known}")
+            raise ValueError(
+                f"{source}: model_type={model_type!r} is not supported by BertConfig; "
+                f"supported model types: {known}"
+            )
         pos = d.get("position_embedding_type", "absolute") or "absolute"
         if pos not in SUPPORTED_POSITIONS:
-            raise ValueError(f"{source}: position_embedding_type={pos!r} is not supported; expected "
-                             f"'absolute' (or the key absent). Relative position embeddings are not implemented")
+            raise ValueError(
+                f"{source}: position_embedding_type={pos!r} is not supported; expected "
+                f"'absolute' (or the key absent). Relative position embeddings are not implemented"
+            )
         if d.get("hidden_act", "gelu") not in SUPPORTED_ACTS:
-            raise ValueError(f"{source}: hidden_act={d.get('hidden_act')!r} is not supported; "
-                             f"expected one of {SUPPORTED_ACTS}")
+            raise ValueError(
+                f"{source}: hidden_act={d.get('hidden_act')!r} is not supported; "
+                f"expected one of {SUPPORTED_ACTS}"
+            )
         known, extra = hf_config.split_keys(cls, d, ignore=("position_embedding_type",))
-        n = extra.pop("num_labels", None)          # HF writes id2label; num_labels is derived from it
+        n = extra.pop("num_labels", None)  # HF writes id2label; num_labels is derived from it
         if n is not None and not known.get("id2label"):
             known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
         return hf_config.construct(cls, known, extra, d, source)
 
     # config.json reading and writing: models/hf_config.py (shared with DistilBERT and MobileBERT)
-    from_json = classmethod(hf_config.from_json)                   # (path) -> BertConfig
-    with_labels = hf_config.with_labels                            # (num_labels) -> BertConfig
+    from_json = classmethod(hf_config.from_json)  # (path) -> BertConfig
+    with_labels = hf_config.with_labels  # (num_labels) -> BertConfig
 
     def to_dict(self, architectures=("BertModel",)) -> dict:
         return hf_config.to_dict(self, architectures, position_embedding_type="absolute")

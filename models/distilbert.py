@@ -11,24 +11,32 @@ so `pooler_output` is the un-transformed first-position state h[:, 0] (what HF's
 feeds its `pre_classifier`). `token_type_ids` is accepted for a common call signature and
 ignored: DistilBERT has no segment embeddings (HF's DistilBERT tokenizer does not emit them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import nn
 
 import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (ACTIVATIONS, BertOutputs, check_inputs, position_ids, prefix_length, queries,
-                           run_layers)
+from models.common import (
+    ACTIVATIONS,
+    BertOutputs,
+    check_inputs,
+    position_ids,
+    prefix_length,
+    queries,
+    run_layers,
+)
 from models.dropout import Dropout
 
 
 @dataclass(frozen=True)
 class DistilBertConfig:
     """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
+
     vocab_size: int = 30522
     dim: int = 768
     n_layers: int = 6
@@ -39,11 +47,11 @@ class DistilBertConfig:
     attention_dropout: float = 0.1
     seq_classif_dropout: float = 0.2
     max_position_embeddings: int = 512
-    sinusoidal_pos_embds: bool = False    # the table's values come from the checkpoint either way
+    sinusoidal_pos_embds: bool = False  # the table's values come from the checkpoint either way
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    id2label: Optional[dict] = None
-    label2id: Optional[dict] = None
+    id2label: dict | None = None
+    label2id: dict | None = None
     model_type: str = "distilbert"
     name_or_path: str = ""
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
@@ -60,9 +68,9 @@ class DistilBertConfig:
     num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
 
     # config.json reading and writing: models/hf_config.py (shared with BERT)
-    from_dict = classmethod(hf_config.from_dict)                   # (d, source="config") -> DistilBertConfig
-    from_json = classmethod(hf_config.from_json)                   # (path) -> DistilBertConfig
-    with_labels = hf_config.with_labels                            # (num_labels) -> DistilBertConfig
+    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> DistilBertConfig
+    from_json = classmethod(hf_config.from_json)  # (path) -> DistilBertConfig
+    with_labels = hf_config.with_labels  # (num_labels) -> DistilBertConfig
 
     def to_dict(self, architectures=("DistilBertModel",)) -> dict:
         return hf_config.to_dict(self, architectures)
@@ -81,10 +89,10 @@ class Embeddings(nn.Module):
     def forward(self, input_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
         if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, dim)
+            inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
         t = inputs_embeds.shape[1]
         positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
-        x = inputs_embeds + self.position_embeddings(positions)                # (batch, seq, dim)
+        x = inputs_embeds + self.position_embeddings(positions)  # (batch, seq, dim)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -104,7 +112,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout_p = cfg.attention_dropout
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        q = split_heads(self.q_lin(queries(x, first_only)), self.n_heads)      # (batch, heads, seq or 1, head_dim)
+        q = split_heads(
+            self.q_lin(queries(x, first_only)), self.n_heads
+        )  # (batch, heads, seq or 1, head_dim)
         k = split_heads(self.k_lin(x), self.n_heads)
         v = split_heads(self.v_lin(x), self.n_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
@@ -123,7 +133,7 @@ class FFN(nn.Module):
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, a):
-        return self.dropout(self.lin2(self.activation(self.lin1(a))))          # (batch, seq, dim)
+        return self.dropout(self.lin2(self.activation(self.lin1(a))))  # (batch, seq, dim)
 
 
 class TransformerBlock(nn.Module):
@@ -135,9 +145,9 @@ class TransformerBlock(nn.Module):
         self.output_layer_norm = nn.LayerNorm(cfg.dim, eps=1e-12)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        a = self.attention(x, attention_mask, prefix_kv, first_only)           # (batch, seq or 1, dim)
+        a = self.attention(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, dim)
         a = self.sa_layer_norm(a + queries(x, first_only))
-        return self.output_layer_norm(self.ffn(a) + a)                         # (batch, seq or 1, dim)
+        return self.output_layer_norm(self.ffn(a) + a)  # (batch, seq or 1, dim)
 
 
 class Transformer(nn.Module):
@@ -152,7 +162,9 @@ class Transformer(nn.Module):
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, dim)
+        return run_layers(
+            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
+        )  # (batch, seq/1, dim)
 
 
 class DistilBertModel(nn.Module):
@@ -167,11 +179,18 @@ class DistilBertModel(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.transformer = Transformer(cfg)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None, first_only=False):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        prefix_kv=None,
+        first_only=False,
+    ):
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, inputs_embeds, prefix_length(prefix_kv))  # (batch, seq, dim)
-        h = self.transformer(x, attention_mask, prefix_kv, first_only)         # (batch, seq or 1, dim)
+        h = self.transformer(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, dim)
         return BertOutputs(h, h[:, 0])
 
 
@@ -190,12 +209,14 @@ class DistilBertForSequenceClassification(nn.Module):
         self.dropout = Dropout(cfg.seq_classif_dropout)
         self.first_position_only = True
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
-        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv,
-                            self.first_position_only).last_hidden_state
-        pooled = torch.relu(self.pre_classifier(h[:, 0]))                      # (batch, dim)
-        return self.classifier(self.dropout(pooled))                           # (batch, labels)
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
+        h = self.distilbert(
+            input_ids, attention_mask, None, inputs_embeds, prefix_kv, self.first_position_only
+        ).last_hidden_state
+        pooled = torch.relu(self.pre_classifier(h[:, 0]))  # (batch, dim)
+        return self.classifier(self.dropout(pooled))  # (batch, labels)
 
 
 class DistilBertForTokenClassification(nn.Module):
@@ -210,14 +231,17 @@ class DistilBertForTokenClassification(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.dim, num_labels)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
         h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv).last_hidden_state
-        return self.classifier(self.dropout(h))                                # (batch, seq, labels)
+        return self.classifier(self.dropout(h))  # (batch, seq, labels)
 
 
 # What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {None: DistilBertModel,
-         "sequence-classification": DistilBertForSequenceClassification,
-         "token-classification": DistilBertForTokenClassification}
+HEADS = {
+    None: DistilBertModel,
+    "sequence-classification": DistilBertForSequenceClassification,
+    "token-classification": DistilBertForTokenClassification,
+}
 BASE_PREFIX = "distilbert"

@@ -10,6 +10,7 @@ multiply runs a slow casting loop; converting first and multiplying in one dtype
 The drop probability is rounded to a multiple of 2⁻¹⁶ (0.1 → 0.1000061). Same `p` attribute and
 `train()`/`eval()` behaviour as `nn.Dropout`; a different random stream.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ def random_lanes(shape, p: float, device=None, generator=None):
     n = 1
     for d in shape:
         n *= d
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(
+        -(2**63), None, generator=generator
+    )
     return bits.view(torch.int16)[:n].view(shape), t - 32768, 65536.0 / (65536 - t)  # (*shape) int16
 
 
@@ -36,7 +39,7 @@ def keep_mask(shape, p: float, device=None, generator=None):
     lanes, threshold, keep_scale = random_lanes(shape, p, device, generator)
     # written straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel (benchmarks.ops)
     keep = torch.ge(lanes, threshold, out=torch.empty(lanes.shape, dtype=torch.uint8, device=lanes.device))
-    return keep, keep_scale                                                # (*shape) uint8 0/1
+    return keep, keep_scale  # (*shape) uint8 0/1
 
 
 class _Dropout(torch.autograd.Function):
@@ -44,7 +47,7 @@ class _Dropout(torch.autograd.Function):
     def forward(ctx, x, keep, keep_scale):
         ctx.save_for_backward(keep)
         ctx.keep_scale = keep_scale
-        return keep.to(x.dtype, copy=True).mul_(x).mul_(keep_scale)        # (*x.shape), one temporary
+        return keep.to(x.dtype, copy=True).mul_(x).mul_(keep_scale)  # (*x.shape), one temporary
 
     @staticmethod
     @once_differentiable
@@ -65,7 +68,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep, keep_scale = keep_mask(x.shape, self.p, x.device)            # (*x.shape) uint8
+        keep, keep_scale = keep_mask(x.shape, self.p, x.device)  # (*x.shape) uint8
         return _Dropout.apply(x, keep, keep_scale)
 
     def extra_repr(self) -> str:

@@ -4,6 +4,7 @@ Plain data the loader dispatches on: the config class, the head classes, the wei
 HF `*For*` classes, the modules that form the task head, and the key prefixes of pretraining heads
 that are never loaded. An unknown `model_type` is refused by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,23 +20,37 @@ from models.mobilebert_config import MobileBertConfig
 @dataclass(frozen=True)
 class Family:
     model_type: str
-    config: type                    # has from_json, to_dict, with_labels
-    heads: dict                     # None | "sequence-classification" | "token-classification" -> class
-    prefix: str                     # weight prefix under the heads: "bert", "distilbert", "mobilebert"
-    head_modules: tuple[str, ...]   # task-head modules, loaded when their shapes fit, else initialised
-    pretraining: tuple[str, ...]    # key prefixes of pretraining heads, ignored
+    config: type  # has from_json, to_dict, with_labels
+    heads: dict  # None | "sequence-classification" | "token-classification" -> class
+    prefix: str  # weight prefix under the heads: "bert", "distilbert", "mobilebert"
+    head_modules: tuple[str, ...]  # task-head modules, loaded when their shapes fit, else initialised
+    pretraining: tuple[str, ...]  # key prefixes of pretraining heads, ignored
 
 
 FAMILIES = {
-    "bert": Family("bert", BertConfig, {None: bert.BertModel,
-                                        "sequence-classification": bert.BertForSequenceClassification,
-                                        "token-classification": bert.BertForTokenClassification},
-                   "bert", ("classifier",), ("cls.",)),
-    "distilbert": Family("distilbert", DistilBertConfig, distilbert.HEADS, distilbert.BASE_PREFIX,
-                         ("pre_classifier", "classifier"),
-                         ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")),
-    "mobilebert": Family("mobilebert", MobileBertConfig, mobilebert.HEADS, mobilebert.BASE_PREFIX,
-                         ("classifier",), ("cls.",)),
+    "bert": Family(
+        "bert",
+        BertConfig,
+        {
+            None: bert.BertModel,
+            "sequence-classification": bert.BertForSequenceClassification,
+            "token-classification": bert.BertForTokenClassification,
+        },
+        "bert",
+        ("classifier",),
+        ("cls.",),
+    ),
+    "distilbert": Family(
+        "distilbert",
+        DistilBertConfig,
+        distilbert.HEADS,
+        distilbert.BASE_PREFIX,
+        ("pre_classifier", "classifier"),
+        ("vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+    ),
+    "mobilebert": Family(
+        "mobilebert", MobileBertConfig, mobilebert.HEADS, mobilebert.BASE_PREFIX, ("classifier",), ("cls.",)
+    ),
 }
 ARCHITECTURES = {cls: cls.__name__ for fam in FAMILIES.values() for cls in fam.heads.values()}
 
@@ -44,14 +59,17 @@ def family_of(config_file) -> Family:
     """The family named by `config_file`'s `model_type` (absent means "bert", as old BERT files)."""
     config_file = Path(config_file)
     if not config_file.exists():
-        raise FileNotFoundError(f"{config_file}: no config.json; expected a HuggingFace model folder "
-                                f"(config.json + model.safetensors)")
+        raise FileNotFoundError(
+            f"{config_file}: no config.json; expected a HuggingFace model folder "
+            f"(config.json + model.safetensors)"
+        )
     try:
         model_type = json.loads(config_file.read_text()).get("model_type", "bert")
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file}: not valid JSON ({e})") from e
     if model_type not in FAMILIES:
-        raise ValueError(f"{config_file}: model_type={model_type!r} is not supported; supported model "
-                         f"types: {', '.join(sorted(FAMILIES))}")
+        raise ValueError(
+            f"{config_file}: model_type={model_type!r} is not supported; supported model "
+            f"types: {', '.join(sorted(FAMILIES))}"
+        )
     return FAMILIES[model_type]
-

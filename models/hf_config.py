@@ -5,6 +5,7 @@ Plain functions over a frozen dataclass with the fields `id2label`, `label2id`, 
 flat config class and its own checks, with no base class. BertConfig keeps its own `from_dict`
 (position-embedding check, its num_labels rule) and builds with `split_keys` and `construct`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,11 @@ def from_dict(cls, d: dict, source: str = "config"):
     """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file."""
     expected = cls.__dataclass_fields__["model_type"].default
     if d.get("model_type", expected) != expected:
-        raise ValueError(f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads "
-                         f"model_type {expected!r} only")
+        raise ValueError(
+            f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads model_type {expected!r} only"
+        )
     known, extra = split_keys(cls, d)
-    if "num_labels" in extra and "id2label" not in known:   # HF writes id2label, but be lenient
+    if "num_labels" in extra and "id2label" not in known:  # HF writes id2label, but be lenient
         known["id2label"] = {i: f"LABEL_{i}" for i in range(int(extra.pop("num_labels")))}
     return construct(cls, known, extra, d, source)
 
@@ -47,8 +49,9 @@ def from_json(cls, path):
     path = Path(path)
     path = path / "config.json" if path.is_dir() else path
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no config.json; expected a HuggingFace model folder "
-                                f"(config.json + model.safetensors)")
+        raise FileNotFoundError(
+            f"{path}: no config.json; expected a HuggingFace model folder (config.json + model.safetensors)"
+        )
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -59,8 +62,11 @@ def from_json(cls, path):
 def to_dict(cfg, architectures, **fixed) -> dict:
     """HF's config.json layout (what `transformers` reads back); `fixed` keys follow `architectures`."""
     d = {k: v for k, v in asdict(cfg).items() if k not in NOT_ARCHITECTURE}
-    out = {k: v for k, v in cfg.extra.items()
-           if k not in ("architectures", "transformers_version", "_name_or_path")}
+    out = {
+        k: v
+        for k, v in cfg.extra.items()
+        if k not in ("architectures", "transformers_version", "_name_or_path")
+    }
     out.update(architectures=list(architectures), **fixed, **d)
     if cfg.id2label is None:
         out.pop("id2label"), out.pop("label2id")
@@ -77,8 +83,9 @@ def check_family(cfg, act: str, width: str, heads: str, activations, fix: str = 
     if cfg.model_type != expected:
         raise ValueError(f"{type(cfg).__name__} got model_type={cfg.model_type!r}; expected {expected!r}")
     if getattr(cfg, act) not in activations:
-        raise ValueError(f"{act}={getattr(cfg, act)!r} is not supported; expected one of "
-                         f"{tuple(activations)}{fix}")
+        raise ValueError(
+            f"{act}={getattr(cfg, act)!r} is not supported; expected one of {tuple(activations)}{fix}"
+        )
     if getattr(cfg, width) % getattr(cfg, heads):
         raise ValueError(f"{width}={getattr(cfg, width)} is not a multiple of {heads}={getattr(cfg, heads)}")
 

@@ -12,16 +12,23 @@ Per layer, with B = 128 the bottleneck ("true hidden") width and x the 512-wide 
     x' = Norm(x + Dropout(W_up y))                    (output bottleneck back to 512)
 Norm is NoNorm (x ⊙ γ + β, no statistics) or LayerNorm per `normalization_type`.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
 
 from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (ACTIVATIONS, BertOutputs, check_inputs, classifier_dropout, position_ids,
-                           prefix_length, queries, run_layers)
+from models.common import (
+    ACTIVATIONS,
+    BertOutputs,
+    check_inputs,
+    classifier_dropout,
+    position_ids,
+    prefix_length,
+    queries,
+    run_layers,
+)
 from models.dropout import Dropout
 from models.mobilebert_config import MobileBertConfig
 
@@ -38,7 +45,7 @@ class NoNorm(nn.Module):
         return x * self.weight + self.bias
 
 
-def make_norm(cfg: MobileBertConfig, size: int, eps: Optional[float] = None) -> nn.Module:
+def make_norm(cfg: MobileBertConfig, size: int, eps: float | None = None) -> nn.Module:
     """NoNorm or LayerNorm; `eps=None` is torch's default 1e-5, which HF uses in two places."""
     if cfg.normalization_type == "no_norm":
         return NoNorm(size)
@@ -63,20 +70,20 @@ class MobileBertEmbeddings(nn.Module):
     def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
         if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)                    # (batch, seq, emb)
+            inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, emb)
         b, t, _ = inputs_embeds.shape
         positions = position_ids(self.position_embeddings, past_length, t, inputs_embeds.device)
         x = inputs_embeds
-        if self.trigram_input:                                                 # [E[t+1]; E[t]; E[t-1]], zero-padded
-            nxt = nn.functional.pad(x[:, 1:], (0, 0, 0, 1))                    # (batch, seq, emb)
-            prv = nn.functional.pad(x[:, :-1], (0, 0, 1, 0))                   # (batch, seq, emb)
-            x = torch.cat([nxt, x, prv], dim=2)                                # (batch, seq, 3·emb)
+        if self.trigram_input:  # [E[t+1]; E[t]; E[t-1]], zero-padded
+            nxt = nn.functional.pad(x[:, 1:], (0, 0, 0, 1))  # (batch, seq, emb)
+            prv = nn.functional.pad(x[:, :-1], (0, 0, 1, 0))  # (batch, seq, emb)
+            x = torch.cat([nxt, x, prv], dim=2)  # (batch, seq, 3·emb)
         if self.project:
-            x = self.embedding_transformation(x)                               # (batch, seq, hidden)
+            x = self.embedding_transformation(x)  # (batch, seq, hidden)
         if token_type_ids is None:
             token_type_ids = torch.zeros(b, t, dtype=torch.long, device=x.device)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x))                                 # (batch, seq, hidden)
+        return self.dropout(self.LayerNorm(x))  # (batch, seq, hidden)
 
 
 class MobileBertSelfAttention(nn.Module):
@@ -94,12 +101,12 @@ class MobileBertSelfAttention(nn.Module):
         self.dropout_p = cfg.attention_probs_dropout_prob
 
     def forward(self, q_in, k_in, v_in, attention_mask=None, prefix_kv=None):
-        q = split_heads(self.query(q_in), self.num_heads)                      # (batch, heads, seq, head_dim)
+        q = split_heads(self.query(q_in), self.num_heads)  # (batch, heads, seq, head_dim)
         k = split_heads(self.key(k_in), self.num_heads)
         v = split_heads(self.value(v_in), self.num_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, dropout_p=p))              # (batch, seq, true_hidden)
+        return merge_heads(attention(q, k, v, mask, dropout_p=p))  # (batch, seq, true_hidden)
 
 
 class MobileBertSelfOutput(nn.Module):
@@ -112,7 +119,7 @@ class MobileBertSelfOutput(nn.Module):
         self.dropout = Dropout(0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
 
     def forward(self, ctx, residual):
-        return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)        # (batch, seq, true_hidden)
+        return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)  # (batch, seq, true_hidden)
 
 
 class MobileBertAttention(nn.Module):
@@ -134,7 +141,7 @@ class MobileBertIntermediate(nn.Module):
         self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
 
     def forward(self, a):
-        return self.intermediate_act_fn(self.dense(a))                         # (batch, seq, intermediate)
+        return self.intermediate_act_fn(self.dense(a))  # (batch, seq, intermediate)
 
 
 class FFNOutput(nn.Module):
@@ -146,7 +153,7 @@ class FFNOutput(nn.Module):
         self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
 
     def forward(self, h, a):
-        return self.LayerNorm(self.dense(h) + a)                               # (batch, seq, true_hidden)
+        return self.LayerNorm(self.dense(h) + a)  # (batch, seq, true_hidden)
 
 
 class FFNLayer(nn.Module):
@@ -158,7 +165,7 @@ class FFNLayer(nn.Module):
         self.output = FFNOutput(cfg)
 
     def forward(self, a):
-        return self.output(self.intermediate(a), a)                            # (batch, seq, true_hidden)
+        return self.output(self.intermediate(a), a)  # (batch, seq, true_hidden)
 
 
 class OutputBottleneck(nn.Module):
@@ -171,7 +178,7 @@ class OutputBottleneck(nn.Module):
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, y, x):
-        return self.LayerNorm(self.dropout(self.dense(y)) + x)                 # (batch, seq, hidden)
+        return self.LayerNorm(self.dropout(self.dense(y)) + x)  # (batch, seq, hidden)
 
 
 class MobileBertOutput(nn.Module):
@@ -181,17 +188,17 @@ class MobileBertOutput(nn.Module):
         super().__init__()
         self.use_bottleneck = cfg.use_bottleneck
         self.dense = nn.Linear(cfg.intermediate_size, cfg.true_hidden_size)
-        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size)                # HF: default eps here
+        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size)  # HF: default eps here
         if cfg.use_bottleneck:
             self.bottleneck = OutputBottleneck(cfg)
         else:
             self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, h, a, x):
-        y = self.dense(h)                                                      # (batch, seq, true_hidden)
+        y = self.dense(h)  # (batch, seq, true_hidden)
         if not self.use_bottleneck:
-            return self.LayerNorm(self.dropout(y) + a)                         # (batch, seq, hidden)
-        return self.bottleneck(self.LayerNorm(y + a), x)                       # (batch, seq, hidden)
+            return self.LayerNorm(self.dropout(y) + a)  # (batch, seq, hidden)
+        return self.bottleneck(self.LayerNorm(y + a), x)  # (batch, seq, hidden)
 
 
 class BottleneckLayer(nn.Module):
@@ -203,7 +210,7 @@ class BottleneckLayer(nn.Module):
         self.LayerNorm = make_norm(cfg, cfg.intra_bottleneck_size, cfg.layer_norm_eps)
 
     def forward(self, x):
-        return self.LayerNorm(self.dense(x))                                   # (batch, seq, bottleneck)
+        return self.LayerNorm(self.dense(x))  # (batch, seq, bottleneck)
 
 
 class Bottleneck(nn.Module):
@@ -217,10 +224,10 @@ class Bottleneck(nn.Module):
             self.attention = BottleneckLayer(cfg)
 
     def forward(self, x):
-        u = self.input(x)                                                      # (batch, seq, bottleneck)
+        u = self.input(x)  # (batch, seq, bottleneck)
         if self.use_bottleneck_attention:
             return u, u, u, u
-        s = self.attention(x)                                                  # (batch, seq, bottleneck)
+        s = self.attention(x)  # (batch, seq, bottleneck)
         return s, s, x, u
 
 
@@ -238,11 +245,11 @@ class MobileBertLayer(nn.Module):
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         q_in, k_in, v_in, u = self.bottleneck(x) if self.use_bottleneck else (x, x, x, x)
-        q_in, u = queries(q_in, first_only), queries(u, first_only)            # keys, values: every position
-        a = self.attention(q_in, k_in, v_in, u, attention_mask, prefix_kv)     # (batch, seq or 1, true_hidden)
+        q_in, u = queries(q_in, first_only), queries(u, first_only)  # keys, values: every position
+        a = self.attention(q_in, k_in, v_in, u, attention_mask, prefix_kv)  # (batch, seq or 1, true_hidden)
         for block in getattr(self, "ffn", ()):
-            a = block(a)                                                       # (batch, seq or 1, true_hidden)
-        return self.output(self.intermediate(a), a, queries(x, first_only))    # (batch, seq or 1, hidden)
+            a = block(a)  # (batch, seq or 1, true_hidden)
+        return self.output(self.intermediate(a), a, queries(x, first_only))  # (batch, seq or 1, hidden)
 
 
 class MobileBertEncoder(nn.Module):
@@ -257,7 +264,9 @@ class MobileBertEncoder(nn.Module):
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(self.layer, x, attention_mask, prefix_kv, checkpointing, first_only)  # (batch, seq/1, hidden)
+        return run_layers(
+            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
+        )  # (batch, seq/1, hidden)
 
 
 class MobileBertPooler(nn.Module):
@@ -284,14 +293,21 @@ class MobileBertModel(nn.Module):
         self.encoder = MobileBertEncoder(cfg)
         self.pooler = MobileBertPooler(cfg) if add_pooling_layer else None
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None, first_only=False):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        prefix_kv=None,
+        first_only=False,
+    ):
         """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
         the trigram projection, as in HF. With `prefix_kv` the tokens' positions start after the
         prefix, and with `first_only` the last layer computes the first position only, as in our BERT."""
         check_inputs(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv, first_only)             # (batch, seq or 1, hidden)
+        h = self.encoder(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
         return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
 
 
@@ -309,11 +325,13 @@ class MobileBertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.first_position_only = True
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
-        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv,
-                              self.first_position_only)
-        return self.classifier(self.dropout(out.pooler_output))                # (batch, labels)
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
+        out = self.mobilebert(
+            input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv, self.first_position_only
+        )
+        return self.classifier(self.dropout(out.pooler_output))  # (batch, labels)
 
 
 class MobileBertForTokenClassification(nn.Module):
@@ -328,14 +346,17 @@ class MobileBertForTokenClassification(nn.Module):
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                prefix_kv=None):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
+    ):
         out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv)
-        return self.classifier(self.dropout(out.last_hidden_state))            # (batch, seq, labels)
+        return self.classifier(self.dropout(out.last_hidden_state))  # (batch, seq, labels)
 
 
 # What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {None: MobileBertModel,
-         "sequence-classification": MobileBertForSequenceClassification,
-         "token-classification": MobileBertForTokenClassification}
+HEADS = {
+    None: MobileBertModel,
+    "sequence-classification": MobileBertForSequenceClassification,
+    "token-classification": MobileBertForTokenClassification,
+}
 BASE_PREFIX = "mobilebert"

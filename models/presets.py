@@ -21,6 +21,7 @@ Two ways to pick a preset:
     BERT default. nlpie/distil-biobert is a 6-layer BERT whose name lacks "distilbert": "bert".
 This module knows module names only; it imports nothing from minipeft.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,19 +32,24 @@ class Preset:
     name: str
     lora_targets: tuple[str, ...]
     ia3_targets: tuple[str, ...]
-    ia3_feedforward: tuple[str, ...]     # subset of ia3_targets whose vector scales the input
-    head: tuple[str, ...]                # modules trained in full with the adapter (modules_to_save)
+    ia3_feedforward: tuple[str, ...]  # subset of ia3_targets whose vector scales the input
+    head: tuple[str, ...]  # modules trained in full with the adapter (modules_to_save)
 
 
-_BERT_IA3 = dict(ia3_targets=("key", "value", "output.dense"), ia3_feedforward=("output.dense",),
-                 head=("classifier",))
+_BERT_IA3 = dict(
+    ia3_targets=("key", "value", "output.dense"), ia3_feedforward=("output.dense",), head=("classifier",)
+)
 PRESETS: dict[str, Preset] = {
     "bert": Preset("bert", lora_targets=("query", "value"), **_BERT_IA3),
     "tiny": Preset("tiny", lora_targets=("query", "key", "value"), **_BERT_IA3),
     "mobile": Preset("mobile", lora_targets=("query", "key", "value"), **_BERT_IA3),
-    "distilbert": Preset("distilbert", lora_targets=("q_lin", "k_lin", "v_lin"),
-                         ia3_targets=("k_lin", "v_lin", "lin1", "lin2"), ia3_feedforward=("lin1", "lin2"),
-                         head=("pre_classifier", "classifier")),
+    "distilbert": Preset(
+        "distilbert",
+        lora_targets=("q_lin", "k_lin", "v_lin"),
+        ia3_targets=("k_lin", "v_lin", "lin1", "lin2"),
+        ia3_feedforward=("lin1", "lin2"),
+        head=("pre_classifier", "classifier"),
+    ),
 }
 FAMILY_PRESETS = {"bert": "bert", "distilbert": "distilbert", "mobilebert": "mobile"}
 RULES = ("paper", "family")
@@ -59,8 +65,10 @@ def get_preset(name: str) -> Preset:
 def family_preset(model_type: str) -> Preset:
     """The preset of an architecture, by config.json's `model_type`."""
     if model_type not in FAMILY_PRESETS:
-        raise KeyError(f"no target preset for model_type={model_type!r}; expected one of "
-                       f"{sorted(FAMILY_PRESETS)}, or name the targets explicitly")
+        raise KeyError(
+            f"no target preset for model_type={model_type!r}; expected one of "
+            f"{sorted(FAMILY_PRESETS)}, or name the targets explicitly"
+        )
     return PRESETS[FAMILY_PRESETS[model_type]]
 
 

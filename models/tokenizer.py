@@ -11,11 +11,12 @@ BertNormalizer (lower-casing per `do_lower_case`) -> BertPreTokenizer -> WordPie
     ids, types = tok.encode_lists(texts, max_length=128)     # unpadded, for length-bucketed batching
     batch = tok.pad(ids, types)
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from tokenizers import Tokenizer as Backend
@@ -37,12 +38,14 @@ class Tokenizer:
         ids = {t: backend.token_to_id(t) for t in SPECIALS}
         missing = [t for t in ("[PAD]", "[CLS]", "[SEP]") if ids[t] is None]
         if missing:
-            raise ValueError(f"{source}: the vocabulary has no {missing}; expected a BERT WordPiece vocabulary")
+            raise ValueError(
+                f"{source}: the vocabulary has no {missing}; expected a BERT WordPiece vocabulary"
+            )
         self.pad_id, self.cls_id, self.sep_id = ids["[PAD]"], ids["[CLS]"], ids["[SEP]"]
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         self._truncation = None
 
-    def _set_max_length(self, max_length: Optional[int]) -> None:
+    def _set_max_length(self, max_length: int | None) -> None:
         n = self.model_max_length if max_length is None else int(max_length)
         if n < 3:
             raise ValueError(f"max_length={n} leaves no room for [CLS] and [SEP]; use at least 3")
@@ -54,7 +57,7 @@ class Tokenizer:
         self._set_max_length(max_length)
         return self.backend.encode_batch(inputs, is_pretokenized=pretokenized)
 
-    def encode_lists(self, texts, text_pairs=None, max_length: Optional[int] = None):
+    def encode_lists(self, texts, text_pairs=None, max_length: int | None = None):
         """-> (ids, type_ids): lists of int lists, unpadded, truncated to max_length
         (None: the tokenizer's model_max_length)."""
         texts = _as_list(texts, "texts")
@@ -69,9 +72,9 @@ class Tokenizer:
     def pad(self, ids: Sequence[Sequence[int]], type_ids=None) -> dict:
         """Pad to the longest row: input_ids (pad_id), attention_mask (0), token_type_ids (0)."""
         b, t = len(ids), max((len(r) for r in ids), default=0)
-        input_ids = torch.full((b, t), self.pad_id, dtype=torch.long)          # (batch, seq)
-        mask = torch.zeros((b, t), dtype=torch.long)                           # (batch, seq)
-        types = torch.zeros((b, t), dtype=torch.long)                          # (batch, seq)
+        input_ids = torch.full((b, t), self.pad_id, dtype=torch.long)  # (batch, seq)
+        mask = torch.zeros((b, t), dtype=torch.long)  # (batch, seq)
+        types = torch.zeros((b, t), dtype=torch.long)  # (batch, seq)
         for i, row in enumerate(ids):
             input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
@@ -79,10 +82,10 @@ class Tokenizer:
                 types[i, : len(row)] = torch.tensor(type_ids[i], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
 
-    def __call__(self, texts, text_pairs=None, max_length: Optional[int] = None) -> dict:
+    def __call__(self, texts, text_pairs=None, max_length: int | None = None) -> dict:
         return self.pad(*self.encode_lists(texts, text_pairs, max_length))
 
-    def encode_words(self, words: Sequence[Sequence[str]], max_length: Optional[int] = None):
+    def encode_words(self, words: Sequence[Sequence[str]], max_length: int | None = None):
         """Pre-split words in (one list per sentence) -> (batch dict, word_ids (batch, seq) LongTensor):
         the index of the word each sub-token came from, -1 for [CLS]/[SEP]/padding."""
         words = _as_list(words, "words")
@@ -91,7 +94,7 @@ class Tokenizer:
                 raise ValueError(f"words[{i}] must be a list of strings (pre-split words), got {w!r:.80}")
         enc = self._encode([list(w) for w in words], max_length, pretokenized=True)
         batch = self.pad([e.ids for e in enc], [e.type_ids for e in enc])
-        word_ids = torch.full_like(batch["input_ids"], -1)                     # (batch, seq)
+        word_ids = torch.full_like(batch["input_ids"], -1)  # (batch, seq)
         for i, e in enumerate(enc):
             row = [-1 if w is None else w for w in e.word_ids]
             word_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -123,22 +126,36 @@ def _from_vocab(vocab_file: Path, cfg: dict) -> Backend:
     for i, line in enumerate(vocab_file.read_text(encoding="utf-8").splitlines()):
         vocab.setdefault(line.rstrip("\r"), i)
     unk = cfg.get("unk_token", "[UNK]")
-    tok = Backend(WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##",
-                            max_input_chars_per_word=100))
+    tok = Backend(
+        WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##", max_input_chars_per_word=100)
+    )
     tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=cfg.get("tokenize_chinese_chars", True),
-        strip_accents=cfg.get("strip_accents"), lowercase=cfg.get("do_lower_case", True))
+        clean_text=True,
+        handle_chinese_chars=cfg.get("tokenize_chinese_chars", True),
+        strip_accents=cfg.get("strip_accents"),
+        lowercase=cfg.get("do_lower_case", True),
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cls, sep = cfg.get("cls_token", "[CLS]"), cfg.get("sep_token", "[SEP]")
     for t in (cls, sep):
         if t not in vocab:
             raise ValueError(f"{vocab_file}: no {t} token; expected a BERT vocabulary")
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+    )
     tok.decoder = decoders.WordPiece(prefix="##")
-    specials = [cfg.get(k, d) for k, d in (("pad_token", "[PAD]"), ("unk_token", "[UNK]"),
-                ("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("mask_token", "[MASK]"))]
+    specials = [
+        cfg.get(k, d)
+        for k, d in (
+            ("pad_token", "[PAD]"),
+            ("unk_token", "[UNK]"),
+            ("cls_token", "[CLS]"),
+            ("sep_token", "[SEP]"),
+            ("mask_token", "[MASK]"),
+        )
+    ]
     tok.add_special_tokens([t for t in specials if isinstance(t, str) and t in vocab])
     return tok
 
@@ -147,7 +164,9 @@ def load_tokenizer(path) -> Tokenizer:
     """The tokenizer of a HuggingFace BERT folder (tokenizer.json, else vocab.txt)."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a folder; expected a model folder with tokenizer.json or vocab.txt")
+        raise FileNotFoundError(
+            f"{path}: not a folder; expected a model folder with tokenizer.json or vocab.txt"
+        )
     cfg = _read_json(path / "tokenizer_config.json")
     max_len = cfg.get("model_max_length", 512)
     max_len = 512 if not isinstance(max_len, int) or max_len > 100_000 else max_len
@@ -159,5 +178,7 @@ def load_tokenizer(path) -> Tokenizer:
         return Tokenizer(backend, max_len, source=str(path / "tokenizer.json"))
     if (path / "vocab.txt").exists():
         return Tokenizer(_from_vocab(path / "vocab.txt", cfg), max_len, source=str(path / "vocab.txt"))
-    raise FileNotFoundError(f"{path}: neither tokenizer.json nor vocab.txt; expected the tokenizer files "
-                            f"of a HuggingFace BERT folder")
+    raise FileNotFoundError(
+        f"{path}: neither tokenizer.json nor vocab.txt; expected the tokenizer files "
+        f"of a HuggingFace BERT folder"
+    )

@@ -3,6 +3,7 @@
 LoRA and IA³ go in place (`load_adapter`); prefix and prompt tuning wrap the model (`load_prompt`).
 Either way the adapter's manifest, when present, is verified against its files and this base.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,5 +50,6 @@ def attach(model, adapter_dir: Path, allow_base_mismatch: bool = False):
         return model, state.loaded_from if state else None
     wrapper = load_prompt(model, adapter_dir)
     config = json.loads((adapter_dir / CONFIG_FILE).read_text())
-    return wrapper, check_manifest(wrapper, adapter_dir, config, load_file(str(adapter_dir / WEIGHTS_FILE)),
-                                   allow_base_mismatch)
+    return wrapper, check_manifest(
+        wrapper, adapter_dir, config, load_file(str(adapter_dir / WEIGHTS_FILE)), allow_base_mismatch
+    )

@@ -9,6 +9,7 @@ adapter file and this base, with the provenance it records. A prefix/prompt-tuni
 (peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as minipeft.prompt_io.load_prompt does,
 so its tensor names carry the wrapper's `base_model.` prefix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,16 @@ from models import load_pretrained
 from tasks.adapters import attach, is_prompt_adapter, load_base_for_adapter
 
 HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
+
+
 def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
     """(load_pretrained head, num_labels) that the adapter was trained with: the task type from
     adapter_config.json, the label count from the saved classifier's shape."""
     cfg_file = adapter_dir / CONFIG_FILE
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: not found; --adapter must be a folder written by save_adapter or PEFT")
+        raise FileNotFoundError(
+            f"{cfg_file}: not found; --adapter must be a folder written by save_adapter or PEFT"
+        )
     head = HEAD_OF_TASK.get(json.loads(cfg_file.read_text()).get("task_type"))
     with safe_open(str(adapter_dir / WEIGHTS_FILE), framework="pt") as f:
         key = f"{'base_model.' if is_prompt_adapter(adapter_dir) else PREFIX}classifier.weight"
@@ -52,15 +57,23 @@ def totals(rows) -> dict:
     return dict(sorted(out.items()))
 
 
-def build_report(model_dir, adapter_dir=None, head: str | None = None, num_labels: int | None = None,
-                 allow_base_mismatch: bool = False) -> dict:
+def build_report(
+    model_dir,
+    adapter_dir=None,
+    head: str | None = None,
+    num_labels: int | None = None,
+    allow_base_mismatch: bool = False,
+) -> dict:
     model_dir = Path(model_dir)
     adapter_dir = Path(adapter_dir) if adapter_dir else None
     if adapter_dir is not None and head is None:
         head, found = adapter_head(adapter_dir)
         num_labels = num_labels or found
-    model = (load_base_for_adapter(model_dir, head, num_labels) if adapter_dir is not None
-             else load_pretrained(model_dir, head=head, num_labels=num_labels))
+    model = (
+        load_base_for_adapter(model_dir, head, num_labels)
+        if adapter_dir is not None
+        else load_pretrained(model_dir, head=head, num_labels=num_labels)
+    )
     caught, check = [], None
     if adapter_dir is not None:
         with warnings.catch_warnings(record=True) as caught:
@@ -68,7 +81,9 @@ def build_report(model_dir, adapter_dir=None, head: str | None = None, num_label
             model, check = attach(model, adapter_dir, allow_base_mismatch)
     rows = param_table(model, buffers=True)
     return {
-        "model": str(model_dir), "adapter": str(adapter_dir) if adapter_dir else None, "head": head,
+        "model": str(model_dir),
+        "adapter": str(adapter_dir) if adapter_dir else None,
+        "head": head,
         "base_fingerprint": fingerprint(model),
         "summary": {**asdict(summary(model)), "text": str(summary(model))},
         "totals": totals(rows),
@@ -89,39 +104,67 @@ def _verdict(check: dict | None) -> str:
 
 def to_markdown(rep: dict) -> str:
     check = rep["adapter_check"]
-    lines = [f"# Audit: {rep['model']}" + (f" + {rep['adapter']}" if rep["adapter"] else ""), "",
-             f"- {rep['summary']['text']}", f"- base fingerprint: `{rep['base_fingerprint']}`",
-             f"- adapter: {_verdict(check)}"]
+    lines = [
+        f"# Audit: {rep['model']}" + (f" + {rep['adapter']}" if rep["adapter"] else ""),
+        "",
+        f"- {rep['summary']['text']}",
+        f"- base fingerprint: `{rep['base_fingerprint']}`",
+        f"- adapter: {_verdict(check)}",
+    ]
     if check and check.get("base_mismatch"):
         lines.append(f"- expected base fingerprint: `{check['expected_base_fingerprint']}`")
     if check and check.get("provenance") is not None:
         lines.append(f"- provenance: `{json.dumps(check['provenance'], sort_keys=True)}`")
     lines += [f"- warning: {w}" for w in rep["warnings"]]
     lines += ["", "| kind:role | tensors | elements | trainable |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {v['tensors']:,} | {v['numel']:,} | {v['trainable']:,} |" for k, v in rep["totals"].items()]
+    lines += [
+        f"| {k} | {v['tensors']:,} | {v['numel']:,} | {v['trainable']:,} |" for k, v in rep["totals"].items()
+    ]
     if rep["shared"]:
-        lines += ["", "Shared tensors (counted once): " + ", ".join(
-            f"`{s['name']}` = `{s['same_tensor_as']}`" for s in rep["shared"])]
-    lines += ["", "| name | kind | role | shape | dtype | numel | trainable | sha256 |",
-              "|---|---|---|---|---|---:|---|---|"]
+        lines += [
+            "",
+            "Shared tensors (counted once): "
+            + ", ".join(f"`{s['name']}` = `{s['same_tensor_as']}`" for s in rep["shared"]),
+        ]
+    lines += [
+        "",
+        "| name | kind | role | shape | dtype | numel | trainable | sha256 |",
+        "|---|---|---|---|---|---:|---|---|",
+    ]
     for r in rep["tensors"]:
         sha = f"= `{r['shared_with']}`" if r["shared_with"] else f"`{r['sha256']}`"
-        lines.append(f"| `{r['name']}` | {r['kind']} | {r['role']} | {tuple(r['shape'])} | {r['dtype']} | "
-                     f"{r['numel']:,} | {'yes' if r['trainable'] else 'no'} | {sha} |")
+        lines.append(
+            f"| `{r['name']}` | {r['kind']} | {r['role']} | {tuple(r['shape'])} | {r['dtype']} | "
+            f"{r['numel']:,} | {'yes' if r['trainable'] else 'no'} | {sha} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m tasks.audit", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF-layout model folder (config.json + model.safetensors)")
-    p.add_argument("--adapter", help="adapter folder (adapter_config.json + adapter_model.safetensors "
-                                     "[+ adapter_manifest.json]) to load onto the model and verify")
-    p.add_argument("--head", choices=sorted(HEAD_OF_TASK.values()), default=None,
-                   help="model head; default: from the adapter's task_type, else the bare encoder")
-    p.add_argument("--num-labels", type=int, default=None,
-                   help="head outputs; default: the adapter's saved classifier, else config.json")
-    p.add_argument("--allow-base-mismatch", action="store_true",
-                   help="load an adapter whose manifest names another base model (the report records it)")
+    p.add_argument(
+        "--adapter",
+        help="adapter folder (adapter_config.json + adapter_model.safetensors "
+        "[+ adapter_manifest.json]) to load onto the model and verify",
+    )
+    p.add_argument(
+        "--head",
+        choices=sorted(HEAD_OF_TASK.values()),
+        default=None,
+        help="model head; default: from the adapter's task_type, else the bare encoder",
+    )
+    p.add_argument(
+        "--num-labels",
+        type=int,
+        default=None,
+        help="head outputs; default: the adapter's saved classifier, else config.json",
+    )
+    p.add_argument(
+        "--allow-base-mismatch",
+        action="store_true",
+        help="load an adapter whose manifest names another base model (the report records it)",
+    )
     p.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
     p.add_argument("--out", type=Path, help="write the report to this file (atomically) instead of stdout")
     args = p.parse_args(argv)

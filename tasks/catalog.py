@@ -5,11 +5,12 @@ Label sets follow the paper's files (§3): `hospital_expire_flag` 0/1, `los_labe
 validation macro-F1 for classification and entity F1 for NER, as the paper's code did; `primary`
 is the metric its tables report.
 """
+
 from __future__ import annotations
 
 from functools import partial
 
-from tasks import data_csv, data_conll, defaults
+from tasks import data_conll, data_csv, defaults
 from tasks.registry import CLS_METRICS, NER_METRICS, SEQ_CLS, TOKEN_CLS, Task, register
 
 
@@ -30,40 +31,98 @@ def _ner(types, data_dir, seed):
 
 
 def _cls(name, labels, loader, description, primary="roc_auc", needs_data_dir=True):
-    return register(Task(name=name, type=SEQ_CLS, labels=labels, metrics=CLS_METRICS, primary=primary,
-                         select_by="f1_macro", loader=loader, description=description,
-                         needs_data_dir=needs_data_dir))
+    return register(
+        Task(
+            name=name,
+            type=SEQ_CLS,
+            labels=labels,
+            metrics=CLS_METRICS,
+            primary=primary,
+            select_by="f1_macro",
+            loader=loader,
+            description=description,
+            needs_data_dir=needs_data_dir,
+        )
+    )
 
 
 def _ner_task(name, types, description):
-    return register(Task(name=name, type=TOKEN_CLS, labels=(), metrics=NER_METRICS, primary="entity_f1",
-                         select_by="entity_f1", loader=partial(_ner, types), description=description,
-                         entity_types=types))
+    return register(
+        Task(
+            name=name,
+            type=TOKEN_CLS,
+            labels=(),
+            metrics=NER_METRICS,
+            primary="entity_f1",
+            select_by="entity_f1",
+            loader=partial(_ner, types),
+            description=description,
+            entity_types=types,
+        )
+    )
 
 
-_cls("mimic-mp", _digits(2), partial(_csv, data_csv.MIMIC_MP, _digits(2)),
-     "MIMIC-III in-hospital mortality: id,text,hospital_expire_flag in train.csv/valid.csv/test.csv "
-     "or MP_IN_adm_{train,val,test}.csv")
-_cls("mimic-los", _digits(4), partial(_csv, data_csv.MIMIC_LOS, _digits(4)),
-     "MIMIC-III length of stay, 4 classes: id,text,los_label in train.csv/valid.csv/test.csv "
-     "or LOS_WEEKS_adm_{train,val,test}.csv")
-_cls("icd9-triage", _digits(7), partial(_csv, data_csv.ICD9_TRIAGE, _digits(7)),
-     "ICD9-Triage, 7 triage teams: text,triage-category,label in train.csv/valid.csv/test.csv")
-_cls("i2b2-re", _digits(9), partial(_re, _digits(9)),
-     "i2b2-2010 relations, 9 classes: sentence,labels in train.csv/valid.csv (or .jsonl), or a "
-     "datasets save_to_disk folder with train/validation splits; valid is split 50/50 into validation "
-     "and test by --seed")
-_ner_task("i2b2-2010", ("problem", "test", "treatment"),
-          "i2b2-2010 concepts NER: token label lines in {train,dev,test}.txt.conll")
-_ner_task("i2b2-2012", ("PROBLEM", "TEST", "TREATMENT", "CLINICAL_DEPT", "EVIDENTIAL", "OCCURRENCE"),
-          "i2b2-2012 temporal events NER: token label lines in {train,dev,test}.txt.conll")
-_ner_task("i2b2-2014", (),
-          "i2b2-2014 de-identification (PHI types) NER: token label lines in {train,dev,test}.txt.conll")
-_cls("rotten-tomatoes", defaults.RT_LABELS, defaults.load_rotten_tomatoes,
-     "embedded default: 12.8k Rotten Tomatoes critic snippets, fresh/rotten", needs_data_dir=False)
-_cls("drug-reviews", defaults.DRUG_LABELS, defaults.load_drug_reviews,
-     "embedded default: 979 Drugs.com reviews, rating-derived negative/neutral/positive",
-     needs_data_dir=False)
-_cls("drug-reviews-condition", defaults.CONDITION_LABELS, defaults.load_drug_conditions,
-     "embedded default: Drugs.com reviews labelled by condition (11 conditions with >= 15 reviews)",
-     needs_data_dir=False)
+_cls(
+    "mimic-mp",
+    _digits(2),
+    partial(_csv, data_csv.MIMIC_MP, _digits(2)),
+    "MIMIC-III in-hospital mortality: id,text,hospital_expire_flag in train.csv/valid.csv/test.csv "
+    "or MP_IN_adm_{train,val,test}.csv",
+)
+_cls(
+    "mimic-los",
+    _digits(4),
+    partial(_csv, data_csv.MIMIC_LOS, _digits(4)),
+    "MIMIC-III length of stay, 4 classes: id,text,los_label in train.csv/valid.csv/test.csv "
+    "or LOS_WEEKS_adm_{train,val,test}.csv",
+)
+_cls(
+    "icd9-triage",
+    _digits(7),
+    partial(_csv, data_csv.ICD9_TRIAGE, _digits(7)),
+    "ICD9-Triage, 7 triage teams: text,triage-category,label in train.csv/valid.csv/test.csv",
+)
+_cls(
+    "i2b2-re",
+    _digits(9),
+    partial(_re, _digits(9)),
+    "i2b2-2010 relations, 9 classes: sentence,labels in train.csv/valid.csv (or .jsonl), or a "
+    "datasets save_to_disk folder with train/validation splits; valid is split 50/50 into validation "
+    "and test by --seed",
+)
+_ner_task(
+    "i2b2-2010",
+    ("problem", "test", "treatment"),
+    "i2b2-2010 concepts NER: token label lines in {train,dev,test}.txt.conll",
+)
+_ner_task(
+    "i2b2-2012",
+    ("PROBLEM", "TEST", "TREATMENT", "CLINICAL_DEPT", "EVIDENTIAL", "OCCURRENCE"),
+    "i2b2-2012 temporal events NER: token label lines in {train,dev,test}.txt.conll",
+)
+_ner_task(
+    "i2b2-2014",
+    (),
+    "i2b2-2014 de-identification (PHI types) NER: token label lines in {train,dev,test}.txt.conll",
+)
+_cls(
+    "rotten-tomatoes",
+    defaults.RT_LABELS,
+    defaults.load_rotten_tomatoes,
+    "embedded default: 12.8k Rotten Tomatoes critic snippets, fresh/rotten",
+    needs_data_dir=False,
+)
+_cls(
+    "drug-reviews",
+    defaults.DRUG_LABELS,
+    defaults.load_drug_reviews,
+    "embedded default: 979 Drugs.com reviews, rating-derived negative/neutral/positive",
+    needs_data_dir=False,
+)
+_cls(
+    "drug-reviews-condition",
+    defaults.CONDITION_LABELS,
+    defaults.load_drug_conditions,
+    "embedded default: Drugs.com reviews labelled by condition (11 conditions with >= 15 reviews)",
+    needs_data_dir=False,
+)

@@ -1,4 +1,5 @@
 """The one way our command lines turn a user mistake into a clear message and exit status 2."""
+
 from __future__ import annotations
 
 import sys
@@ -14,4 +15,4 @@ def run_or_exit(fn, *args, extra_errors: tuple = ()):
     except USER_ERRORS + tuple(extra_errors) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

@@ -23,6 +23,7 @@ Columns can be utf8 strings, integers or booleans (what `Value("string")`, `Clas
 `Value("int64")` features store); a missing column, another type for a wanted column, a null,
 compression or a dictionary-encoded column is an error naming the file and column.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,57 @@ import struct
 from pathlib import Path
 
 # type id -> buffers per array in a RecordBatch, for the flat types (nested ones add their children's)
-_FLAT_BUFFERS = {1: 0, 2: 2, 3: 2, 4: 3, 5: 3, 6: 2, 7: 2, 8: 2, 9: 2, 10: 2, 11: 2, 15: 2, 18: 2, 19: 3, 20: 3}
-_NESTED_BUFFERS = {12: 2, 13: 1, 16: 1, 17: 2, 21: 2}       # List, Struct, FixedSizeList, Map, LargeList
-_TYPE_NAMES = {1: "null", 2: "int", 3: "float", 4: "binary", 5: "utf8", 6: "bool", 7: "decimal", 8: "date",
-               9: "time", 10: "timestamp", 11: "interval", 12: "list", 13: "struct", 14: "union",
-               15: "fixed-size binary", 16: "fixed-size list", 17: "map", 18: "duration", 19: "large binary",
-               20: "large utf8", 21: "large list"}
-_INT_FORMATS = {(8, True): "b", (8, False): "B", (16, True): "h", (16, False): "H",
-                (32, True): "i", (32, False): "I", (64, True): "q", (64, False): "Q"}
+_FLAT_BUFFERS = {
+    1: 0,
+    2: 2,
+    3: 2,
+    4: 3,
+    5: 3,
+    6: 2,
+    7: 2,
+    8: 2,
+    9: 2,
+    10: 2,
+    11: 2,
+    15: 2,
+    18: 2,
+    19: 3,
+    20: 3,
+}
+_NESTED_BUFFERS = {12: 2, 13: 1, 16: 1, 17: 2, 21: 2}  # List, Struct, FixedSizeList, Map, LargeList
+_TYPE_NAMES = {
+    1: "null",
+    2: "int",
+    3: "float",
+    4: "binary",
+    5: "utf8",
+    6: "bool",
+    7: "decimal",
+    8: "date",
+    9: "time",
+    10: "timestamp",
+    11: "interval",
+    12: "list",
+    13: "struct",
+    14: "union",
+    15: "fixed-size binary",
+    16: "fixed-size list",
+    17: "map",
+    18: "duration",
+    19: "large binary",
+    20: "large utf8",
+    21: "large list",
+}
+_INT_FORMATS = {
+    (8, True): "b",
+    (8, False): "B",
+    (16, True): "h",
+    (16, False): "H",
+    (32, True): "i",
+    (32, False): "I",
+    (64, True): "q",
+    (64, False): "Q",
+}
 
 
 class _Table:
@@ -72,7 +116,7 @@ class _Table:
         if at is None:
             return None
         n = struct.unpack_from("<I", self.buf, at)[0]
-        return self.buf[at + 4:at + 4 + n].decode("utf-8", errors="replace")
+        return self.buf[at + 4 : at + 4 + n].decode("utf-8", errors="replace")
 
     def tables(self, i: int) -> list:
         at = self._target(i)
@@ -96,34 +140,40 @@ def _messages(data: bytes, path: Path):
     while pos + 4 <= len(data):
         size = struct.unpack_from("<i", data, pos)[0]
         pos += 4
-        if size == -1:                                                     # continuation marker
+        if size == -1:  # continuation marker
             if pos + 4 > len(data):
                 break
             size = struct.unpack_from("<i", data, pos)[0]
             pos += 4
-        if size == 0:                                                      # end of stream
+        if size == 0:  # end of stream
             return
         if size < 0 or pos + size > len(data):
-            raise ValueError(f"{path}: not an Arrow IPC stream (bad message length {size} at byte {pos - 4}); "
-                             f"expected a data-*.arrow file written by datasets' save_to_disk")
-        meta = data[pos:pos + size]
+            raise ValueError(
+                f"{path}: not an Arrow IPC stream (bad message length {size} at byte {pos - 4}); "
+                f"expected a data-*.arrow file written by datasets' save_to_disk"
+            )
+        meta = data[pos : pos + size]
         message = _Table(meta, struct.unpack_from("<I", meta, 0)[0])
         pos += size
         body_len = message.scalar(3, "q")
         if pos + body_len > len(data):
             raise ValueError(f"{path}: a message body runs past the end of the file (a truncated file?)")
-        yield message.scalar(1, "B"), message.table(2), data[pos:pos + body_len]
+        yield message.scalar(1, "B"), message.table(2), data[pos : pos + body_len]
         pos += body_len
     raise ValueError(f"{path}: the Arrow stream ends without its end-of-stream marker (a truncated file?)")
 
 
 def _field_info(field: _Table) -> dict:
     type_id, children = field.scalar(2, "B"), field.tables(5)
-    info = {"name": field.string(0), "type": type_id, "dictionary": field.table(4) is not None,
-            "children": [_field_info(c) for c in children]}
+    info = {
+        "name": field.string(0),
+        "type": type_id,
+        "dictionary": field.table(4) is not None,
+        "children": [_field_info(c) for c in children],
+    }
     if type_id == 2:
         t = field.table(3)
-        info["int"] = (t.scalar(0, "i"), bool(t.scalar(1, "B")))           # (bitWidth, is_signed)
+        info["int"] = (t.scalar(0, "i"), bool(t.scalar(1, "B")))  # (bitWidth, is_signed)
     return info
 
 
@@ -138,8 +188,10 @@ def _buffer_count(info: dict, path: Path) -> int:
         return _FLAT_BUFFERS[t]
     if t in _NESTED_BUFFERS:
         return _NESTED_BUFFERS[t]
-    raise ValueError(f"{path}: column {info['name']!r} has Arrow type {_TYPE_NAMES.get(t, t)}, which this reader "
-                     f"cannot step over; save the data set with string and integer columns only, or as CSV")
+    raise ValueError(
+        f"{path}: column {info['name']!r} has Arrow type {_TYPE_NAMES.get(t, t)}, which this reader "
+        f"cannot step over; save the data set with string and integer columns only, or as CSV"
+    )
 
 
 def _bit(bits: bytes, i: int) -> bool:
@@ -151,7 +203,7 @@ def _column(info: dict, node, buffers: list, body: bytes, path: Path, before: in
     n, nulls = node
     name = info["name"]
     if nulls:
-        validity = body[buffers[0][0]:buffers[0][0] + buffers[0][1]]
+        validity = body[buffers[0][0] : buffers[0][0] + buffers[0][1]]
         row = before + next((i for i in range(n) if validity and not _bit(validity, i)), 0) + 1
         raise ValueError(f"{path}: column {name!r} row {row}: missing value (null); every row needs a value")
     t = info["type"]
@@ -159,24 +211,30 @@ def _column(info: dict, node, buffers: list, body: bytes, path: Path, before: in
         fmt = "i" if t == 5 else "q"
         (o_at, _), (d_at, d_len) = buffers[1], buffers[2]
         offsets = struct.unpack_from(f"<{n + 1}{fmt}", body, o_at)
-        data = body[d_at:d_at + d_len]
+        data = body[d_at : d_at + d_len]
         out = []
         for i in range(n):
             try:
-                out.append(data[offsets[i]:offsets[i + 1]].decode("utf-8"))
+                out.append(data[offsets[i] : offsets[i + 1]].decode("utf-8"))
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: column {name!r} row {before + i + 1}: not UTF-8 ({e.reason})") from None
+                raise ValueError(
+                    f"{path}: column {name!r} row {before + i + 1}: not UTF-8 ({e.reason})"
+                ) from None
         return out
     if t == 2:
         fmt = _INT_FORMATS.get(info["int"])
         if fmt is None:
-            raise ValueError(f"{path}: column {name!r}: integers of {info['int'][0]} bits are not an Arrow type")
+            raise ValueError(
+                f"{path}: column {name!r}: integers of {info['int'][0]} bits are not an Arrow type"
+            )
         return list(struct.unpack_from(f"<{n}{fmt}", body, buffers[1][0]))
     if t == 6:
-        bits = body[buffers[1][0]:buffers[1][0] + buffers[1][1]]
+        bits = body[buffers[1][0] : buffers[1][0] + buffers[1][1]]
         return [_bit(bits, i) for i in range(n)]
-    raise ValueError(f"{path}: column {name!r} has Arrow type {_TYPE_NAMES.get(t, t)}; "
-                     f"expected strings (utf8), integers or booleans")
+    raise ValueError(
+        f"{path}: column {name!r} has Arrow type {_TYPE_NAMES.get(t, t)}; "
+        f"expected strings (utf8), integers or booleans"
+    )
 
 
 def read_arrow(path: Path, columns: tuple[str, ...]) -> dict[str, list]:
@@ -187,19 +245,23 @@ def read_arrow(path: Path, columns: tuple[str, ...]) -> dict[str, list]:
     data = path.read_bytes()
     fields, out = None, {c: [] for c in columns}
     for kind, header, body in _messages(data, path):
-        if kind == 1:                                                      # Schema
+        if kind == 1:  # Schema
             if header.scalar(0, "h") != 0:
                 raise ValueError(f"{path}: big-endian Arrow data is not supported")
             fields = [_field_info(f) for f in header.tables(1)]
             names = [f["name"] for f in fields]
             missing = [c for c in columns if c not in names]
             if missing:
-                raise KeyError(f"{path}: no column {', '.join(repr(c) for c in missing)}; found {', '.join(names)}")
+                raise KeyError(
+                    f"{path}: no column {', '.join(repr(c) for c in missing)}; found {', '.join(names)}"
+                )
             for f in fields:
                 if f["name"] in columns and f["dictionary"]:
-                    raise ValueError(f"{path}: column {f['name']!r} is dictionary-encoded; "
-                                     f"save it as plain strings or integers")
-        elif kind == 3:                                                    # RecordBatch
+                    raise ValueError(
+                        f"{path}: column {f['name']!r} is dictionary-encoded; "
+                        f"save it as plain strings or integers"
+                    )
+        elif kind == 3:  # RecordBatch
             if fields is None:
                 raise ValueError(f"{path}: a record batch comes before the schema; not an Arrow IPC stream")
             if header.table(3) is not None:
@@ -211,7 +273,7 @@ def read_arrow(path: Path, columns: tuple[str, ...]) -> dict[str, list]:
                 flat = _flatten(f)
                 nb = sum(_buffer_count(g, path) for g in flat)
                 if f["name"] in columns:
-                    out[f["name"]] += _column(f, nodes[ni], buffers[bi:bi + nb], body, path, before)
+                    out[f["name"]] += _column(f, nodes[ni], buffers[bi : bi + nb], body, path, before)
                 ni, bi = ni + len(flat), bi + nb
         elif kind == 2:
             raise ValueError(f"{path}: the stream holds dictionary batches; save the columns as plain values")
@@ -225,7 +287,9 @@ def is_dataset_folder(d: Path) -> bool:
     return (Path(d) / "dataset_dict.json").is_file()
 
 
-def read_split(data_dir: Path, split: str, columns: tuple[str, ...]) -> tuple[Path, list[Path], list[tuple[int, dict]]]:
+def read_split(
+    data_dir: Path, split: str, columns: tuple[str, ...]
+) -> tuple[Path, list[Path], list[tuple[int, dict]]]:
     """(split folder, its shard files, rows as (row number from 1, {column: value as str})) of one
     split of a save_to_disk DatasetDict folder, the shards in state.json's order."""
     folder = Path(data_dir) / split
@@ -234,8 +298,10 @@ def read_split(data_dir: Path, split: str, columns: tuple[str, ...]) -> tuple[Pa
         try:
             names = [f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{state}: expected a JSON object with _data_files [{{\"filename\": ...}}] "
-                             f"as save_to_disk writes it ({e})") from None
+            raise ValueError(
+                f'{state}: expected a JSON object with _data_files [{{"filename": ...}}] '
+                f"as save_to_disk writes it ({e})"
+            ) from None
         shards = [folder / n for n in names]
     else:
         shards = sorted(folder.glob("data-*.arrow"))
@@ -245,8 +311,13 @@ def read_split(data_dir: Path, split: str, columns: tuple[str, ...]) -> tuple[Pa
     for shard in shards:
         cols = read_arrow(shard, columns)
         n = len(cols[columns[0]]) if columns else 0
-        rows += [(len(rows) + i + 1, {c: str(int(v) if isinstance(v, bool) else v) for c, v in
-                                      ((c, cols[c][i]) for c in columns)}) for i in range(n)]
+        rows += [
+            (
+                len(rows) + i + 1,
+                {c: str(int(v) if isinstance(v, bool) else v) for c, v in ((c, cols[c][i]) for c in columns)},
+            )
+            for i in range(n)
+        ]
     return folder, shards, rows
 
 
@@ -256,5 +327,5 @@ def splits_of(data_dir: Path) -> list[str]:
     try:
         splits = json.loads(path.read_text(encoding="utf-8"))["splits"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: expected {{\"splits\": [...]}} as save_to_disk writes it ({e})") from None
+        raise ValueError(f'{path}: expected {{"splits": [...]}} as save_to_disk writes it ({e})') from None
     return [str(s) for s in splits]

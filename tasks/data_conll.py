@@ -5,6 +5,7 @@ i2b2 2010, 2012 and 2014. Tags are BIO (`O`, `B-TYPE`, `I-TYPE`). The tag list i
 three files (as the paper's code built it), `O` first, then sorted; when the task names its entity
 types (2010, 2012) a tag of another type is refused, compared case-insensitively.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,11 +46,14 @@ def check_tag(tag: str, entity_types: tuple[str, ...], path: Path, line: int) ->
         return
     prefix, _, kind = tag.partition("-")
     if prefix not in ("B", "I") or not kind:
-        raise ValueError(f"{path}: sentence at line {line}: tag {tag!r} is not BIO "
-                         f"(expected O, B-TYPE or I-TYPE)")
+        raise ValueError(
+            f"{path}: sentence at line {line}: tag {tag!r} is not BIO (expected O, B-TYPE or I-TYPE)"
+        )
     if entity_types and kind.lower() not in {t.lower() for t in entity_types}:
-        raise ValueError(f"{path}: sentence at line {line}: entity type {kind!r} is not in this task's "
-                         f"set {{{', '.join(entity_types)}}}; check the files or choose the matching --task")
+        raise ValueError(
+            f"{path}: sentence at line {line}: entity type {kind!r} is not in this task's "
+            f"set {{{', '.join(entity_types)}}}; check the files or choose the matching --task"
+        )
 
 
 def tag_list(found: set[str]) -> tuple[str, ...]:
@@ -73,7 +77,11 @@ def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = ()) -> Datas
                     found.add(t)
     labels = tag_list(found)
     index = {t: i for i, t in enumerate(labels)}
-    splits = {split: [TaggedExample(id=f"{split}-{i}", words=tuple(w), tags=tuple(index[t] for t in tg))
-                      for i, (_, w, tg) in enumerate(sentences)]
-              for split, (_, sentences) in raw.items()}
+    splits = {
+        split: [
+            TaggedExample(id=f"{split}-{i}", words=tuple(w), tags=tuple(index[t] for t in tg))
+            for i, (_, w, tg) in enumerate(sentences)
+        ]
+        for split, (_, sentences) in raw.items()
+    }
     return Dataset(labels=labels, files=tuple(files), **splits)

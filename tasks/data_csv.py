@@ -12,6 +12,7 @@ Layouts (paper §3.1):
     i2b2-re      sentence,labels                train.csv/valid.csv (or .jsonl), or a datasets save_to_disk
                                                 folder (tasks/data_arrow.py); valid is split 50/50 by seed
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,26 +25,28 @@ from pathlib import Path
 from tasks import data_arrow
 from tasks.registry import Dataset, TextExample
 
-_FIELD_LIMIT = 2**31 - 1      # larger than any note; C long on every platform
+_FIELD_LIMIT = 2**31 - 1  # larger than any note; C long on every platform
 
 
 @dataclass(frozen=True)
 class CsvLayout:
     """Where a task's files are and which columns carry what."""
-    text: str                                   # text column
-    label: str                                  # label column
-    id: str | None = None                       # id column (None: ids are made from split and row)
-    names: dict | None = None                   # split -> candidate file names, first found wins
+
+    text: str  # text column
+    label: str  # label column
+    id: str | None = None  # id column (None: ids are made from split and row)
+    names: dict | None = None  # split -> candidate file names, first found wins
 
 
-GENERIC = {"train": ("train.csv",), "validation": ("valid.csv", "val.csv", "dev.csv"),
-           "test": ("test.csv",)}
+GENERIC = {"train": ("train.csv",), "validation": ("valid.csv", "val.csv", "dev.csv"), "test": ("test.csv",)}
 
 
 def _names(prefix: str) -> dict:
-    return {"train": ("train.csv", f"{prefix}_train.csv"),
-            "validation": ("valid.csv", "val.csv", "dev.csv", f"{prefix}_val.csv"),
-            "test": ("test.csv", f"{prefix}_test.csv")}
+    return {
+        "train": ("train.csv", f"{prefix}_train.csv"),
+        "validation": ("valid.csv", "val.csv", "dev.csv", f"{prefix}_val.csv"),
+        "test": ("test.csv", f"{prefix}_test.csv"),
+    }
 
 
 MIMIC_MP = CsvLayout(text="text", label="hospital_expire_flag", id="id", names=_names("MP_IN_adm"))
@@ -58,9 +61,11 @@ def decode_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: byte 0x{data[e.start]:02x} at offset {e.start} is "
-                         f"not valid UTF-8 ({e.reason}); re-save the file as UTF-8") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line}: byte 0x{data[e.start]:02x} at offset {e.start} is "
+            f"not valid UTF-8 ({e.reason}); re-save the file as UTF-8"
+        ) from None
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
@@ -72,25 +77,32 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     try:
         header = next(reader)
     except StopIteration:
-        raise ValueError(f"{path}: the file is empty; expected a header with columns "
-                         f"{', '.join(required)}") from None
+        raise ValueError(
+            f"{path}: the file is empty; expected a header with columns {', '.join(required)}"
+        ) from None
     header = [h.strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        raise KeyError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}; "
-                       f"found columns {', '.join(header) or '(none)'}")
+        raise KeyError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}; "
+            f"found columns {', '.join(header) or '(none)'}"
+        )
     rows, start = [], reader.line_num + 1
     try:
         for values in reader:
-            if values:                                   # a blank line between records is no record
+            if values:  # a blank line between records is no record
                 if len(values) != len(header):
-                    raise ValueError(f"{path}: line {start}: {len(values)} fields, the header has "
-                                     f"{len(header)} ({', '.join(header)}); check the quoting")
+                    raise ValueError(
+                        f"{path}: line {start}: {len(values)} fields, the header has "
+                        f"{len(header)} ({', '.join(header)}); check the quoting"
+                    )
                 rows.append((start, dict(zip(header, values))))
             start = reader.line_num + 1
     except csv.Error as e:
-        raise ValueError(f"{path}: line {start}: malformed CSV ({e}); fields with commas, quotes or "
-                         f"line breaks must be quoted, and quotes inside doubled (RFC 4180)") from None
+        raise ValueError(
+            f"{path}: line {start}: malformed CSV ({e}); fields with commas, quotes or "
+            f"line breaks must be quoted, and quotes inside doubled (RFC 4180)"
+        ) from None
     return rows
 
 
@@ -114,7 +126,9 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     return rows
 
 
-def label_index(value: str, labels: tuple[str, ...], path: Path, line: int, column: str, unit: str = "line") -> int:
+def label_index(
+    value: str, labels: tuple[str, ...], path: Path, line: int, column: str, unit: str = "line"
+) -> int:
     """Map a label cell to its index; integers written as floats ("1.0") are accepted. Errors name
     `path` and `unit` `line` (a file's line, or a data set's row)."""
     v = value.strip()
@@ -125,18 +139,26 @@ def label_index(value: str, labels: tuple[str, ...], path: Path, line: int, colu
         except ValueError:
             pass
     if v not in labels:
-        raise ValueError(f"{path}: {unit} {line}: {column}={value!r} is not in the task's label set "
-                         f"{{{', '.join(labels)}}}; fix the row or choose the matching --task")
+        raise ValueError(
+            f"{path}: {unit} {line}: {column}={value!r} is not in the task's label set "
+            f"{{{', '.join(labels)}}}; fix the row or choose the matching --task"
+        )
     return labels.index(v)
 
 
-def examples_from_rows(rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str,
-                       unit: str = "line"):
+def examples_from_rows(
+    rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str, unit: str = "line"
+):
     out = []
     for i, (line, row) in enumerate(rows):
         ident = row[layout.id].strip() if layout.id else f"{split}-{i}"
-        out.append(TextExample(id=ident, text=row[layout.text],
-                               label=label_index(row[layout.label], labels, path, line, layout.label, unit)))
+        out.append(
+            TextExample(
+                id=ident,
+                text=row[layout.text],
+                label=label_index(row[layout.label], labels, path, line, layout.label, unit),
+            )
+        )
     return out
 
 
@@ -147,8 +169,10 @@ def find_file(data_dir: Path, candidates: tuple[str, ...], split: str) -> Path:
         if (data_dir / name).is_file():
             return data_dir / name
     present = sorted(p.name for p in data_dir.iterdir())
-    raise FileNotFoundError(f"{data_dir}: no {split} file; expected one of {', '.join(candidates)}; "
-                            f"found {', '.join(present) or 'an empty directory'}")
+    raise FileNotFoundError(
+        f"{data_dir}: no {split} file; expected one of {', '.join(candidates)}; "
+        f"found {', '.join(present) or 'an empty directory'}"
+    )
 
 
 def load_csv_task(data_dir: Path, layout: CsvLayout, labels: tuple[str, ...]) -> Dataset:
@@ -170,7 +194,11 @@ def split_half(examples: list, seed: int) -> tuple[list, list]:
     return [examples[i] for i in order[:cut]], [examples[i] for i in order[cut:]]
 
 
-RE_SPLITS = (("train", ("train",)), ("validation", ("validation", "valid", "val", "dev")), ("test", ("test",)))
+RE_SPLITS = (
+    ("train", ("train",)),
+    ("validation", ("validation", "valid", "val", "dev")),
+    ("test", ("test",)),
+)
 
 
 def load_i2b2_re(data_dir: Path, labels: tuple[str, ...], seed: int) -> Dataset:
@@ -202,8 +230,10 @@ def _re_from_dataset_folder(data_dir: Path, labels: tuple[str, ...]):
         if name is None:
             if split == "test":
                 continue
-            raise FileNotFoundError(f"{data_dir / 'dataset_dict.json'}: no {split} split; expected one of "
-                                    f"{', '.join(names)}; found {', '.join(present) or 'none'}")
+            raise FileNotFoundError(
+                f"{data_dir / 'dataset_dict.json'}: no {split} split; expected one of "
+                f"{', '.join(names)}; found {', '.join(present) or 'none'}"
+            )
         folder, shards, rows = data_arrow.read_split(data_dir, name, (I2B2_RE.text, I2B2_RE.label))
         splits[split] = examples_from_rows(rows, folder, I2B2_RE, labels, split, unit="row")
         files += shards
@@ -215,6 +245,8 @@ def _with_test(splits: dict, files: list, labels: tuple[str, ...], seed: int) ->
     notes = ()
     if "test" not in splits:
         splits["validation"], splits["test"] = split_half(splits["validation"], seed)
-        notes = (f"validation split 50/50 with seed {seed}: {len(splits['validation'])} "
-                 f"validation, {len(splits['test'])} test",)
+        notes = (
+            f"validation split 50/50 with seed {seed}: {len(splits['validation'])} "
+            f"validation, {len(splits['test'])} test",
+        )
     return Dataset(labels=labels, files=tuple(files), notes=notes, **splits)

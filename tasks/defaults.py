@@ -17,6 +17,7 @@ Both: exact duplicate texts are removed before splitting (a text carrying two la
 entirely), and splits use a fixed seed, so every run and every `--seed` sees the same test set.
 The files are located through the asset cache (`python -m tasks.fetch`); nothing is downloaded here.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -32,24 +33,37 @@ from models.assets import asset_dir
 from tasks.fetch import DRUG_REVIEWS, ROTTEN_TOMATOES
 from tasks.registry import Dataset, TextExample
 
-SPLIT_SEED = 20240215                  # fixed: the splits never depend on the run's --seed
+SPLIT_SEED = 20240215  # fixed: the splits never depend on the run's --seed
 RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 DRUG_FILE = "drugsCom.zip"
-RT_LABELS = ("rotten", "fresh")        # index 1 = positive class for AUROC
+RT_LABELS = ("rotten", "fresh")  # index 1 = positive class for AUROC
 DRUG_LABELS = ("negative", "neutral", "positive")
 CONDITION_MIN_REVIEWS = 15
 # the conditions with >= 15 reviews, as `condition_labels()` derives them (truncations such as
 # "Bipolar Disorde" are in the UCI source); pinned so the label set is closed and ordered
-CONDITION_LABELS = ("ADHD", "Acne", "Anxiety", "Bipolar Disorde", "Birth Control", "Depression",
-                    "Diabetes, Type 2", "Insomnia", "Obesity", "Pain", "Vaginal Yeast Infection")
+CONDITION_LABELS = (
+    "ADHD",
+    "Acne",
+    "Anxiety",
+    "Bipolar Disorde",
+    "Birth Control",
+    "Depression",
+    "Diabetes, Type 2",
+    "Insomnia",
+    "Obesity",
+    "Pain",
+    "Vaginal Yeast Infection",
+)
 
 
 def _locate(data_dir: Path | None, asset, name: str) -> Path:
     folder = data_dir if data_dir is not None else asset_dir(asset)
     path = Path(folder) / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; the '{asset.name}' default reads {name} from the "
-                                f"asset cache (python -m tasks.fetch {asset.name}) or from --data-dir")
+        raise FileNotFoundError(
+            f"{path}: no such file; the '{asset.name}' default reads {name} from the "
+            f"asset cache (python -m tasks.fetch {asset.name}) or from --data-dir"
+        )
     return path
 
 
@@ -96,18 +110,28 @@ def load_rotten_tomatoes(data_dir: Path | None, seed: int) -> Dataset:
     path = _locate(data_dir, ROTTEN_TOMATOES, RT_FILE)
     with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        rows = [(str(n), r["text"].strip(), r["category"]) for n, r in enumerate(reader)
-                if r["category"] != "plot"]
+        rows = [
+            (str(n), r["text"].strip(), r["category"])
+            for n, r in enumerate(reader)
+            if r["category"] != "plot"
+        ]
     bad = sorted({y for _, _, y in rows} - set(RT_LABELS))
     if bad:
         raise ValueError(f"{path}: unexpected category value(s) {bad}; expected {RT_LABELS} or 'plot'")
     rows, dups, conflicts = dedupe(rows)
     train, validation, test = stratified_split(rows, lambda r: r[2], (0.7, 0.1, 0.2), SPLIT_SEED)
-    note = (f"rotten-tomatoes: {len(rows)} unique snippets after removing {dups} duplicates "
-            f"({conflicts} with conflicting labels); stratified 70/10/20 split, seed {SPLIT_SEED}")
-    return Dataset(labels=RT_LABELS, train=_examples(train, RT_LABELS),
-                   validation=_examples(validation, RT_LABELS), test=_examples(test, RT_LABELS),
-                   files=(path,), notes=(note,))
+    note = (
+        f"rotten-tomatoes: {len(rows)} unique snippets after removing {dups} duplicates "
+        f"({conflicts} with conflicting labels); stratified 70/10/20 split, seed {SPLIT_SEED}"
+    )
+    return Dataset(
+        labels=RT_LABELS,
+        train=_examples(train, RT_LABELS),
+        validation=_examples(validation, RT_LABELS),
+        test=_examples(test, RT_LABELS),
+        files=(path,),
+        notes=(note,),
+    )
 
 
 def _read_drug_tsv(zf: zipfile.ZipFile, member: str, path: Path) -> list[dict]:
@@ -116,7 +140,7 @@ def _read_drug_tsv(zf: zipfile.ZipFile, member: str, path: Path) -> list[dict]:
     for r in rows:
         review = html.unescape(r["review"]).strip()
         if len(review) >= 2 and review[0] == review[-1] == '"':
-            review = review[1:-1].strip()       # the TSV wraps each review in """…""" (one " left after csv)
+            review = review[1:-1].strip()  # the TSV wraps each review in """…""" (one " left after csv)
         r["review"] = review
         r["condition"] = html.unescape(r["condition"] or "").strip()
         r["id"] = r.get("") or r.get("id") or ""
@@ -128,10 +152,11 @@ def _load_drugs(data_dir: Path | None, label_column: str, keep) -> tuple[Path, l
     with zipfile.ZipFile(path) as zf:
         train = _read_drug_tsv(zf, "drugsComTrain.tsv", path)
         test = _read_drug_tsv(zf, "drugsComTest.tsv", path)
-    rows = [(f"test-{r['id']}", r["review"], r[label_column]) for r in test] + \
-           [(f"train-{r['id']}", r["review"], r[label_column]) for r in train]
+    rows = [(f"test-{r['id']}", r["review"], r[label_column]) for r in test] + [
+        (f"train-{r['id']}", r["review"], r[label_column]) for r in train
+    ]
     rows = [r for r in rows if keep(r[2])]
-    rows, dups, conflicts = dedupe(rows)      # test rows first: a duplicate leaves the train side
+    rows, dups, conflicts = dedupe(rows)  # test rows first: a duplicate leaves the train side
     test_rows = [r for r in rows if r[0].startswith("test-")]
     train_rows = [r for r in rows if r[0].startswith("train-")]
     notes = [f"drug-reviews: removed {dups} duplicate reviews ({conflicts} with conflicting labels)"]
@@ -141,8 +166,14 @@ def _load_drugs(data_dir: Path | None, label_column: str, keep) -> tuple[Path, l
 def _drug_dataset(path, train_rows, test_rows, labels, notes) -> Dataset:
     train, validation = stratified_split(train_rows, lambda r: r[2], (0.85, 0.15), SPLIT_SEED)
     notes = tuple(notes) + (f"validation: stratified 15% of the shipped train file, seed {SPLIT_SEED}",)
-    return Dataset(labels=labels, train=_examples(train, labels), validation=_examples(validation, labels),
-                   test=_examples(test_rows, labels), files=(path,), notes=notes)
+    return Dataset(
+        labels=labels,
+        train=_examples(train, labels),
+        validation=_examples(validation, labels),
+        test=_examples(test_rows, labels),
+        files=(path,),
+        notes=notes,
+    )
 
 
 def load_drug_reviews(data_dir: Path | None, seed: int) -> Dataset:

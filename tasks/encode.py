@@ -11,19 +11,19 @@ can be read back per word. Sub-word label alignment:
 Special tokens always get -100. Evaluation is per word in both cases: the prediction at a word's
 first sub-token is the word's tag, and a word cut off by truncation counts as predicted `O`.
 """
+
 from __future__ import annotations
 
 from tasks.registry import TaggedExample, TextExample
 
 IGNORE = -100
 ALIGNMENTS = ("first", "all")
-CHUNK = 512                       # sentences tokenized per call (bounds the padded tensor's size)
+CHUNK = 512  # sentences tokenized per call (bounds the padded tensor's size)
 
 
 def encode_texts(tokenizer, examples: list[TextExample], max_length: int) -> list[dict]:
     ids, types = tokenizer.encode_lists([e.text for e in examples], max_length=max_length)
-    return [{"input_ids": i, "token_type_ids": t, "label": e.label}
-            for i, t, e in zip(ids, types, examples)]
+    return [{"input_ids": i, "token_type_ids": t, "label": e.label} for i, t, e in zip(ids, types, examples)]
 
 
 def align_labels(word_ids: list[int], tags: tuple[int, ...], align: str) -> list[int]:
@@ -40,26 +40,33 @@ def align_labels(word_ids: list[int], tags: tuple[int, ...], align: str) -> list
     return out
 
 
-def encode_tagged(tokenizer, examples: list[TaggedExample], max_length: int,
-                  align: str = "first") -> tuple[list[dict], list[list[int]]]:
+def encode_tagged(
+    tokenizer, examples: list[TaggedExample], max_length: int, align: str = "first"
+) -> tuple[list[dict], list[list[int]]]:
     """-> (encoded examples, word index per sub-token for each example)."""
     if align not in ALIGNMENTS:
         raise ValueError(f"label alignment {align!r} is not one of {ALIGNMENTS}")
     encoded, all_word_ids = [], []
     for start in range(0, len(examples), CHUNK):
-        part = examples[start:start + CHUNK]
+        part = examples[start : start + CHUNK]
         batch, word_ids = tokenizer.encode_words([list(e.words) for e in part], max_length=max_length)
-        lengths = batch["attention_mask"].sum(dim=1).tolist()          # (batch,)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()  # (batch,)
         for k, (e, n) in enumerate(zip(part, lengths)):
             wids = word_ids[k, :n].tolist()
-            encoded.append({"input_ids": batch["input_ids"][k, :n].tolist(),
-                            "token_type_ids": batch["token_type_ids"][k, :n].tolist(),
-                            "labels": align_labels(wids, e.tags, align)})
+            encoded.append(
+                {
+                    "input_ids": batch["input_ids"][k, :n].tolist(),
+                    "token_type_ids": batch["token_type_ids"][k, :n].tolist(),
+                    "labels": align_labels(wids, e.tags, align),
+                }
+            )
             all_word_ids.append(wids)
     return encoded, all_word_ids
 
 
-def word_predictions(token_preds: list[int], word_ids: list[int], n_words: int, outside: int = 0) -> list[int]:
+def word_predictions(
+    token_preds: list[int], word_ids: list[int], n_words: int, outside: int = 0
+) -> list[int]:
     """Per-word predictions from per-sub-token ones: the first sub-token of each word decides;
     words with no sub-token (cut by truncation) get `outside` (the index of tag `O`)."""
     out = [outside] * n_words

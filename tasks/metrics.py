@@ -10,6 +10,7 @@ Strict mode (seqeval `mode="strict"`, IOB2) keeps only chunks that open with `B-
 with `I-X`; a stray `I-X` is no entity. A predicted entity counts when type, start and end all
 match a gold entity; precision, recall and F1 are micro-averaged over entities.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,15 +28,16 @@ def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:
         return float(roc_auc_score(y, probs[:, 1]))
     if len(present) == probs.shape[1]:
-        return float(roc_auc_score(y, probs, multi_class="ovr", average="macro",
-                                   labels=list(range(probs.shape[1]))))
+        return float(
+            roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1])))
+        )
     return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in present]))
 
 
 def classification_metrics(y_true, probs) -> dict[str, float]:
     """All sequence-classification metrics from gold label indices (n,) and probabilities (n, C)."""
     y = np.asarray(y_true, dtype=np.int64)
-    p = np.asarray(probs, dtype=np.float64)                       # (n, classes)
+    p = np.asarray(probs, dtype=np.float64)  # (n, classes)
     if p.ndim != 2 or len(p) != len(y):
         raise ValueError(f"probabilities of shape {p.shape} do not match {len(y)} labels")
     pred = p.argmax(axis=1)
@@ -63,7 +65,7 @@ def _split_tag(tag: str) -> tuple[str, str]:
 def chunks(tags: list[str], strict: bool = False) -> set[tuple[str, int, int]]:
     """Entities of one BIO sequence as (type, first index, last index), both inclusive."""
     found, kind, start = set(), None, 0
-    for i, tag in enumerate(list(tags) + ["O"]):          # the sentinel closes an open chunk
+    for i, tag in enumerate(list(tags) + ["O"]):  # the sentinel closes an open chunk
         prefix, t = _split_tag(tag)
         continues = kind is not None and prefix == "I" and t == kind
         if kind is not None and not continues:

@@ -4,6 +4,7 @@ The loop hands batches from `minipeft.batching.PadCollate`: model inputs (`input
 `attention_mask`, `token_type_ids`) plus task keys (`label` for a note; `labels` per sub-token,
 `word_ids` and `word_tags` per word for NER), which never reach the model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,7 @@ from tasks.encode import IGNORE, word_predictions
 from tasks.metrics import classification_metrics, ner_metrics
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-PAD_VALUES = {"word_ids": -1, "word_tags": IGNORE}     # for PadCollate(pad_values=...)
+PAD_VALUES = {"word_ids": -1, "word_tags": IGNORE}  # for PadCollate(pad_values=...)
 
 
 def model_inputs(batch: dict) -> dict:
@@ -22,12 +23,12 @@ def model_inputs(batch: dict) -> dict:
 
 
 def seq_cls_loss(model, batch) -> torch.Tensor:
-    logits = model(**model_inputs(batch))                                     # (batch, labels)
+    logits = model(**model_inputs(batch))  # (batch, labels)
     return F.cross_entropy(logits.float(), batch["label"])
 
 
 def token_cls_loss(model, batch) -> torch.Tensor:
-    logits = model(**model_inputs(batch))                                     # (batch, seq, labels)
+    logits = model(**model_inputs(batch))  # (batch, seq, labels)
     return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
 
 
@@ -35,7 +36,7 @@ def seq_cls_probs(model, batches) -> tuple[np.ndarray, np.ndarray, float]:
     """(gold labels (n,), softmax probabilities (n, labels), mean cross-entropy) over all batches."""
     gold, probs, loss_sum = [], [], 0.0
     for batch in batches:
-        logits = model(**model_inputs(batch)).float()                          # (batch, labels)
+        logits = model(**model_inputs(batch)).float()  # (batch, labels)
         loss_sum += F.cross_entropy(logits, batch["label"], reduction="sum").item()
         probs.append(torch.softmax(logits, dim=-1).cpu().double().numpy())
         gold.append(batch["label"].cpu().numpy())

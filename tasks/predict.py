@@ -21,6 +21,7 @@ cut off by --max-length are tagged O and counted in a warning.
 
 Inputs are checked before any model loads; outputs are written atomically.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-
 
 from minipeft.batching import LengthBucketSampler, PadCollate
 from minipeft.files import write_text
@@ -49,17 +49,32 @@ from tasks.registry import HEADS, SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tasks.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tasks.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--adapter", help="adapter folder written by tasks.finetune (lora/ia3/prefix/prompt)")
-    p.add_argument("--model", help="with --adapter: the base model folder; alone: a fine-tuned model folder "
-                                   "(tasks.finetune --method full|frozen writes it to OUT/model)")
-    p.add_argument("--input", required=True, help="CSV of notes with a header, or CoNLL tokens for an NER adapter")
-    p.add_argument("--output", required=True, help="CSV to write (id,label,prob_<label>...), or CoNLL for NER")
+    p.add_argument(
+        "--model",
+        help="with --adapter: the base model folder; alone: a fine-tuned model folder "
+        "(tasks.finetune --method full|frozen writes it to OUT/model)",
+    )
+    p.add_argument(
+        "--input", required=True, help="CSV of notes with a header, or CoNLL tokens for an NER adapter"
+    )
+    p.add_argument(
+        "--output", required=True, help="CSV to write (id,label,prob_<label>...), or CoNLL for NER"
+    )
     p.add_argument("--text-column", default="text", help="column holding the note (default text)")
-    p.add_argument("--id-column", default="id", help="column holding the note id (default id; when absent "
-                                                     "the 0-based row number is used)")
-    p.add_argument("--batch-size", type=int, default=32, help="notes or sentences per forward pass (default 32)")
+    p.add_argument(
+        "--id-column",
+        default="id",
+        help="column holding the note id (default id; when absent the 0-based row number is used)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="notes or sentences per forward pass (default 32)"
+    )
     p.add_argument("--max-length", type=int, help="tokens per note (default: the training run's)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -79,7 +94,9 @@ def read_task_info(folder: Path) -> dict:
 def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
     """(the adapter or model folder, its task info), checked before anything heavy loads."""
     if adapter is None and model is None:
-        raise ValueError("pass --adapter DIR (with an optional --model BASE) or --model DIR of a fine-tuned model")
+        raise ValueError(
+            "pass --adapter DIR (with an optional --model BASE) or --model DIR of a fine-tuned model"
+        )
     folder = Path(adapter or model)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
@@ -118,13 +135,14 @@ def num_labels(net) -> int:
 
 
 @torch.no_grad()
-def predict_probs(net, ids: list[list[int]], pad_id: int, batch_size: int, device: str,
-                  progress: bool = True) -> torch.Tensor:
+def predict_probs(
+    net, ids: list[list[int]], pad_id: int, batch_size: int, device: str, progress: bool = True
+) -> torch.Tensor:
     """Softmax probabilities (n, labels) in input order; batches are length-sorted for speed."""
     net.to(device)
     collate = PadCollate(pad_id=pad_id)
     order = LengthBucketSampler([len(x) for x in ids], batch_size, shuffle=False).batches()
-    out = torch.empty(len(ids), num_labels(net), dtype=torch.float64)             # (n, labels)
+    out = torch.empty(len(ids), num_labels(net), dtype=torch.float64)  # (n, labels)
     for idx in tqdm(order, desc="predict", unit="batch", disable=not progress):
         batch = collate([{"input_ids": ids[i]} for i in idx])
         logits = net(**{k: v.to(device) for k, v in model_inputs(batch).items()})  # (batch, labels)
@@ -143,8 +161,16 @@ def write_predictions(path: Path, ids: list[str], probs: torch.Tensor, labels: l
 
 
 @torch.no_grad()
-def predict_tags(net, tokenizer, sentences: list[list[str]], labels: list[str], max_length: int,
-                 batch_size: int, device: str, progress: bool = True) -> tuple[list[list[str]], int]:
+def predict_tags(
+    net,
+    tokenizer,
+    sentences: list[list[str]],
+    labels: list[str],
+    max_length: int,
+    batch_size: int,
+    device: str,
+    progress: bool = True,
+) -> tuple[list[list[str]], int]:
     """(predicted tag names per word for every sentence, in input order; words cut off by
     `max_length`, tagged O): the tag at each word's first sub-token, as training evaluated it."""
     examples = [TaggedExample(str(i), tuple(ws), (0,) * len(ws)) for i, ws in enumerate(sentences)]
@@ -157,7 +183,7 @@ def predict_tags(net, tokenizer, sentences: list[list[str]], labels: list[str], 
     for idx in tqdm(order, desc="tag", unit="batch", disable=not progress):
         batch = collate([{k: encoded[i][k] for k in ("input_ids", "token_type_ids")} for i in idx])
         best = net(**{k: v.to(device) for k, v in model_inputs(batch).items()}).argmax(-1).cpu().tolist()
-        for i, toks in zip(idx, best):                                     # (seq,) per sentence
+        for i, toks in zip(idx, best):  # (seq,) per sentence
             words = word_predictions(toks, word_ids[i], len(sentences[i]), outside)
             tags[i] = [labels[t] for t in words]
     # words after the last one that kept a sub-token were cut by max_length (a word that the
@@ -177,28 +203,44 @@ def write_conll(path: Path, sentences: list[list[str]], pred: list[list[str]], g
 
 
 def run_tagging(args, found: tuple[Path, dict]) -> Path:
-    rows = read_conll(Path(args.input), tags_optional=True)              # input errors before any model loads
+    rows = read_conll(Path(args.input), tags_optional=True)  # input errors before any model loads
     if not rows:
-        raise ValueError(f"{args.input}: no sentences; expected CoNLL, one token per line, a blank line between sentences")
+        raise ValueError(
+            f"{args.input}: no sentences; expected CoNLL, one token per line, a blank line between sentences"
+        )
     sentences = [words for _, words, _ in rows]
     tagged = [all(t is not None for t in tags) for _, _, tags in rows]
     if any(tagged) and not all(tagged):
         line = rows[tagged.index(False) if tagged[0] else tagged.index(True)][0]
-        raise ValueError(f"{args.input}: sentence at line {line}: some lines carry a gold tag and some do not; "
-                         f"expected a tag on every line or on none")
+        raise ValueError(
+            f"{args.input}: sentence at line {line}: some lines carry a gold tag and some do not; "
+            f"expected a tag on every line or on none"
+        )
     net, base, info = load_classifier(args.adapter, args.model, found)
     tokenizer = load_tokenizer(base)
     max_length = args.max_length or info.get("max_length") or 512
-    pred, cut = predict_tags(net, tokenizer, sentences, info["labels"], max_length, args.batch_size,
-                             args.device, not args.no_progress)
+    pred, cut = predict_tags(
+        net,
+        tokenizer,
+        sentences,
+        info["labels"],
+        max_length,
+        args.batch_size,
+        args.device,
+        not args.no_progress,
+    )
     gold = [tags for _, _, tags in rows] if all(tagged) else None
     out = Path(args.output)
     write_conll(out, sentences, pred, gold)
     if cut:
-        print(f"warning: {cut} word(s) beyond --max-length {max_length} tokens were tagged O", file=sys.stderr)
+        print(
+            f"warning: {cut} word(s) beyond --max-length {max_length} tokens were tagged O", file=sys.stderr
+        )
     if gold is not None:
-        print("entity scores: " + json.dumps({k: round(v, 4) for k, v in ner_metrics(gold, pred).items()}),
-              file=sys.stderr)
+        print(
+            "entity scores: " + json.dumps({k: round(v, 4) for k, v in ner_metrics(gold, pred).items()}),
+            file=sys.stderr,
+        )
     return out
 
 
@@ -206,7 +248,7 @@ def run(args) -> Path:
     found = task_info(args.adapter, args.model)
     if found[1]["type"] == TOKEN_CLS:
         return run_tagging(args, found)
-    rows = read_csv(Path(args.input), (args.text_column,))       # input errors before any model loads
+    rows = read_csv(Path(args.input), (args.text_column,))  # input errors before any model loads
     if not rows:
         raise ValueError(f"{args.input}: no notes below the header")
     net, base, info = load_classifier(args.adapter, args.model, found)
@@ -216,7 +258,9 @@ def run(args) -> Path:
     has_id = args.id_column in rows[0][1]
     ids = [r[args.id_column] if has_id else str(k) for k, (_, r) in enumerate(rows)]
     token_ids, _ = tokenizer.encode_lists(texts, max_length=max_length)
-    probs = predict_probs(net, token_ids, tokenizer.pad_id, args.batch_size, args.device, not args.no_progress)
+    probs = predict_probs(
+        net, token_ids, tokenizer.pad_id, args.batch_size, args.device, not args.no_progress
+    )
     out = Path(args.output)
     write_predictions(out, ids, probs, info["labels"])
     return out

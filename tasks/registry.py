@@ -8,26 +8,37 @@ whose three splits are validated here, before any training starts.
     task = get_task("mimic-mp")
     data = load_data(task, "/data/mimic-mp", seed=12)     # Dataset(labels, train, validation, test, files)
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 SEQ_CLS = "seq-cls"
 TOKEN_CLS = "token-cls"
 SPLITS = ("train", "validation", "test")
-HEADS = {SEQ_CLS: "sequence-classification", TOKEN_CLS: "token-classification"}   # type -> load_pretrained head
+HEADS = {
+    SEQ_CLS: "sequence-classification",
+    TOKEN_CLS: "token-classification",
+}  # type -> load_pretrained head
 
-CLS_METRICS = ("accuracy", "roc_auc", "f1_macro", "f1_micro", "f1_weighted",
-               "precision_macro", "recall_macro")
-NER_METRICS = ("entity_f1", "entity_precision", "entity_recall",
-               "entity_f1_strict", "token_accuracy")
+CLS_METRICS = (
+    "accuracy",
+    "roc_auc",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+)
+NER_METRICS = ("entity_f1", "entity_precision", "entity_recall", "entity_f1_strict", "token_accuracy")
 
 
 @dataclass(frozen=True)
 class TextExample:
     """One note (or sentence) and its label index into the task's label list."""
+
     id: str
     text: str
     label: int
@@ -36,6 +47,7 @@ class TextExample:
 @dataclass(frozen=True)
 class TaggedExample:
     """One pre-split sentence and one tag index per word."""
+
     id: str
     words: tuple[str, ...]
     tags: tuple[int, ...]
@@ -44,12 +56,13 @@ class TaggedExample:
 @dataclass(frozen=True)
 class Dataset:
     """The three splits of one task, the label list they index, and the files they came from."""
+
     labels: tuple[str, ...]
     train: list
     validation: list
     test: list
     files: tuple[Path, ...] = ()
-    notes: tuple[str, ...] = ()          # human-readable remarks from the loader (dedup counts, ...)
+    notes: tuple[str, ...] = ()  # human-readable remarks from the loader (dedup counts, ...)
 
     def split(self, name: str) -> list:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
@@ -58,16 +71,17 @@ class Dataset:
 @dataclass(frozen=True)
 class Task:
     """A registered task. `labels` is the closed label set; empty means 'read from the files' (NER)."""
+
     name: str
-    type: str                                  # SEQ_CLS | TOKEN_CLS
+    type: str  # SEQ_CLS | TOKEN_CLS
     labels: tuple[str, ...]
     metrics: tuple[str, ...]
-    primary: str                               # the headline metric the paper reports
-    select_by: str                             # the validation metric that picks the best epoch
+    primary: str  # the headline metric the paper reports
+    select_by: str  # the validation metric that picks the best epoch
     loader: Callable[..., Dataset] = field(repr=False, compare=False)
     description: str = ""
-    needs_data_dir: bool = True                # False: an embedded default read from the asset cache
-    entity_types: tuple[str, ...] = ()         # NER: the closed set of entity types, if known
+    needs_data_dir: bool = True  # False: an embedded default read from the asset cache
+    entity_types: tuple[str, ...] = ()  # NER: the closed set of entity types, if known
 
     @property
     def head(self) -> str:
@@ -81,8 +95,10 @@ def register(task: Task) -> Task:
     if task.name in _TASKS:
         raise ValueError(f"task '{task.name}' is registered twice")
     if task.primary not in task.metrics or task.select_by not in task.metrics:
-        raise ValueError(f"task '{task.name}': primary '{task.primary}' and select_by "
-                         f"'{task.select_by}' must be among its metrics {task.metrics}")
+        raise ValueError(
+            f"task '{task.name}': primary '{task.primary}' and select_by "
+            f"'{task.select_by}' must be among its metrics {task.metrics}"
+        )
     _TASKS[task.name] = task
     return task
 
@@ -102,19 +118,20 @@ def get_task(name: str) -> Task:
 def load_data(task: Task, data_dir: str | Path | None, seed: int) -> Dataset:
     """Run the task's loader and check the result: three non-empty splits, labels in range."""
     if task.needs_data_dir and data_dir is None:
-        raise ValueError(f"task '{task.name}' reads your own files: pass --data-dir DIR "
-                         f"({task.description})")
+        raise ValueError(f"task '{task.name}' reads your own files: pass --data-dir DIR ({task.description})")
     data = task.loader(Path(data_dir) if data_dir is not None else None, seed)
     for split in SPLITS:
         if not data.split(split):
-            raise ValueError(f"task '{task.name}': the {split} split is empty "
-                             f"(files: {', '.join(str(f) for f in data.files) or 'none'}); "
-                             f"every split needs at least one example")
+            raise ValueError(
+                f"task '{task.name}': the {split} split is empty "
+                f"(files: {', '.join(str(f) for f in data.files) or 'none'}); "
+                f"every split needs at least one example"
+            )
     n = len(data.labels)
     for split in SPLITS:
         for ex in data.split(split):
             found = (ex.label,) if isinstance(ex, TextExample) else ex.tags
-            assert all(0 <= i < n for i in found), (task.name, split, ex.id)   # loaders map labels
+            assert all(0 <= i < n for i in found), (task.name, split, ex.id)  # loaders map labels
     return data
 
 

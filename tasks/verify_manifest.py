@@ -7,6 +7,7 @@ header length, a JSON header {key: {dtype, shape, data_offsets}}, then the raw t
 and the manifest lists the SHA-256 of each tensor's bytes. The function below is the one the
 README shows; tests run it on intact, flipped and edited adapters.
 """
+
 import hashlib
 import json
 import struct
@@ -43,15 +44,20 @@ def verify(adapter_dir):
 
 def main(argv=None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m tasks.verify_manifest",
-                                description="Check an adapter's tensors against its adapter_manifest.json "
-                                            "with the Python standard library alone.")
+
+    p = argparse.ArgumentParser(
+        prog="python -m tasks.verify_manifest",
+        description="Check an adapter's tensors against its adapter_manifest.json "
+        "with the Python standard library alone.",
+    )
     p.add_argument("adapter_dir", help="folder with adapter_model.safetensors and adapter_manifest.json")
     args = p.parse_args(argv)
     for name in ("adapter_manifest.json", "adapter_model.safetensors"):
         if not (Path(args.adapter_dir) / name).is_file():
-            p.error(f"{Path(args.adapter_dir) / name}: no such file; expected an adapter folder written "
-                    f"by minipeft's save_adapter")
+            p.error(
+                f"{Path(args.adapter_dir) / name}: no such file; expected an adapter folder written "
+                f"by minipeft's save_adapter"
+            )
     found = verify(args.adapter_dir)
     print("\n".join(found) if found else "OK: every tensor matches adapter_manifest.json")
     return 1 if found else 0

@@ -1,12 +1,19 @@
 """Shared fixtures. Tests that need the real checkpoint skip with the reason when it is not fetched."""
+
 import pytest
 import torch
 
 from models import BertConfig, BertModel, save_pretrained
 from models.assets import MINILM, asset_dir
 
-TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=64, max_position_embeddings=128)
+TINY_BERT = dict(
+    vocab_size=30522,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +36,11 @@ def make_tiny_model(minilm_dir, tmp_path_factory):
         if key not in made:
             torch.manual_seed(0)
             cfg = BertConfig(**{**TINY_BERT, **overrides})
-            made[key] = save_pretrained(BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir)
+            made[key] = save_pretrained(
+                BertModel(cfg), tmp_path_factory.mktemp("tiny"), tokenizer_dir=minilm_dir
+            )
         return made[key]
+
     return make
 
 

@@ -4,6 +4,7 @@ MIMIC files are `csv.QUOTE_ALL` with admission-section notes that span many line
 doubled quotes and (optionally) one field longer than the csv module's default 128 KiB limit, so the
 real readers are exercised. Labels follow a keyword in the note, so a model can learn them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,11 @@ SPLIT_SIZES = {"train": 24, "valid": 8, "test": 8}
 
 def note(rng: random.Random, label: int, long: bool = False) -> str:
     body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 20)))
-    text = (f"CHIEF COMPLAINT: \"{WORDS[label % len(WORDS)]}\", marker{label}\n\n"
-            f"PRESENT ILLNESS: {body},\nwith a second line\r\nand a third\n\n"
-            f"MEDICAL HISTORY: marker{label} noted")
+    text = (
+        f'CHIEF COMPLAINT: "{WORDS[label % len(WORDS)]}", marker{label}\n\n'
+        f"PRESENT ILLNESS: {body},\nwith a second line\r\nand a third\n\n"
+        f"MEDICAL HISTORY: marker{label} noted"
+    )
     return text + (" padding" * 20_000 if long else "")
 
 
@@ -41,14 +44,23 @@ def write_mimic(folder: Path, task: str = "mp", original_names: bool = False, se
     for i, (split, n) in enumerate(SPLIT_SIZES.items()):
         name = f"{prefix}_{'val' if split == 'valid' else split}.csv" if original_names else f"{split}.csv"
         labels = [k % n_classes for k in range(n)]
-        rows = [[100000 + 1000 * i + k, note(rng, y, long=(split == "train" and k == 0)), y]
-                for k, y in enumerate(labels)]
+        rows = [
+            [100000 + 1000 * i + k, note(rng, y, long=(split == "train" and k == 0)), y]
+            for k, y in enumerate(labels)
+        ]
         write_csv(folder / name, ["id", "text", column], rows)
     return folder
 
 
-TRIAGE = ("Cardiology", "Obstetrics", "Respiratory", "Neurology", "Gastroenterology",
-          "AcuteMedicine", "Oncology")
+TRIAGE = (
+    "Cardiology",
+    "Obstetrics",
+    "Respiratory",
+    "Neurology",
+    "Gastroenterology",
+    "AcuteMedicine",
+    "Oncology",
+)
 
 
 def write_icd9(folder: Path, seed: int = 0) -> Path:
@@ -68,22 +80,34 @@ def write_i2b2_re(folder: Path, jsonl: bool = False, seed: int = 0, arrow: bool 
     folder.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split, n in (("train", 27), ("valid", 18)):
-        rows = [[f"the @problem$ was treated with {rng.choice(WORDS)} rel{k % 9} @treatment$ .", k % 9]
-                for k in range(n)]
+        rows = [
+            [f"the @problem$ was treated with {rng.choice(WORDS)} rel{k % 9} @treatment$ .", k % 9]
+            for k in range(n)
+        ]
         if arrow:
             splits["validation" if split == "valid" else split] = rows
         elif jsonl:
             (folder / f"{split}.jsonl").write_text(
-                "".join(json.dumps({"sentence": s, "labels": y}) + "\n" for s, y in rows))
+                "".join(json.dumps({"sentence": s, "labels": y}) + "\n" for s, y in rows)
+            )
         else:
             write_csv(folder / f"{split}.csv", ["sentence", "labels"], rows)
     if arrow:
         datasets = pytest.importorskip("datasets")
-        features = datasets.Features({"sentence": datasets.Value("string"),
-                                      "labels": datasets.ClassLabel(names=[f"rel{k}" for k in range(9)])})
-        datasets.DatasetDict({s: datasets.Dataset.from_dict(
-            {"sentence": [r[0] for r in rows], "labels": [r[1] for r in rows]}, features=features)
-            for s, rows in splits.items()}).save_to_disk(str(folder))
+        features = datasets.Features(
+            {
+                "sentence": datasets.Value("string"),
+                "labels": datasets.ClassLabel(names=[f"rel{k}" for k in range(9)]),
+            }
+        )
+        datasets.DatasetDict(
+            {
+                s: datasets.Dataset.from_dict(
+                    {"sentence": [r[0] for r in rows], "labels": [r[1] for r in rows]}, features=features
+                )
+                for s, rows in splits.items()
+            }
+        ).save_to_disk(str(folder))
     return folder
 
 

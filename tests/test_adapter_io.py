@@ -1,4 +1,5 @@
 """save_adapter / load_adapter on the toy model: PEFT layout, bit-exact round trip, clear refusals."""
+
 import dataclasses
 import json
 import warnings
@@ -6,10 +7,10 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_inject import Toy, _perturb
 
 from minipeft import IA3Config, LoraConfig, adapters, inject, load_adapter, save_adapter
 from minipeft.io import CONFIG_FILE, WEIGHTS_FILE
-from test_inject import Toy, _perturb
 
 LORA = LoraConfig(r=2, alpha=4, dropout=0.1, targets=("query", "value"), modules_to_save=("classifier",))
 IA3 = IA3Config(modules_to_save=("classifier",))
@@ -43,32 +44,66 @@ def test_save_then_load_is_bit_exact(tmp_path, config):
     model.eval(), other.eval()
     x = torch.randn(4, 6)
     assert torch.equal(model(x), other(x))
-    assert {n for n, p in other.named_parameters() if p.requires_grad} == \
-        {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n, p in other.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def test_lora_files_follow_peft_layout(tmp_path):
     model = _trained(LORA)
     save_adapter(model, tmp_path, task_type="SEQ_CLS", base_model_name_or_path="some/base")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_manifest.json",
-                                                         "adapter_model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "adapter_config.json",
+        "adapter_manifest.json",
+        "adapter_model.safetensors",
+    ]
     text = (tmp_path / CONFIG_FILE).read_text()
     cfg = json.loads(text)
     assert text == json.dumps(cfg, sort_keys=True, indent=2) + "\n"
-    assert {k: cfg[k] for k in ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save",
-                                "use_rslora", "bias", "task_type", "inference_mode", "base_model_name_or_path")} == \
-        dict(peft_type="LORA", r=2, lora_alpha=4, lora_dropout=0.1, target_modules=["query", "value"],
-             modules_to_save=["classifier"], use_rslora=False, bias="none", task_type="SEQ_CLS",
-             inference_mode=True, base_model_name_or_path="some/base")
+    assert {
+        k: cfg[k]
+        for k in (
+            "peft_type",
+            "r",
+            "lora_alpha",
+            "lora_dropout",
+            "target_modules",
+            "modules_to_save",
+            "use_rslora",
+            "bias",
+            "task_type",
+            "inference_mode",
+            "base_model_name_or_path",
+        )
+    } == dict(
+        peft_type="LORA",
+        r=2,
+        lora_alpha=4,
+        lora_dropout=0.1,
+        target_modules=["query", "value"],
+        modules_to_save=["classifier"],
+        use_rslora=False,
+        bias="none",
+        task_type="SEQ_CLS",
+        inference_mode=True,
+        base_model_name_or_path="some/base",
+    )
     tensors = load_file(str(tmp_path / WEIGHTS_FILE))
     p = "base_model.model."
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
-        p + "query.lora_A.weight": (2, 6), p + "query.lora_B.weight": (6, 2),
-        p + "value.lora_A.weight": (2, 6), p + "value.lora_B.weight": (6, 2),
-        p + "classifier.weight": (3, 6), p + "classifier.bias": (3,)}
+        p + "query.lora_A.weight": (2, 6),
+        p + "query.lora_B.weight": (6, 2),
+        p + "value.lora_A.weight": (2, 6),
+        p + "value.lora_B.weight": (6, 2),
+        p + "classifier.weight": (3, 6),
+        p + "classifier.bias": (3,),
+    }
     assert torch.equal(tensors[p + "query.lora_B.weight"], model.query.lora_B)
-    header = json.loads((tmp_path / WEIGHTS_FILE).read_bytes()[8:8 + int.from_bytes(
-        (tmp_path / WEIGHTS_FILE).read_bytes()[:8], "little")])
+    header = json.loads(
+        (tmp_path / WEIGHTS_FILE).read_bytes()[
+            8 : 8 + int.from_bytes((tmp_path / WEIGHTS_FILE).read_bytes()[:8], "little")
+        ]
+    )
     assert header["__metadata__"] == {"format": "pt"}
 
 
@@ -88,13 +123,23 @@ def _edit_config(d, **changes):
     cfg = json.loads((d / CONFIG_FILE).read_text())
     cfg.update(changes)
     (d / CONFIG_FILE).write_text(json.dumps(cfg))
-    (d / "adapter_manifest.json").unlink(missing_ok=True)        # as a PEFT-written folder: no manifest
+    (d / "adapter_manifest.json").unlink(missing_ok=True)  # as a PEFT-written folder: no manifest
 
 
-@pytest.mark.parametrize("field, value", [("use_dora", True), ("rank_pattern", {"query": 4}),
-                                          ("alpha_pattern", {"query": 4}), ("layers_to_transform", [0]),
-                                          ("bias", "all"), ("lora_bias", True), ("init_lora_weights", "pissa"),
-                                          ("init_lora_weights", "olora"), ("init_lora_weights", "loftq")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("use_dora", True),
+        ("rank_pattern", {"query": 4}),
+        ("alpha_pattern", {"query": 4}),
+        ("layers_to_transform", [0]),
+        ("bias", "all"),
+        ("lora_bias", True),
+        ("init_lora_weights", "pissa"),
+        ("init_lora_weights", "olora"),
+        ("init_lora_weights", "loftq"),
+    ],
+)
 def test_math_changing_peft_fields_are_refused_by_name(tmp_path, field, value):
     save_adapter(_trained(LORA), tmp_path)
     _edit_config(tmp_path, **{field: value})
@@ -122,8 +167,10 @@ def test_unsupported_type_missing_keys_and_wrong_shapes_raise_and_leave_model_cl
         load_adapter(model, tmp_path)
     _edit_config(tmp_path, peft_type="LORA")
     t = load_file(str(tmp_path / WEIGHTS_FILE))
-    save_file({k: v for k, v in t.items() if k != "base_model.model.value.lora_A.weight"},
-              str(tmp_path / WEIGHTS_FILE))
+    save_file(
+        {k: v for k, v in t.items() if k != "base_model.model.value.lora_A.weight"},
+        str(tmp_path / WEIGHTS_FILE),
+    )
     with pytest.raises(KeyError, match=r"missing \['base_model.model.value.lora_A.weight'\]"):
         load_adapter(model, tmp_path)
     assert not adapters(model) and set(model.state_dict()) == keys
@@ -152,4 +199,4 @@ def test_writes_leave_no_temporary_files_and_overwrite_atomically(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_adapter(_fresh_like(seed=1), tmp_path)    # verified: no warning at all
+        load_adapter(_fresh_like(seed=1), tmp_path)  # verified: no warning at all

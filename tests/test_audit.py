@@ -1,4 +1,5 @@
 """Audit: roles partition the tensors, the base fingerprint, the adapter manifest and its checks."""
+
 import hashlib
 import json
 import subprocess
@@ -9,14 +10,23 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_inject import Toy, _perturb
 
-from minipeft import (IA3Config, LoraConfig, fingerprint, inject, load_adapter, param_table, remove,
-                      save_adapter, summary)
+from minipeft import (
+    IA3Config,
+    LoraConfig,
+    fingerprint,
+    inject,
+    load_adapter,
+    param_table,
+    remove,
+    save_adapter,
+    summary,
+)
 from minipeft.audit import MANIFEST_FILE, config_sha256
 from minipeft.inject import adapter_state
 from minipeft.io import WEIGHTS_FILE
 from tasks.verify_manifest import verify
-from test_inject import Toy, _perturb
 
 ROOT = Path(__file__).resolve().parent.parent
 LORA = LoraConfig(r=2, alpha=4, targets=("query", "value"), modules_to_save=("classifier",))
@@ -53,19 +63,25 @@ def test_roles_partition_parameters_and_hashes_are_of_the_raw_bytes():
     rows = param_table(model)
     assert [r.name for r in rows] == [n for n, _ in model.named_parameters()]
     role = {r.name: r.role for r in rows}
-    assert role["query.lora_A"] == "lora" and role["classifier.weight"] == "head" and role["query.weight"] == "base"
+    assert (
+        role["query.lora_A"] == "lora"
+        and role["classifier.weight"] == "head"
+        and role["query.weight"] == "base"
+    )
     p = dict(model.named_parameters())
     for r in rows:
         assert r.sha256 == hashlib.sha256(p[r.name].detach().numpy().tobytes()).hexdigest()
         assert r.trainable == p[r.name].requires_grad and r.numel == p[r.name].numel()
     with_buffers = param_table(model, buffers=True)
-    assert [(r.name, r.role, r.trainable) for r in with_buffers if r.kind == "buffer"] == [("offset", "base", False)]
+    assert [(r.name, r.role, r.trainable) for r in with_buffers if r.kind == "buffer"] == [
+        ("offset", "base", False)
+    ]
 
 
 def test_table_refuses_roles_that_overlap():
     model = Toy()
     inject(model, LORA)
-    adapter_state(model).saved = ("query",)          # corrupt the record: an adapter inside a saved module
+    adapter_state(model).saved = ("query",)  # corrupt the record: an adapter inside a saved module
     with pytest.raises(RuntimeError, match="query.lora_A"):
         param_table(model)
 
@@ -94,7 +110,7 @@ def test_fingerprint_covers_the_base_only():
     before = fingerprint(model)
     assert fingerprint(_fresh_copy(model)) == before
     inject(model, LoraConfig(targets=("query",)))
-    assert fingerprint(model) == before                      # adapters are not part of the base
+    assert fingerprint(model) == before  # adapters are not part of the base
     _perturb(model)
     assert fingerprint(model) == before
     with torch.no_grad():
@@ -105,9 +121,9 @@ def test_fingerprint_covers_the_base_only():
     inject(headless, LoraConfig(targets=("query",), modules_to_save=("classifier",)))
     h = fingerprint(headless)
     with torch.no_grad():
-        headless.classifier.weight.mul_(2)                   # the head is not base either
+        headless.classifier.weight.mul_(2)  # the head is not base either
     assert fingerprint(headless) == h
-    headless.offset.add_(1)                                  # buffers are
+    headless.offset.add_(1)  # buffers are
     assert fingerprint(headless) != h
 
 
@@ -119,23 +135,26 @@ def _fresh_copy(model):
 
 def test_manifest_lists_tensors_config_versions_and_provenance(tmp_path):
     import minipeft
+
     model = _saved(tmp_path, provenance={"task": "toy", "seed": 3})
     m = json.loads((tmp_path / MANIFEST_FILE).read_text())
     assert m["base_fingerprint"] == fingerprint(model) and m["provenance"] == {"task": "toy", "seed": 3}
     assert m["minipeft_version"] == minipeft.__version__ and m["torch_version"] == torch.__version__
-    assert m["tensors"]["base_model.model.query.lora_B.weight"]["sha256"] == \
-        hashlib.sha256(model.query.lora_B.detach().numpy().tobytes()).hexdigest()
+    assert (
+        m["tensors"]["base_model.model.query.lora_B.weight"]["sha256"]
+        == hashlib.sha256(model.query.lora_B.detach().numpy().tobytes()).hexdigest()
+    )
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert "base_fingerprint" not in cfg and m["config_sha256"] == config_sha256(cfg)
     shuffled = dict(cfg, target_modules=cfg["target_modules"][::-1], peft_version="9.9")
-    assert config_sha256(shuffled) == config_sha256(cfg)     # canonical: list order, PEFT version
+    assert config_sha256(shuffled) == config_sha256(cfg)  # canonical: list order, PEFT version
     assert verify(tmp_path) == []
 
 
 def _flip_one_byte(file, key):
     raw = bytearray(file.read_bytes())
     n = int.from_bytes(raw[:8], "little")
-    start = json.loads(raw[8:8 + n])[key]["data_offsets"][0]
+    start = json.loads(raw[8 : 8 + n])[key]["data_offsets"][0]
     raw[8 + n + start] ^= 0x01
     file.write_bytes(bytes(raw))
 
@@ -174,7 +193,8 @@ def test_edited_manifest_or_config_is_detected(tmp_path, edit):
     elif edit == "tensor_hash":
         m["tensors"]["base_model.model.query.lora_A.weight"]["sha256"] = "0" * 64
         from minipeft.audit import manifest_sha256
-        m["manifest_sha256"] = manifest_sha256(m)           # a consistent forgery still fails on the tensor
+
+        m["manifest_sha256"] = manifest_sha256(m)  # a consistent forgery still fails on the tensor
         match = "query.lora_A.weight does not match"
     else:
         cfg = json.loads(cf.read_text())
@@ -198,12 +218,18 @@ def test_adapter_without_manifest_loads_unverified(tmp_path):
 
 def test_stdlib_script_runs_without_torch(tmp_path):
     _saved(tmp_path)
-    code = "import sys; sys.modules['torch'] = None; from tasks.verify_manifest import verify; " \
-           f"print(verify({str(tmp_path)!r}))"
+    code = (
+        "import sys; sys.modules['torch'] = None; from tasks.verify_manifest import verify; "
+        f"print(verify({str(tmp_path)!r}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    cli = subprocess.run([sys.executable, "-m", "tasks.verify_manifest", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "tasks.verify_manifest", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 0 and cli.stdout.startswith("OK")
 
 
@@ -212,7 +238,9 @@ def test_readme_snippet_is_the_tested_script(tmp_path):
     the README's code block itself runs: intact adapter passes, a flipped byte is reported."""
     import inspect
     import re
+
     import tasks.verify_manifest as vm
+
     readme = (ROOT / "README.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify(adapter_dir)" in b]
     if not blocks:
@@ -223,5 +251,6 @@ def test_readme_snippet_is_the_tested_script(tmp_path):
     _saved(tmp_path)
     assert namespace["verify"](tmp_path) == []
     _flip_one_byte(tmp_path / WEIGHTS_FILE, "base_model.model.query.lora_B.weight")
-    assert namespace["verify"](tmp_path) == ["base_model.model.query.lora_B.weight: bytes, dtype or shape "
-                                             "differ from the manifest"]
+    assert namespace["verify"](tmp_path) == [
+        "base_model.model.query.lora_B.weight: bytes, dtype or shape differ from the manifest"
+    ]

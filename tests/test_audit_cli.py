@@ -1,4 +1,5 @@
 """python -m tasks.audit: report contents, trainable count == parameters that received gradients."""
+
 import json
 import subprocess
 import sys
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_audit import Tied
 
 from minipeft import LoraConfig, inject, load_adapter, param_table, save_adapter
 from tasks.audit import main, totals
-from test_audit import Tied
 
 models = pytest.importorskip("models")
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,19 +39,33 @@ def _grad_count(model_dir, adapter_dir):
     model = models.load_pretrained(model_dir, head="sequence-classification", num_labels=3)
     load_adapter(model, adapter_dir)
     ids = torch.randint(1, 60, (2, 5))
-    F.cross_entropy(model(input_ids=ids, attention_mask=torch.ones_like(ids)), torch.tensor([0, 2])).backward()
+    F.cross_entropy(
+        model(input_ids=ids, attention_mask=torch.ones_like(ids)), torch.tensor([0, 2])
+    ).backward()
     return sum(p.numel() for p in model.parameters() if p.grad is not None)
 
 
 def test_json_report_accounts_for_everything(tmp_path):
     model_dir, adapter_dir = _adapter(tmp_path)
-    rep = main(["--model", str(model_dir), "--adapter", str(adapter_dir), "--format", "json",
-                "--out", str(tmp_path / "audit.json")])
+    rep = main(
+        [
+            "--model",
+            str(model_dir),
+            "--adapter",
+            str(adapter_dir),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "audit.json"),
+        ]
+    )
     assert json.loads((tmp_path / "audit.json").read_text()) == json.loads(json.dumps(rep))
     assert rep["summary"]["trainable"] == _grad_count(model_dir, adapter_dir)
     assert rep["summary"]["adapter"] == 2 * 2 * 2 * (16 + 16) and rep["summary"]["head"] == 16 * 3 + 3
     check = rep["adapter_check"]
-    assert check["verified"] and not check["base_mismatch"] and check["provenance"] == {"seed": 7, "task": "toy"}
+    assert (
+        check["verified"] and not check["base_mismatch"] and check["provenance"] == {"seed": 7, "task": "toy"}
+    )
     manifest = json.loads((adapter_dir / "adapter_manifest.json").read_text())
     assert rep["base_fingerprint"] == manifest["base_fingerprint"]
     roles = {r["role"] for r in rep["tensors"]}
@@ -63,7 +78,17 @@ def test_markdown_report_and_base_mismatch(tmp_path):
     other = _base_dir(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="another base model"):
         main(["--model", str(other), "--adapter", str(adapter_dir), "--out", str(tmp_path / "a.md")])
-    main(["--model", str(other), "--adapter", str(adapter_dir), "--allow-base-mismatch", "--out", str(tmp_path / "a.md")])
+    main(
+        [
+            "--model",
+            str(other),
+            "--adapter",
+            str(adapter_dir),
+            "--allow-base-mismatch",
+            "--out",
+            str(tmp_path / "a.md"),
+        ]
+    )
     md = (tmp_path / "a.md").read_text()
     assert "BASE MISMATCH overridden" in md and "expected base fingerprint" in md and '"seed": 7' in md
     assert "| parameter:lora |" in md and "| `classifier.weight` | parameter | head |" in md
@@ -71,8 +96,13 @@ def test_markdown_report_and_base_mismatch(tmp_path):
 
 def test_cli_runs_as_a_module(tmp_path):
     model_dir, adapter_dir = _adapter(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "tasks.audit", "--model", str(model_dir), "--adapter", str(adapter_dir)],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.audit", "--model", str(model_dir), "--adapter", str(adapter_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.startswith("# Audit:") and "verified (tensors and base)" in out.stdout
 
 
@@ -86,5 +116,16 @@ def test_real_checkpoint_lora_audit(tmp_path, minilm_dir):
     model = models.load_pretrained(minilm_dir, head="sequence-classification", num_labels=2)
     inject(model, LoraConfig(r=8, targets=("query", "value"), modules_to_save=("classifier",)))
     save_adapter(model, tmp_path, task_type="SEQ_CLS")
-    rep = main(["--model", str(minilm_dir), "--adapter", str(tmp_path), "--format", "json", "--out", str(tmp_path / "r.json")])
+    rep = main(
+        [
+            "--model",
+            str(minilm_dir),
+            "--adapter",
+            str(tmp_path),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert rep["adapter_check"]["verified"] and rep["summary"]["adapter"] == 6 * 2 * 8 * (384 + 384)

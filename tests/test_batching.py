@@ -1,4 +1,5 @@
 """Dynamic padding and length-bucketed batches (minipeft.batching)."""
+
 import random
 
 import pytest
@@ -8,8 +9,10 @@ from minipeft.batching import IGNORE_INDEX, LengthBucketSampler, PadCollate, spl
 
 
 def test_pad_collate_pads_to_longest_in_batch():
-    examples = [{"input_ids": [5, 6, 7], "token_type_ids": [0, 0, 0], "label": 1},
-                {"input_ids": [8], "token_type_ids": [0], "label": 0}]
+    examples = [
+        {"input_ids": [5, 6, 7], "token_type_ids": [0, 0, 0], "label": 1},
+        {"input_ids": [8], "token_type_ids": [0], "label": 0},
+    ]
     b = PadCollate(pad_id=3)(examples)
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 3, 3]]
     assert b["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 0]]
@@ -18,7 +21,10 @@ def test_pad_collate_pads_to_longest_in_batch():
 
 
 def test_pad_collate_token_labels_get_ignore_index_and_floats_stay_float():
-    examples = [{"input_ids": [1, 2], "labels": [4, 5], "w": 0.5}, {"input_ids": [1], "labels": [6], "w": 1.0}]
+    examples = [
+        {"input_ids": [1, 2], "labels": [4, 5], "w": 0.5},
+        {"input_ids": [1], "labels": [6], "w": 1.0},
+    ]
     b = PadCollate()(examples)
     assert b["labels"].tolist() == [[4, 5], [6, IGNORE_INDEX]]
     assert b["w"].dtype == torch.float32

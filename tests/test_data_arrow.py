@@ -1,5 +1,6 @@
 """tasks.data_arrow reads `datasets` save_to_disk folders without pyarrow: checked against what the
 real `datasets` (a test-only extra) writes and reads back, and for its errors."""
+
 import csv
 import json
 
@@ -23,20 +24,28 @@ def test_columns_equal_what_datasets_reads_back(tmp_path):
     """Several record batches (writer_batch_size), several shards, ClassLabel and int columns, and
     columns of other types (float, list, struct, nullable) stepped over."""
     n = 2_345
-    features = datasets.Features({
-        "score": datasets.Value("float32"),
-        "sentence": datasets.Value("string"),
-        "tokens": datasets.Sequence(datasets.Value("string")),
-        "meta": {"a": datasets.Value("int32"), "b": datasets.Value("string")},
-        "labels": datasets.ClassLabel(num_classes=9),
-        "n": datasets.Value("int16"),
-        "flag": datasets.Value("bool"),
-        "maybe": datasets.Value("string"),
-    })
-    data = {"score": [i / 7 for i in range(n)], "sentence": _texts(n),
-            "tokens": [["a"] * (i % 4) for i in range(n)], "meta": [{"a": i, "b": str(i)} for i in range(n)],
-            "labels": [i % 9 for i in range(n)], "n": [i - 1000 for i in range(n)],
-            "flag": [i % 3 == 0 for i in range(n)], "maybe": [None if i % 5 == 0 else "y" for i in range(n)]}
+    features = datasets.Features(
+        {
+            "score": datasets.Value("float32"),
+            "sentence": datasets.Value("string"),
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "meta": {"a": datasets.Value("int32"), "b": datasets.Value("string")},
+            "labels": datasets.ClassLabel(num_classes=9),
+            "n": datasets.Value("int16"),
+            "flag": datasets.Value("bool"),
+            "maybe": datasets.Value("string"),
+        }
+    )
+    data = {
+        "score": [i / 7 for i in range(n)],
+        "sentence": _texts(n),
+        "tokens": [["a"] * (i % 4) for i in range(n)],
+        "meta": [{"a": i, "b": str(i)} for i in range(n)],
+        "labels": [i % 9 for i in range(n)],
+        "n": [i - 1000 for i in range(n)],
+        "flag": [i % 3 == 0 for i in range(n)],
+        "maybe": [None if i % 5 == 0 else "y" for i in range(n)],
+    }
     ds = datasets.Dataset.from_dict(data, features=features)
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path), num_shards={"train": 3})
     shards = json.loads((tmp_path / "train" / "state.json").read_text())["_data_files"]
@@ -51,29 +60,46 @@ def test_columns_equal_what_datasets_reads_back(tmp_path):
     assert [d["flag"] == "1" for _, d in rows] == back["flag"]
     with pytest.raises(ValueError, match=r"data-00000-of-00003.arrow: column 'maybe' row 1: missing value"):
         data_arrow.read_split(tmp_path, "train", ("maybe",))
-    late = datasets.Dataset.from_dict({"s": ["a"] * 1500 + [None]}, features=datasets.Features({"s": datasets.Value("string")}))
-    datasets.DatasetDict({"train": late}).save_to_disk(str(tmp_path / "late"))     # two record batches
+    late = datasets.Dataset.from_dict(
+        {"s": ["a"] * 1500 + [None]}, features=datasets.Features({"s": datasets.Value("string")})
+    )
+    datasets.DatasetDict({"train": late}).save_to_disk(str(tmp_path / "late"))  # two record batches
     with pytest.raises(ValueError, match=r"column 's' row 1501: missing value"):
         data_arrow.read_split(tmp_path / "late", "train", ("s",))
 
 
 def test_large_strings_and_the_file_format(tmp_path):
-    table = pa.table({"sentence": pa.array(["a", "bé", ""], type=pa.large_string()),
-                      "labels": pa.array([1, 2, 3], type=pa.uint8())})
+    table = pa.table(
+        {
+            "sentence": pa.array(["a", "bé", ""], type=pa.large_string()),
+            "labels": pa.array([1, 2, 3], type=pa.uint8()),
+        }
+    )
     with pa.ipc.new_file(tmp_path / "f.arrow", table.schema) as w:
         w.write_table(table)
     assert data_arrow.read_arrow(tmp_path / "f.arrow", ("labels", "sentence")) == {
-        "labels": [1, 2, 3], "sentence": ["a", "bé", ""]}
+        "labels": [1, 2, 3],
+        "sentence": ["a", "bé", ""],
+    }
 
 
 def test_i2b2_re_from_a_dataset_folder_equals_the_same_rows_as_csv(tmp_path):
-    rows = {"train": [(f"the @problem$ causes @problem$ {i}", i % 9) for i in range(40)],
-            "validation": [(f"@test$ shows @problem$ {i}", (i * 4) % 9) for i in range(21)]}
+    rows = {
+        "train": [(f"the @problem$ causes @problem$ {i}", i % 9) for i in range(40)],
+        "validation": [(f"@test$ shows @problem$ {i}", (i * 4) % 9) for i in range(21)],
+    }
     folder = tmp_path / "hf"
-    features = datasets.Features({"sentence": datasets.Value("string"), "labels": datasets.ClassLabel(num_classes=9)})
-    datasets.DatasetDict({s: datasets.Dataset.from_dict({"sentence": [t for t, _ in r], "labels": [y for _, y in r]},
-                                                        features=features)
-                          for s, r in rows.items()}).save_to_disk(str(folder))
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "labels": datasets.ClassLabel(num_classes=9)}
+    )
+    datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_dict(
+                {"sentence": [t for t, _ in r], "labels": [y for _, y in r]}, features=features
+            )
+            for s, r in rows.items()
+        }
+    ).save_to_disk(str(folder))
     csv_dir = tmp_path / "csv"
     csv_dir.mkdir()
     for split, name in (("train", "train.csv"), ("validation", "valid.csv")):
@@ -83,14 +109,17 @@ def test_i2b2_re_from_a_dataset_folder_equals_the_same_rows_as_csv(tmp_path):
             w.writerows(rows[split])
     a, b = load_i2b2_re(folder, LABELS, seed=7), load_i2b2_re(csv_dir, LABELS, seed=7)
     for split in ("train", "validation", "test"):
-        assert [(e.text, e.label) for e in getattr(a, split)] == [(e.text, e.label) for e in getattr(b, split)]
+        assert [(e.text, e.label) for e in getattr(a, split)] == [
+            (e.text, e.label) for e in getattr(b, split)
+        ]
     assert len(a.validation) == 11 and len(a.test) == 10 and a.notes == b.notes
     assert all(f.suffix == ".arrow" and f.is_file() for f in a.files) and len(a.files) == 2
 
 
 def _save(folder, splits, features=None):
-    datasets.DatasetDict({s: datasets.Dataset.from_dict(d, features=features) for s, d in splits.items()}
-                         ).save_to_disk(str(folder))
+    datasets.DatasetDict(
+        {s: datasets.Dataset.from_dict(d, features=features) for s, d in splits.items()}
+    ).save_to_disk(str(folder))
     return folder
 
 
@@ -100,7 +129,9 @@ def test_errors_name_the_file_and_what_was_found(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dataset_dict.json: no validation split; .*found train"):
         load_i2b2_re(no_val, LABELS, 0)
     wrong_col = _save(tmp_path / "b", {"train": {"text": ["a"], "labels": [0]}, "validation": ok})
-    with pytest.raises(KeyError, match=r"train/data-00000-of-00001.arrow: no column 'sentence'; found text, labels"):
+    with pytest.raises(
+        KeyError, match=r"train/data-00000-of-00001.arrow: no column 'sentence'; found text, labels"
+    ):
         load_i2b2_re(wrong_col, LABELS, 0)
     bad_label = _save(tmp_path / "c", {"train": ok, "validation": {"sentence": ["a"], "labels": [12]}})
     with pytest.raises(ValueError, match=r"validation: row 1: labels='12' is not in the task's label set"):

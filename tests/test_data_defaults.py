@@ -1,4 +1,5 @@
 """The embedded default data sets: counts recomputed from the raw files here, disjoint fixed splits."""
+
 import bz2
 import csv
 import html
@@ -31,29 +32,32 @@ def test_rotten_tomatoes_counts_and_splits():
     unique = {r["text"].strip(): r["category"] for r in raw}
     data = load_data(get_task("rotten-tomatoes"), None, seed=0)
     parts = [_texts(data, s) for s in ("train", "validation", "test")]
-    assert sum(map(len, parts)) == len(unique)                     # duplicates removed, plots dropped
+    assert sum(map(len, parts)) == len(unique)  # duplicates removed, plots dropped
     assert set().union(*map(set, parts)) == set(unique)
-    assert not (set(parts[0]) & set(parts[2]) or set(parts[1]) & set(parts[2]) or set(parts[0]) & set(parts[1]))
+    assert not (
+        set(parts[0]) & set(parts[2]) or set(parts[1]) & set(parts[2]) or set(parts[0]) & set(parts[1])
+    )
     for e in data.test[:50]:
         assert data.labels[e.label] == unique[e.text]
     fresh = sum(v == "fresh" for v in unique.values()) / len(unique)
     assert sum(e.label for e in data.test) / len(data.test) == pytest.approx(fresh, abs=1e-3)  # stratified
     assert len(data.test) == pytest.approx(0.2 * len(unique), abs=2)
-    assert _texts(load_data(get_task("rotten-tomatoes"), None, seed=34), "test") == parts[2]   # fixed split
+    assert _texts(load_data(get_task("rotten-tomatoes"), None, seed=34), "test") == parts[2]  # fixed split
 
 
 def test_drug_reviews_unescaped_and_shipped_test_kept():
     folder = _cached(DRUG_REVIEWS)
     with zipfile.ZipFile(folder / defaults.DRUG_FILE) as zf:
-        raw_test = list(csv.DictReader(io.StringIO(zf.read("drugsComTest.tsv").decode(), newline=""),
-                                       delimiter="\t"))
+        raw_test = list(
+            csv.DictReader(io.StringIO(zf.read("drugsComTest.tsv").decode(), newline=""), delimiter="\t")
+        )
     data = load_data(get_task("drug-reviews"), None, seed=0)
-    assert len(data.test) == len(raw_test)                         # the shipped test split, whole
+    assert len(data.test) == len(raw_test)  # the shipped test split, whole
     for r, e in zip(raw_test, data.test):
         assert e.text == html.unescape(r["review"]).strip().strip('"').strip()
         assert data.labels[e.label] == r["rating"]
     everything = [t for s in ("train", "validation", "test") for t in _texts(data, s)]
-    assert len(everything) == len(set(everything))                 # no duplicates, no leakage
+    assert len(everything) == len(set(everything))  # no duplicates, no leakage
     assert not any("&#039;" in t or t.startswith('"') for t in everything)
     assert len(data.validation) == pytest.approx(0.15 * (len(data.train) + len(data.validation)), abs=2)
 

@@ -1,13 +1,19 @@
 """Our DistilBERT: config checks, attention math with a key/value prefix, inputs_embeds, and logits
 equal to transformers' own DistilBERT on random weights (test-only extra)."""
+
 import math
 
 import pytest
 import torch
 
 from models import load_pretrained, save_pretrained
-from models.distilbert import (HEADS, DistilBertConfig, DistilBertForSequenceClassification,
-                               DistilBertModel, MultiHeadSelfAttention)
+from models.distilbert import (
+    HEADS,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertModel,
+    MultiHeadSelfAttention,
+)
 
 SMALL = dict(vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=16)
 
@@ -36,11 +42,14 @@ def test_config_round_trip_keeps_labels_and_unknown_keys():
     assert DistilBertConfig.from_dict(out) == cfg
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"activation": "swish"}, "swish"),
-    ({"model_type": "bert"}, "distilbert"),
-    ({"dim": 30}, "multiple"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"activation": "swish"}, "swish"),
+        ({"model_type": "bert"}, "distilbert"),
+        ({"dim": 30}, "multiple"),
+    ],
+)
 def test_config_refuses_unsupported(bad, words):
     with pytest.raises(ValueError, match=words):
         DistilBertConfig.from_dict({**SMALL, **bad}, source="x/config.json")
@@ -59,7 +68,7 @@ def test_attention_with_prefix_equals_softmax_formula():
     x = torch.randn(2, 5, 32)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     pk, pv = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)
-    heads = lambda t: t.view(2, 5, 4, 8).transpose(1, 2)                       # (batch, heads, seq, d)
+    heads = lambda t: t.view(2, 5, 4, 8).transpose(1, 2)  # (batch, heads, seq, d)
     k = torch.cat([pk, heads(att.k_lin(x))], 2)
     v = torch.cat([pv, heads(att.v_lin(x))], 2)
     m = torch.cat([torch.ones(2, 3), mask.float()], 1)
@@ -74,7 +83,9 @@ def test_inputs_embeds_equals_token_ids_and_prefix_changes_output():
     _perturb(model)
     ids, mask = _batch()
     emb = model.distilbert.embeddings.word_embeddings(ids)
-    torch.testing.assert_close(model(inputs_embeds=emb, attention_mask=mask), model(ids, mask), rtol=0, atol=0)
+    torch.testing.assert_close(
+        model(inputs_embeds=emb, attention_mask=mask), model(ids, mask), rtol=0, atol=0
+    )
     prefix = [(torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)) for _ in range(2)]
     assert not torch.allclose(model(ids, mask, prefix_kv=prefix), model(ids, mask))
     with pytest.raises(ValueError, match="exactly one"):
@@ -94,14 +105,16 @@ def test_bare_encoder_pooler_output_is_first_position():
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 def test_logits_match_transformers(tmp_path, head, activation):
     transformers = pytest.importorskip("transformers")
-    hf_cls = {None: transformers.DistilBertModel,
-              "sequence-classification": transformers.DistilBertForSequenceClassification,
-              "token-classification": transformers.DistilBertForTokenClassification}[head]
+    hf_cls = {
+        None: transformers.DistilBertModel,
+        "sequence-classification": transformers.DistilBertForSequenceClassification,
+        "token-classification": transformers.DistilBertForTokenClassification,
+    }[head]
     hf = hf_cls(transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    ours = load_pretrained(tmp_path, head=head).eval()                         # dispatch on model_type
-    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())   # HF's keys
+    ours = load_pretrained(tmp_path, head=head).eval()  # dispatch on model_type
+    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
     assert head is None or ours.head_loaded
     ids, mask = _batch()
     with torch.no_grad():
@@ -137,7 +150,9 @@ def test_save_pretrained_loads_in_transformers(tmp_path):
     assert type(hf).__name__ == "DistilBertForSequenceClassification"
     ids, mask = _batch()
     with torch.no_grad():
-        torch.testing.assert_close(hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask), rtol=0, atol=1e-5
+        )
     again = load_pretrained(tmp_path, head="sequence-classification")
     assert again.head_loaded and again.num_labels == 3
 
@@ -156,4 +171,4 @@ def test_positions_start_after_a_prefix():
     want = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings.weight[3:10])
     torch.testing.assert_close(emb(ids, past_length=3), want)
     with pytest.raises(ValueError, match="prefix positions"):
-        emb(ids, past_length=10)                                                # 10 + 7 > 16
+        emb(ids, past_length=10)  # 10 + 7 > 16

@@ -8,6 +8,7 @@ against the full validation set. Invariants: the 2-process adapter equals the 1-
 the same global batch and seed (dropout 0; float32 sums in another order, so within 1e-6, see
 TOL), rank 1 wrote nothing, a failing rank brings the job down, and a killed job resumes.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,43 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__":                       # worker: torchrun starts this file as a script
+if __name__ == "__main__":  # worker: torchrun starts this file as a script
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import pytest
-import torch
-from safetensors.torch import load_file
+import pytest  # noqa: E402  (after the sys.path set-up above)
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
-from minipeft import distributed
-from minipeft.distributed import DistContext
+from minipeft import distributed  # noqa: E402
+from minipeft.distributed import DistContext  # noqa: E402
 
 # 21 training examples, global batch 10 = micro 2 × accum 5: shards 5/5 (micro-batches 2,2,1 with
 # no_sync before the last) and a last batch of 1 that leaves rank 1 empty (weight-0 stand-in).
-ARGS = ["--task", "mimic-mp", "--method", "lora", "--dropout", "0", "--epochs", "2", "--batch-size", "2",
-        "--grad-accum", "5", "--max-train-examples", "21", "--max-length", "48", "--lr", "3e-3",
-        "--seed", "5", "--checkpoint-every", "1", "--no-progress"]
+ARGS = [
+    "--task",
+    "mimic-mp",
+    "--method",
+    "lora",
+    "--dropout",
+    "0",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "2",
+    "--grad-accum",
+    "5",
+    "--max-train-examples",
+    "21",
+    "--max-length",
+    "48",
+    "--lr",
+    "3e-3",
+    "--seed",
+    "5",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+]
 # float32 gradients summed per rank then across ranks instead of in one pass: ~1e-7 relative per
 # step; 6 AdamW steps of lr 3e-3 on O(0.01) LoRA weights stay far below 1e-6 (measured 3e-8)
 TOL = 1e-6
@@ -46,8 +69,11 @@ def test_single_process_context_is_the_identity():
     assert not ctx.enabled and ctx.is_main and ctx.wrap(model) is model
     assert ctx.mean(1.5) == 1.5 and torch.equal(ctx.gather_rows(torch.ones(3, 2)), torch.ones(3, 2))
     # one process: the loop's old weights |micro| / N
-    assert list(ctx.micro_batches(list(range(7)), 3, model)) == [([0, 1, 2], 3 / 7), ([3, 4, 5], 3 / 7),
-                                                                  ([6], 1 / 7)]
+    assert list(ctx.micro_batches(list(range(7)), 3, model)) == [
+        ([0, 1, 2], 3 / 7),
+        ([3, 4, 5], 3 / 7),
+        ([6], 1 / 7),
+    ]
 
 
 @pytest.mark.parametrize("n,micro", [(10, 2), (7, 3), (1, 4), (3, 1)])
@@ -65,7 +91,7 @@ def test_shards_weights_sum_to_world_times_one(n, micro):
         total += sum(w for _, w in real)
         assert all(len(m) <= micro for m, _ in out)
     assert sorted(seen) == list(range(100, 100 + n))
-    assert total == pytest.approx(world)     # Σ_r Σ W|micro|/N = W
+    assert total == pytest.approx(world)  # Σ_r Σ W|micro|/N = W
 
 
 class _Stop(BaseException):
@@ -77,15 +103,19 @@ def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
     length-sorted batches, the shares are gathered, and tasks.objective.seq_cls_eval (AUROC, F1) on
     the replayed outputs equals seq_cls_eval over the whole set in one process."""
     from tasks.objective import seq_cls_eval
+
     g = torch.Generator().manual_seed(0)
     emb = torch.nn.Embedding(30, 2)
 
     def model(input_ids, attention_mask, token_type_ids=None):
-        return (emb(input_ids) * attention_mask[..., None]).sum(1)                      # (batch, 2)
+        return (emb(input_ids) * attention_mask[..., None]).sum(1)  # (batch, 2)
 
-    examples = [{"input_ids": torch.randint(1, 30, (int(n),), generator=g).tolist(), "label": i % 2}
-                for i, n in enumerate(torch.randint(2, 9, (13,), generator=g))]
+    examples = [
+        {"input_ids": torch.randint(1, 30, (int(n),), generator=g).tolist(), "label": i % 2}
+        for i, n in enumerate(torch.randint(2, 9, (13,), generator=g))
+    ]
     from minipeft.batching import PadCollate
+
     collate = PadCollate()
     batches = [[12, 11, 10], [9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]
     make = lambda idx: collate([examples[i] for i in idx])  # noqa: E731
@@ -108,7 +138,7 @@ def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
             except _Stop:
                 continue
     sizes = [[len(b["label"]) for b in shares[r][0]] for r in (0, 1)]
-    assert sizes == [[3, 3, 1], [3, 3]]                # batches 0,2,4 on rank 0; 1,3 on rank 1
+    assert sizes == [[3, 3, 1], [3, 3]]  # batches 0,2,4 on rank 0; 1,3 on rank 1
     assert got.keys() == whole.keys() and 0 < whole["roc_auc"] < 1
     assert all(got[k] == pytest.approx(whole[k], abs=1e-12) for k in whole)
 
@@ -132,12 +162,14 @@ def tiny_model(make_tiny_model):
 def single(tiny_model, tmp_path_factory):
     """The reference: the same run in this process, no torchrun."""
     from synthetic_tasks import write_mimic
+
     from tasks import finetune
+
     root = tmp_path_factory.mktemp("dist")
     data = write_mimic(root / "data", "mp")
     out = root / "single"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # as each torchrun worker (OMP_NUM_THREADS=1); restored below
+    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1); restored below
     try:
         t0 = time.perf_counter()
         finetune.main([*ARGS, "--data-dir", str(data), "--model", str(tiny_model), "--out", str(out)])
@@ -153,13 +185,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(report: Path, finetune_args: list[str], fail_rank=-1, fail_step=-1, fail="raise",
-              timeout=240, dist_timeout=120):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), GLOO_SOCKET_IFNAME="lo",
-               MINIPEFT_DIST_TIMEOUT=str(dist_timeout))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", __file__, str(report), str(fail_rank), str(fail_step), fail, "--",
-           *finetune_args]
+def _torchrun(
+    report: Path,
+    finetune_args: list[str],
+    fail_rank=-1,
+    fail_step=-1,
+    fail="raise",
+    timeout=240,
+    dist_timeout=120,
+):
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), GLOO_SOCKET_IFNAME="lo", MINIPEFT_DIST_TIMEOUT=str(dist_timeout)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        __file__,
+        str(report),
+        str(fail_rank),
+        str(fail_step),
+        fail,
+        "--",
+        *finetune_args,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return proc, time.perf_counter() - t0
@@ -181,21 +233,23 @@ def _assert_close_adapters(a: dict, b: dict) -> None:
 
 
 def test_two_processes_match_one_and_only_rank0_writes(single, tiny_model):
-    root, out, report = single["root"], single["root"] / "ddp", single["root"] / "report-ddp"
-    proc, seconds = _torchrun(report, [*ARGS, "--data-dir", str(single["data"]), "--model", str(tiny_model),
-                                       "--out", str(out)])
+    out, report = single["root"] / "ddp", single["root"] / "report-ddp"
+    proc, seconds = _torchrun(
+        report, [*ARGS, "--data-dir", str(single["data"]), "--model", str(tiny_model), "--out", str(out)]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"\n1 process: {single['seconds']:.1f} s in-process; torchrun 2 processes: {seconds:.1f} s wall")
     ref, got = _adapter(single["out"]), _adapter(out)
     _assert_close_adapters(ref, got)
-    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in got.items()), \
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in got.items()), (
         "lora_B starts at zero: the adapter did not train"
+    )
     m1 = json.loads((single["out"] / "metrics.json").read_text())
     m2 = json.loads((out / "metrics.json").read_text())
-    for split in ("validation", "test"):            # AUROC/F1 on the whole gathered set, not per shard
+    for split in ("validation", "test"):  # AUROC/F1 on the whole gathered set, not per shard
         for k, v in m1[split].items():
             assert m2[split][k] == pytest.approx(v, abs=1e-4), (split, k)
-    assert m2["steps"] == m1["steps"] == 2 * 3      # global batch 10 over 21 examples: 3 steps per epoch
+    assert m2["steps"] == m1["steps"] == 2 * 3  # global batch 10 over 21 examples: 3 steps per epoch
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     ref_log = [json.loads(x) for x in (single["out"] / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in log if e["event"] == "step"]
@@ -204,14 +258,20 @@ def test_two_processes_match_one_and_only_rank0_writes(single, tiny_model):
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*"))  # noqa: E731
     assert files(out) == files(single["out"])
     assert _writes(report, 1) == [] and _writes(report, 0)
-    assert {Path(w[1]).name for w in _writes(report, 0)} >= {"metrics.json", "log.jsonl", "adapter_model.safetensors"}
+    assert {Path(w[1]).name for w in _writes(report, 0)} >= {
+        "metrics.json",
+        "log.jsonl",
+        "adapter_model.safetensors",
+    }
     # the worker's own checks of sharded evaluate() and gather_rows, per rank
     for rank in (0, 1):
         doc = json.loads(next(report.glob(f"rank{rank}-*.json")).read_text())
         assert doc["gather_rows"] == [[0.0] * 3, [1.0] * 3, [1.0] * 3]
         assert doc["eval_batches_local"] == (2 if rank == 0 else 1)
-        assert doc["eval_fn_finished"] == [8]     # eval_fn never computed metrics on a shard
-        assert doc["eval"]["n"] == 8 and doc["eval"]["loss"] == pytest.approx(doc["eval_local_full"]["loss"], abs=1e-6)
+        assert doc["eval_fn_finished"] == [8]  # eval_fn never computed metrics on a shard
+        assert doc["eval"]["n"] == 8 and doc["eval"]["loss"] == pytest.approx(
+            doc["eval_local_full"]["loss"], abs=1e-6
+        )
         assert doc["reduced_numel"] == doc["trainable_numel"] > 0
         assert doc["reduced_numel"] < doc["total_numel"] / 10
 
@@ -237,8 +297,9 @@ def test_hanging_rank_times_out_instead_of_hanging_the_job(single, tiny_model):
     out, report = single["root"] / "hung", single["root"] / "report-hung"
     args = [*ARGS, "--data-dir", str(single["data"]), "--model", str(tiny_model), "--out", str(out)]
     limit = 20
-    proc, seconds = _torchrun(report, args, fail_rank=1, fail_step=4, fail="hang", timeout=300,
-                              dist_timeout=limit)
+    proc, seconds = _torchrun(
+        report, args, fail_rank=1, fail_step=4, fail="hang", timeout=300, dist_timeout=limit
+    )
     print(f"\nhung job ended after {seconds:.1f} s with exit code {proc.returncode}")
     assert proc.returncode != 0
     assert "timed out" in proc.stderr.lower() or "timeout" in proc.stderr.lower(), proc.stderr[-3000:]
@@ -259,7 +320,7 @@ def _is_write(event: str, args: tuple) -> str | None:
 
 def _worker(argv: list[str]) -> None:
     report, fail_rank, fail_step, fail = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
-    ft_args = argv[argv.index("--") + 1:]
+    ft_args = argv[argv.index("--") + 1 :]
     run_dir = os.path.abspath(ft_args[ft_args.index("--out") + 1])
     writes = []
 
@@ -270,6 +331,7 @@ def _worker(argv: list[str]) -> None:
 
     sys.addaudithook(audit)
     from tasks import finetune
+
     ctx = distributed.context()
     doc = {"rank": ctx.rank, "world": ctx.world_size}
     real_train = finetune.train
@@ -277,9 +339,10 @@ def _worker(argv: list[str]) -> None:
     def train(*a, **kw):
         def callback(info):
             if ctx.rank == fail_rank and info["step"] == fail_step and fail == "hang":
-                time.sleep(3600)                  # stuck, not dead: only the timeout can end the job
+                time.sleep(3600)  # stuck, not dead: only the timeout can end the job
             if ctx.rank == fail_rank and info["step"] == fail_step:
                 raise RuntimeError(f"injected failure on rank {ctx.rank} at step {fail_step}")
+
         return real_train(*a, **kw, callback=callback)
 
     finetune.train = train
@@ -296,23 +359,30 @@ def _worker(argv: list[str]) -> None:
 def _worker_checks(ctx: DistContext, ft_args: list[str]) -> dict:
     """Sharded evaluate() == the same eval on the whole set; gather_rows; what DDP reduces."""
     import torch.nn.functional as F
+
     from minipeft import LoraConfig, inject
     from minipeft.batching import PadCollate
     from minipeft.train import evaluate
     from models import load_pretrained, load_tokenizer
+
     model_dir = Path(ft_args[ft_args.index("--model") + 1])
     data_dir = Path(ft_args[ft_args.index("--data-dir") + 1])
     tok = load_tokenizer(model_dir)
     import csv
+
     with open(data_dir / "valid.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     enc = tok([r["text"] for r in rows], max_length=48)
-    examples = [{"input_ids": ids[:int(m.sum())].tolist(), "label": int(r["hospital_expire_flag"])}
-                for ids, m, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
+    examples = [
+        {"input_ids": ids[: int(m.sum())].tolist(), "label": int(r["hospital_expire_flag"])}
+        for ids, m, r in zip(enc["input_ids"], enc["attention_mask"], rows)
+    ]
     torch.manual_seed(0)
     model = load_pretrained(model_dir, head="sequence-classification", num_labels=2, seed=0)
-    inject(model, LoraConfig(r=2, alpha=2, dropout=0.0, targets=("query", "value"),
-                             modules_to_save=("classifier",)))
+    inject(
+        model,
+        LoraConfig(r=2, alpha=2, dropout=0.0, targets=("query", "value"), modules_to_save=("classifier",)),
+    )
     seen = []
 
     def eval_fn(m, batches):
@@ -327,19 +397,26 @@ def _worker_checks(ctx: DistContext, ft_args: list[str]) -> dict:
     collate = PadCollate(pad_id=tok.pad_id)
     gathered = evaluate(model, examples, eval_fn, batch_size=3, collate=collate)
     finished = list(seen)
-    local = distributed.DistContext()                     # the same eval, whole set, no collectives
-    full = local.evaluate(eval_fn, model.eval(), [list(range(len(examples)))], lambda i: collate(
-        [examples[k] for k in i]))
-    rows = ctx.gather_rows(torch.full((ctx.rank + 1, 3), float(ctx.rank)))   # (1, 3) and (2, 3)
-    return {"eval": gathered, "eval_local_full": full, "eval_batches_local": len(ctx.shard([0, 1, 2])),
-            "eval_fn_finished": finished,
-            "gather_rows": rows.tolist(), **_reduced_numel(ctx, model, examples[:4], collate)}
+    local = distributed.DistContext()  # the same eval, whole set, no collectives
+    full = local.evaluate(
+        eval_fn, model.eval(), [list(range(len(examples)))], lambda i: collate([examples[k] for k in i])
+    )
+    rows = ctx.gather_rows(torch.full((ctx.rank + 1, 3), float(ctx.rank)))  # (1, 3) and (2, 3)
+    return {
+        "eval": gathered,
+        "eval_local_full": full,
+        "eval_batches_local": len(ctx.shard([0, 1, 2])),
+        "eval_fn_finished": finished,
+        "gather_rows": rows.tolist(),
+        **_reduced_numel(ctx, model, examples[:4], collate),
+    }
 
 
 def _reduced_numel(ctx: DistContext, model, examples, collate) -> dict:
     """Elements DDP puts on the wire in one backward (comm hook over its gradient buckets)."""
     import torch.distributed as dist
     import torch.nn.functional as F
+
     model.train()
     ddp = ctx.wrap(model)
     sent = []
@@ -351,11 +428,14 @@ def _reduced_numel(ctx: DistContext, model, examples, collate) -> dict:
 
     ddp.register_comm_hook(None, hook)
     batch = collate(ctx.shard(examples))
-    F.cross_entropy(ddp(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]),
-                    batch["label"]).backward()
-    return {"reduced_numel": sum(sent), "trainable_numel": sum(p.numel() for p in model.parameters()
-                                                               if p.requires_grad),
-            "total_numel": sum(p.numel() for p in model.parameters())}
+    F.cross_entropy(
+        ddp(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]), batch["label"]
+    ).backward()
+    return {
+        "reduced_numel": sum(sent),
+        "trainable_numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_numel": sum(p.numel() for p in model.parameters()),
+    }
 
 
 if __name__ == "__main__":

@@ -1,11 +1,27 @@
 """benchmarks.rank_sweep --workers 2: the same rows as one process (runs on 2 spawned processes)."""
+
 import csv
 
-from benchmarks import rank_sweep, sweep_workers
 from synthetic_tasks import write_mimic
 
-SAME = ("rank", "seed", "trial", "alpha", "scaling", "lr", "adapter_params", "val_auroc", "val_f1_macro",
-        "test_auroc", "test_f1_macro", "test_accuracy", "best_epoch", "threads")
+from benchmarks import rank_sweep, sweep_workers
+
+SAME = (
+    "rank",
+    "seed",
+    "trial",
+    "alpha",
+    "scaling",
+    "lr",
+    "adapter_params",
+    "val_auroc",
+    "val_f1_macro",
+    "test_auroc",
+    "test_f1_macro",
+    "test_accuracy",
+    "best_epoch",
+    "threads",
+)
 
 
 def _rows(out):
@@ -15,16 +31,36 @@ def _rows(out):
 
 def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
     data = write_mimic(tmp_path / "mimic", "mp")
-    common = ["--task", "mimic-mp", "--data-dir", str(data), "--model", str(tiny_model), "--ranks", "2,8",
-              "--seeds", "3", "--epochs", "1", "--batch-size", "8", "--max-length", "48", "--lr", "3e-3",
-              "--threads", "1", "--no-progress"]
+    common = [
+        "--task",
+        "mimic-mp",
+        "--data-dir",
+        str(data),
+        "--model",
+        str(tiny_model),
+        "--ranks",
+        "2,8",
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "48",
+        "--lr",
+        "3e-3",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     rank_sweep.main([*common, "--out", str(tmp_path / "one")])
     capsys.readouterr()
     rank_sweep.main([*common, "--out", str(tmp_path / "two"), "--workers", "2"])
     assert "spreading 2 runs over 2 processes with 1 thread(s) each" in capsys.readouterr().out
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert one.keys() == two.keys() == {("2", "3"), ("8", "3")}
-    for key in one:   # same seed, same thread count: the same arithmetic in another process
+    for key in one:  # same seed, same thread count: the same arithmetic in another process
         assert {k: one[key][k] for k in SAME} == {k: two[key][k] for k in SAME}
 
 

@@ -1,4 +1,5 @@
 """minipeft.files: atomic writes keep the old file on failure and leave no temporary file behind."""
+
 import json
 
 import pytest
@@ -26,7 +27,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path):
     assert target.read_bytes() == before
     assert _listing(tmp_path) == ["out.json"]
 
-    with pytest.raises(TypeError):                       # an unserialisable object fails before the rename
+    with pytest.raises(TypeError):  # an unserialisable object fails before the rename
         files.write_json(target, {"x": object()})
     assert target.read_bytes() == before
     assert _listing(tmp_path) == ["out.json"]
@@ -49,6 +50,8 @@ def test_formats_round_trip(tmp_path):
 
 def test_suffix_reaches_the_writer(tmp_path):
     seen = []
-    files.write_atomic(tmp_path / "plot.png", lambda tmp: (seen.append(tmp), tmp.write_bytes(b"png")), suffix=".png")
+    files.write_atomic(
+        tmp_path / "plot.png", lambda tmp: (seen.append(tmp), tmp.write_bytes(b"png")), suffix=".png"
+    )
     assert seen[0].suffix == ".png" and seen[0].parent == tmp_path and seen[0].name.startswith(".plot.png.")
     assert (tmp_path / "plot.png").read_bytes() == b"png"

@@ -6,6 +6,7 @@ Invariants checked: the saved adapter / model reproduces the test metrics of met
 provenance carries the data files' SHA-256, a frozen run changes nothing but the head, and bad
 input stops the run before training starts.
 """
+
 import csv
 import json
 from pathlib import Path
@@ -13,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from synthetic_tasks import write_conll, write_csv, write_i2b2_re, write_icd9, write_mimic
 
 from minipeft import load_adapter
 from models import load_pretrained, load_tokenizer
 from models.assets import sha256_file
-from synthetic_tasks import write_conll, write_csv, write_i2b2_re, write_icd9, write_mimic
 from tasks import finetune, predict
 from tasks.encode import align_labels, word_predictions
 from tasks.metrics import classification_metrics
@@ -28,7 +29,8 @@ FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progre
 
 def _finetune(task, data_dir, model, out, *extra):
     args = finetune.build_parser().parse_args(
-        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra])
+        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra]
+    )
     return finetune.run(args)
 
 
@@ -37,7 +39,7 @@ CASES = [  # task, writer, method
     ("mimic-los", lambda d: write_mimic(d, "los", original_names=True), "ia3"),
     ("icd9-triage", write_icd9, "full"),
     ("i2b2-re", lambda d: write_i2b2_re(d, jsonl=True), "frozen"),
-    ("i2b2-re", lambda d: write_i2b2_re(d, arrow=True), "lora"),                  # save_to_disk folder
+    ("i2b2-re", lambda d: write_i2b2_re(d, arrow=True), "lora"),  # save_to_disk folder
     ("i2b2-2010", write_conll, "lora"),
 ]
 
@@ -68,14 +70,27 @@ def test_saved_adapter_reproduces_test_metrics_through_predict(tmp_path, tiny_mo
     out = tmp_path / "run"
     doc = _finetune("mimic-mp", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     pred_file = tmp_path / "pred.csv"
-    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
-                  str(data_dir / "test.csv"), "--output", str(pred_file), "--no-progress"])
+    predict.main(
+        [
+            "--adapter",
+            str(out / "adapter"),
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(data_dir / "test.csv"),
+            "--output",
+            str(pred_file),
+            "--no-progress",
+        ]
+    )
     with open(data_dir / "test.csv", newline="") as f:
         gold = {r["id"]: r["hospital_expire_flag"] for r in csv.DictReader(f)}
     with open(pred_file, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["id"] for r in rows] == list(gold)                          # input order, every note
-    assert sum(r["label"] == gold[r["id"]] for r in rows) / len(rows) == pytest.approx(doc["test"]["accuracy"])
+    assert [r["id"] for r in rows] == list(gold)  # input order, every note
+    assert sum(r["label"] == gold[r["id"]] for r in rows) / len(rows) == pytest.approx(
+        doc["test"]["accuracy"]
+    )
     assert all(abs(float(r["prob_0"]) + float(r["prob_1"]) - 1) < 1e-5 for r in rows)
     # unrounded probabilities from the loaded adapter give the same AUROC as the run reported
     net = load_pretrained(tiny_model, head="sequence-classification", num_labels=2)
@@ -92,15 +107,29 @@ def test_saved_adapter_reproduces_test_metrics_through_predict(tmp_path, tiny_mo
 def test_frozen_changes_only_the_head_and_full_model_predicts(tmp_path, tiny_model):
     data_dir = write_icd9(tmp_path / "data")
     _finetune("icd9-triage", data_dir, tiny_model, tmp_path / "run", "--method", "frozen", "--lr", "1e-2")
-    before, after = load_file(str(tiny_model / "model.safetensors")), load_file(
-        str(tmp_path / "run" / "model" / "model.safetensors"))
-    changed = sorted(k for k in after if k.removeprefix("bert.") not in before
-                     or not torch.equal(after[k], before[k.removeprefix("bert.")]))
+    before, after = (
+        load_file(str(tiny_model / "model.safetensors")),
+        load_file(str(tmp_path / "run" / "model" / "model.safetensors")),
+    )
+    changed = sorted(
+        k
+        for k in after
+        if k.removeprefix("bert.") not in before or not torch.equal(after[k], before[k.removeprefix("bert.")])
+    )
     assert changed == ["classifier.bias", "classifier.weight"]
-    predict.main(["--model", str(tmp_path / "run" / "model"), "--input", str(data_dir / "test.csv"),
-                  "--output", str(tmp_path / "p.csv"), "--no-progress"])
+    predict.main(
+        [
+            "--model",
+            str(tmp_path / "run" / "model"),
+            "--input",
+            str(data_dir / "test.csv"),
+            "--output",
+            str(tmp_path / "p.csv"),
+            "--no-progress",
+        ]
+    )
     rows = list(csv.DictReader(open(tmp_path / "p.csv", newline="")))
-    assert [r["id"] for r in rows] == [str(i) for i in range(8)]          # no id column: row numbers
+    assert [r["id"] for r in rows] == [str(i) for i in range(8)]  # no id column: row numbers
     assert list(rows[0])[2:] == [f"prob_{i}" for i in range(7)]
 
 
@@ -109,11 +138,22 @@ def test_bad_input_stops_before_training(tmp_path, tiny_model, capsys):
     write_csv(data_dir / "valid.csv", ["id", "text", "hospital_expire_flag"], [[1, "a\nb", 0], [2, "c", 2]])
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
-        finetune.main(["--task", "mimic-mp", "--data-dir", str(data_dir), "--model", str(tiny_model),
-                       "--out", str(out), *FAST])
+        finetune.main(
+            [
+                "--task",
+                "mimic-mp",
+                "--data-dir",
+                str(data_dir),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
     assert e.value.code == 2
     assert "valid.csv: line 4: hospital_expire_flag='2'" in capsys.readouterr().err
-    assert not (out / "log.jsonl").exists()                               # training never started
+    assert not (out / "log.jsonl").exists()  # training never started
 
 
 def test_finished_run_is_not_overwritten(tmp_path, tiny_model):
@@ -125,7 +165,7 @@ def test_finished_run_is_not_overwritten(tmp_path, tiny_model):
 
 
 def test_align_labels_first_and_all_by_hand():
-    word_ids = [-1, 0, 0, 1, 2, 2, 2, -1]           # [CLS] w0 w0 w1 w2 w2 w2 [SEP]
+    word_ids = [-1, 0, 0, 1, 2, 2, 2, -1]  # [CLS] w0 w0 w1 w2 w2 w2 [SEP]
     tags = (3, 0, 5)
     assert align_labels(word_ids, tags, "first") == [-100, 3, -100, 0, 5, -100, -100, -100]
     assert align_labels(word_ids, tags, "all") == [-100, 3, 3, 0, 5, 5, 5, -100]
@@ -143,10 +183,11 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatc
 
     real_train = finetune.train
 
-    def killed_at_step_4(*a, **kw):                  # 3 steps per epoch: step 4 is mid-epoch 1
+    def killed_at_step_4(*a, **kw):  # 3 steps per epoch: step 4 is mid-epoch 1
         def callback(info):
             if info["step"] == 4:
                 raise KeyboardInterrupt("killed")
+
         return real_train(*a, **kw, callback=callback)
 
     monkeypatch.setattr(finetune, "train", killed_at_step_4)
@@ -164,8 +205,11 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatc
 
 def test_target_presets_follow_the_paper_rule(tmp_path):
     from tasks.methods import MethodSpec, resolve_preset
-    for name, lora, ia3_ff in (("bio-bert", ("query", "value"), ("output.dense",)),
-                               ("tiny-biobert", ("query", "key", "value"), ("output.dense",))):
+
+    for name, lora, ia3_ff in (
+        ("bio-bert", ("query", "value"), ("output.dense",)),
+        ("tiny-biobert", ("query", "key", "value"), ("output.dense",)),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
@@ -173,7 +217,10 @@ def test_target_presets_follow_the_paper_rule(tmp_path):
         assert explicit == () and MethodSpec("lora", preset).adapter_config().targets == lora
         assert MethodSpec("ia3", preset).adapter_config().feedforward == ia3_ff
     preset, explicit = resolve_preset(("preset:distilbert",), tmp_path / "bio-bert")
-    assert preset.name == "distilbert" and MethodSpec("frozen", preset).head == ("pre_classifier", "classifier")
+    assert preset.name == "distilbert" and MethodSpec("frozen", preset).head == (
+        "pre_classifier",
+        "classifier",
+    )
     preset, explicit = resolve_preset(("query", "key"), tmp_path / "bio-bert")
     assert MethodSpec("lora", preset, targets=explicit).adapter_config().targets == ("query", "key")
 
@@ -184,11 +231,15 @@ def test_predict_input_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main(["--adapter", str(tmp_path), "--input", str(notes), "--output", str(tmp_path / "o.csv")])
     assert "missing column(s) text; expected text; found columns id, note" in capsys.readouterr().err
-    (tmp_path / "task.json").write_text(json.dumps({"task": "i2b2-2010", "type": "token-cls", "labels": ["O"]}))
+    (tmp_path / "task.json").write_text(
+        json.dumps({"task": "i2b2-2010", "type": "token-cls", "labels": ["O"]})
+    )
     conll = tmp_path / "in.conll"
-    conll.write_text("Patient O\nhas O\n\nfever\n")                  # tags on some lines only
+    conll.write_text("Patient O\nhas O\n\nfever\n")  # tags on some lines only
     with pytest.raises(SystemExit):
-        predict.main(["--adapter", str(tmp_path), "--input", str(conll), "--output", str(tmp_path / "o.conll")])
+        predict.main(
+            ["--adapter", str(tmp_path), "--input", str(conll), "--output", str(tmp_path / "o.conll")]
+        )
     assert "sentence at line 4: some lines carry a gold tag and some do not" in capsys.readouterr().err
     (tmp_path / "task.json").write_text(json.dumps({"task": "x", "type": "regression"}))
     with pytest.raises(SystemExit):
@@ -202,27 +253,61 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
     out = tmp_path / "run"
     doc = _finetune("i2b2-2010", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     capsys.readouterr()
-    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
-                  str(data_dir / "test.txt.conll"), "--output", str(tmp_path / "tagged.conll"), "--no-progress"])
+    predict.main(
+        [
+            "--adapter",
+            str(out / "adapter"),
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(data_dir / "test.txt.conll"),
+            "--output",
+            str(tmp_path / "tagged.conll"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     scores = json.loads(err.split("entity scores: ")[1].splitlines()[0])
     assert scores["entity_f1"] == pytest.approx(doc["test"]["entity_f1"], abs=1e-4)
     gold_lines = [l.split() for l in (data_dir / "test.txt.conll").read_text().splitlines()]
     got_lines = [l.split() for l in (tmp_path / "tagged.conll").read_text().splitlines()]
-    assert [g[:2] for g in gold_lines] == [l[:2] for l in got_lines]     # token and gold, in input order
+    assert [g[:2] for g in gold_lines] == [l[:2] for l in got_lines]  # token and gold, in input order
     labels = json.loads((out / "adapter" / "task.json").read_text())["labels"]
     assert all(len(l) == 3 and l[2] in labels for l in got_lines if l)
     # the same tokens without tags: the same predictions, two columns
     (tmp_path / "plain.conll").write_text("\n".join(l[0] if l else "" for l in gold_lines) + "\n")
-    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
-                  str(tmp_path / "plain.conll"), "--output", str(tmp_path / "plain_out.conll"), "--no-progress"])
+    predict.main(
+        [
+            "--adapter",
+            str(out / "adapter"),
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(tmp_path / "plain.conll"),
+            "--output",
+            str(tmp_path / "plain_out.conll"),
+            "--no-progress",
+        ]
+    )
     plain = [l.split() for l in (tmp_path / "plain_out.conll").read_text().splitlines()]
     assert plain == [[l[0], l[2]] if l else [] for l in got_lines]
     # a sentence longer than --max-length: its tail is tagged O and counted
     (tmp_path / "long.conll").write_text("\n".join(["fever"] * 60) + "\n")
-    predict.main(["--adapter", str(out / "adapter"), "--model", str(tiny_model), "--input",
-                  str(tmp_path / "long.conll"), "--output", str(tmp_path / "long_out.conll"),
-                  "--max-length", "12", "--no-progress"])
+    predict.main(
+        [
+            "--adapter",
+            str(out / "adapter"),
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(tmp_path / "long.conll"),
+            "--output",
+            str(tmp_path / "long_out.conll"),
+            "--max-length",
+            "12",
+            "--no-progress",
+        ]
+    )
     assert "warning: 50 word(s) beyond --max-length 12 tokens were tagged O" in capsys.readouterr().err
     tags = [l.split()[1] for l in (tmp_path / "long_out.conll").read_text().splitlines()]
     assert len(tags) == 60 and tags[10:] == ["O"] * 50
@@ -230,4 +315,6 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
 
 def test_max_length_beyond_the_position_table_is_refused(tmp_path, tiny_model):
     with pytest.raises(ValueError, match=r"--max-length 480: expected 3\.\.128"):
-        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, tmp_path / "run", "--max-length", "480")
+        _finetune(
+            "mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, tmp_path / "run", "--max-length", "480"
+        )

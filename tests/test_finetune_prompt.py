@@ -7,21 +7,22 @@ the base is unchanged by training (fingerprint before == after == the fresh base
 reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the position table cannot hold
 with the virtual tokens is refused before training.
 """
+
 import csv
 import json
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
+from synthetic_tasks import write_conll, write_mimic
 
 from minipeft import fingerprint
 from minipeft.prompt_io import load_prompt
 from models import load_pretrained, load_tokenizer
 from models.assets import sha256_file
-from synthetic_tasks import write_conll, write_mimic
 from tasks import audit, finetune, predict
-from tasks.verify_manifest import verify
 from tasks.metrics import classification_metrics
+from tasks.verify_manifest import verify
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
 P, LAYERS, HIDDEN = 4, 2, 32
@@ -36,7 +37,8 @@ def tiny_model(make_tiny_model):
 
 def _finetune(task, data_dir, model, out, *extra):
     args = finetune.build_parser().parse_args(
-        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra])
+        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra]
+    )
     return finetune.run(args)
 
 
@@ -44,10 +46,20 @@ def _finetune(task, data_dir, model, out, *extra):
 def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method, capsys):
     data_dir = write_mimic(tmp_path / "data", "mp")
     out = tmp_path / "run"
-    doc = _finetune("mimic-mp", data_dir, tiny_model, out, "--method", method, "--num-virtual-tokens", str(P),
-                    "--lr", "3e-3")
+    doc = _finetune(
+        "mimic-mp",
+        data_dir,
+        tiny_model,
+        out,
+        "--method",
+        method,
+        "--num-virtual-tokens",
+        str(P),
+        "--lr",
+        "3e-3",
+    )
     table = P * (LAYERS * 2 * HIDDEN if method == "prefix" else HIDDEN)
-    assert doc["trainable_params"] == table + HIDDEN * 2 + 2                    # virtual tokens + classifier
+    assert doc["trainable_params"] == table + HIDDEN * 2 + 2  # virtual tokens + classifier
     assert doc["hyperparameters"]["num_virtual_tokens"] == P and doc["hyperparameters"]["lr"] == 3e-3
 
     adapter = out / "adapter"
@@ -60,7 +72,7 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     files = manifest["provenance"]["data_files"]
     assert files and all(sha256_file(Path(f)) == h for f, h in files.items())
     assert manifest["provenance"]["metrics"]["test"] == doc["test"]
-    assert verify(adapter) == []                                        # the stdlib-only checker agrees
+    assert verify(adapter) == []  # the stdlib-only checker agrees
 
     # the base is bit-identical: the loop's before/after, and a fresh base under the saved adapter
     result = json.loads((out / "result.json").read_text())["result"]
@@ -69,47 +81,87 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     assert fingerprint(net) == manifest["base_fingerprint"]
 
     pred_file = tmp_path / "pred.csv"
-    predict.main(["--adapter", str(adapter), "--input", str(data_dir / "test.csv"), "--output", str(pred_file),
-                  "--no-progress"])                                     # base model: the one task.json records
+    predict.main(
+        [
+            "--adapter",
+            str(adapter),
+            "--input",
+            str(data_dir / "test.csv"),
+            "--output",
+            str(pred_file),
+            "--no-progress",
+        ]
+    )  # base model: the one task.json records
     with open(data_dir / "test.csv", newline="") as f:
         test = list(csv.DictReader(f))
     gold = {r["id"]: r["hospital_expire_flag"] for r in test}
     with open(pred_file, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == list(gold)
-    assert sum(r["label"] == gold[r["id"]] for r in rows) / len(rows) == pytest.approx(doc["test"]["accuracy"])
+    assert sum(r["label"] == gold[r["id"]] for r in rows) / len(rows) == pytest.approx(
+        doc["test"]["accuracy"]
+    )
     tok = load_tokenizer(tiny_model)
     ids, _ = tok.encode_lists([r["text"] for r in test], max_length=48)
     probs = predict.predict_probs(net.eval(), ids, tok.pad_id, 4, "cpu", progress=False)
     m = classification_metrics([int(gold[k]) for k in gold], probs.numpy())
     assert m["roc_auc"] == pytest.approx(doc["test"]["roc_auc"], abs=1e-9)
 
-    rep = audit.build_report(tiny_model, adapter)                       # tasks.audit --adapter on it
+    rep = audit.build_report(tiny_model, adapter)  # tasks.audit --adapter on it
     assert rep["adapter_check"]["verified"] and not rep["adapter_check"]["base_mismatch"]
     assert rep["summary"]["adapter"] == table and rep["totals"]["parameter:prompt"]["numel"] == table
     assert rep["base_fingerprint"] == manifest["base_fingerprint"]
 
-    tensors["prompt_embeddings"][0, 0] += 1.0                           # tampered table: predict refuses it
+    tensors["prompt_embeddings"][0, 0] += 1.0  # tampered table: predict refuses it
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
     assert verify(adapter) != []
     with pytest.raises(SystemExit) as e:
-        predict.main(["--adapter", str(adapter), "--input", str(data_dir / "test.csv"), "--output",
-                      str(tmp_path / "p2.csv"), "--no-progress"])
+        predict.main(
+            [
+                "--adapter",
+                str(adapter),
+                "--input",
+                str(data_dir / "test.csv"),
+                "--output",
+                str(tmp_path / "p2.csv"),
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 2 and "prompt_embeddings does not match its SHA-256" in capsys.readouterr().err
 
 
 def test_prompt_tuning_token_classification_runs_on_conll(tmp_path, tiny_model):
     out = tmp_path / "run"
-    doc = _finetune("i2b2-2010", write_conll(tmp_path / "data"), tiny_model, out, "--method", "prompt",
-                    "--num-virtual-tokens", str(P))
+    doc = _finetune(
+        "i2b2-2010",
+        write_conll(tmp_path / "data"),
+        tiny_model,
+        out,
+        "--method",
+        "prompt",
+        "--num-virtual-tokens",
+        str(P),
+    )
     assert 0.0 <= doc["test"]["entity_f1"] <= 1.0
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["task_type"] == "TOKEN_CLS"
 
 
 def test_virtual_tokens_beyond_the_position_table_are_refused(tmp_path, tiny_model):
-    with pytest.raises(ValueError, match=r"--max-length 62 \+ --num-virtual-tokens 4 = 66 .*use --max-length 60"):
-        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, tmp_path / "run",
-                  "--method", "prefix", "--num-virtual-tokens", "4", "--max-length", "62")
-    assert not (tmp_path / "run").exists()                              # refused before anything was written
+    with pytest.raises(
+        ValueError, match=r"--max-length 62 \+ --num-virtual-tokens 4 = 66 .*use --max-length 60"
+    ):
+        _finetune(
+            "mimic-mp",
+            write_mimic(tmp_path / "d", "mp"),
+            tiny_model,
+            tmp_path / "run",
+            "--method",
+            "prefix",
+            "--num-virtual-tokens",
+            "4",
+            "--max-length",
+            "62",
+        )
+    assert not (tmp_path / "run").exists()  # refused before anything was written
     # the same length is fine without virtual tokens (the limit is theirs, not the text's)
     finetune.check_max_length(tiny_model, 62, 0)

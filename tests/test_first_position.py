@@ -2,6 +2,7 @@
 (`first_position_only`): the same logits and gradients as the full last layer, for every family,
 with padding, a key/value prefix, checkpointing and adapters, and the last layer's feed-forward
 really runs on one position."""
+
 import pytest
 import torch
 
@@ -15,22 +16,84 @@ from models.mobilebert_config import MobileBertConfig
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 FAMILIES = {
     # name: (build, last layer's first feed-forward Linear, encoder holding gradient_checkpointing, heads, head_dim)
-    "bert": (lambda: BertForSequenceClassification(BertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=64, **NO_DROPOUT), num_labels=3),
-        lambda m: m.bert.encoder.layer[-1].intermediate.dense, lambda m: m.bert.encoder, 4, 8),
-    "distilbert": (lambda: DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=37, max_position_embeddings=64,
-        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0), num_labels=3),
-        lambda m: m.distilbert.transformer.layer[-1].ffn.lin1, lambda m: m.distilbert.transformer, 4, 8),
-    "mobilebert": (lambda: MobileBertForSequenceClassification(MobileBertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24,
-        embedding_size=8, intra_bottleneck_size=16, max_position_embeddings=64, **NO_DROPOUT), num_labels=3),
-        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense, lambda m: m.mobilebert.encoder, 2, 8),
-    "mobilebert-no-bottleneck": (lambda: MobileBertForSequenceClassification(MobileBertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24,
-        embedding_size=32, use_bottleneck=False, max_position_embeddings=64, **NO_DROPOUT), num_labels=3),
-        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense, lambda m: m.mobilebert.encoder, 2, 16),
+    "bert": (
+        lambda: BertForSequenceClassification(
+            BertConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                intermediate_size=37,
+                max_position_embeddings=64,
+                **NO_DROPOUT,
+            ),
+            num_labels=3,
+        ),
+        lambda m: m.bert.encoder.layer[-1].intermediate.dense,
+        lambda m: m.bert.encoder,
+        4,
+        8,
+    ),
+    "distilbert": (
+        lambda: DistilBertForSequenceClassification(
+            DistilBertConfig(
+                vocab_size=99,
+                dim=32,
+                n_layers=3,
+                n_heads=4,
+                hidden_dim=37,
+                max_position_embeddings=64,
+                dropout=0.0,
+                attention_dropout=0.0,
+                seq_classif_dropout=0.0,
+            ),
+            num_labels=3,
+        ),
+        lambda m: m.distilbert.transformer.layer[-1].ffn.lin1,
+        lambda m: m.distilbert.transformer,
+        4,
+        8,
+    ),
+    "mobilebert": (
+        lambda: MobileBertForSequenceClassification(
+            MobileBertConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                intermediate_size=24,
+                embedding_size=8,
+                intra_bottleneck_size=16,
+                max_position_embeddings=64,
+                **NO_DROPOUT,
+            ),
+            num_labels=3,
+        ),
+        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense,
+        lambda m: m.mobilebert.encoder,
+        2,
+        8,
+    ),
+    "mobilebert-no-bottleneck": (
+        lambda: MobileBertForSequenceClassification(
+            MobileBertConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                intermediate_size=24,
+                embedding_size=32,
+                use_bottleneck=False,
+                max_position_embeddings=64,
+                **NO_DROPOUT,
+            ),
+            num_labels=3,
+        ),
+        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense,
+        lambda m: m.mobilebert.encoder,
+        2,
+        16,
+    ),
 }
 
 
@@ -62,14 +125,14 @@ def _run(model, first, ids, mask, prefix, last_ffn):
 def test_first_position_only_gives_the_full_last_layers_logits_and_gradients(family, prefix, checkpointing):
     build, last_ffn, encoder, heads, head_dim = FAMILIES[family]
     torch.manual_seed(0)
-    model = build().train()                                                # no dropout: both runs comparable
+    model = build().train()  # no dropout: both runs comparable
     _perturb(model)
     encoder(model).gradient_checkpointing = checkpointing
     ids = torch.randint(1, 99, (3, 9))
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 5:] = 0
     pkv = None
-    if prefix:                                                             # (batch, heads, prefix, head_dim)
+    if prefix:  # (batch, heads, prefix, head_dim)
         pkv = [(torch.randn(3, heads, 2, head_dim), torch.randn(3, heads, 2, head_dim)) for _ in range(3)]
     logits_all, grads_all, seen_all = _run(model, False, ids, mask, pkv, last_ffn)
     logits_first, grads_first, seen_first = _run(model, True, ids, mask, pkv, last_ffn)
@@ -78,7 +141,7 @@ def test_first_position_only_gives_the_full_last_layers_logits_and_gradients(fam
     for (name, _), a, b in zip(model.named_parameters(), grads_first, grads_all):
         assert (a is None) == (b is None), name
         if a is not None:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("config", [LoraConfig(r=4, alpha=8, targets=("query", "value")), IA3Config()])
@@ -90,7 +153,7 @@ def test_real_checkpoint_with_an_adapter_same_logits_either_way(minilm_dir, conf
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name or "ia3_l" in name:
-                p.add_(torch.randn_like(p) * 0.05)                         # adapters that change something
+                p.add_(torch.randn_like(p) * 0.05)  # adapters that change something
     model.eval()
     ids = torch.randint(1000, 30000, (2, 40))
     mask = torch.ones(2, 40, dtype=torch.long)

@@ -1,4 +1,5 @@
 """IA3Linear: ones are the identity, the two scaling sides, fused == plain, the folded weights."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +12,9 @@ from minipeft import IA3Linear
 def test_ones_leave_output_unchanged_and_shapes(ff, fused):
     base = nn.Linear(6, 4)
     layer = IA3Linear(base, feedforward=ff, fused=fused)
-    assert layer.ia3_l.shape == ((6,) if ff else (4,)) and torch.equal(layer.ia3_l, torch.ones_like(layer.ia3_l))
+    assert layer.ia3_l.shape == ((6,) if ff else (4,)) and torch.equal(
+        layer.ia3_l, torch.ones_like(layer.ia3_l)
+    )
     x = torch.randn(3, 6)
     assert torch.equal(layer(x), base(x))
     assert set(layer.state_dict()) == {"weight", "bias", "ia3_l"}
@@ -39,7 +42,7 @@ def test_merged_weights_reproduce_the_layer_including_bias(ff):
     x = torch.randn(5, 6)
     torch.testing.assert_close(x @ w.T + b, layer(x), rtol=1e-5, atol=1e-6)
     if not ff:
-        assert not torch.equal(b, base.bias)      # output scaling scales the bias too
+        assert not torch.equal(b, base.bias)  # output scaling scales the bias too
 
 
 def test_fused_equals_plain_gradients():

@@ -1,4 +1,5 @@
 """inject / merge / remove / disabled on a toy model with BERT-like module names."""
+
 import copy
 
 import pytest
@@ -6,8 +7,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minipeft import (IA3Config, IA3Linear, LoraConfig, LoRALinear, adapters, disabled, inject, merge,
-                      remove, saved_modules)
+from minipeft import (
+    IA3Config,
+    IA3Linear,
+    LoraConfig,
+    LoRALinear,
+    adapters,
+    disabled,
+    inject,
+    merge,
+    remove,
+    saved_modules,
+)
 
 
 class Out(nn.Module):
@@ -28,10 +39,10 @@ class Toy(nn.Module):
         self.classifier = nn.Linear(d, c)
         self.register_buffer("offset", torch.linspace(-1, 1, d))
 
-    def forward(self, x):                                                    # x (batch, d)
+    def forward(self, x):  # x (batch, d)
         a = self.norm(x + self.query(x) * torch.sigmoid(self.key(x)) + self.value(x) + self.offset)
         a = a + self.output.dense(F.gelu(self.intermediate(a)))
-        return self.classifier(a)                                            # (batch, c)
+        return self.classifier(a)  # (batch, c)
 
 
 def _perturb(model):
@@ -55,8 +66,14 @@ def test_lora_injection_touches_targets_keeps_keys_and_freezes_the_rest():
     assert isinstance(model.query, LoRALinear) and isinstance(model.value, LoRALinear)
     assert set(model.state_dict()) == keys | {"query.lora_A", "query.lora_B", "value.lora_A", "value.lora_B"}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"query.lora_A", "query.lora_B", "value.lora_A", "value.lora_B",
-                         "classifier.weight", "classifier.bias"}
+    assert trainable == {
+        "query.lora_A",
+        "query.lora_B",
+        "value.lora_A",
+        "value.lora_B",
+        "classifier.weight",
+        "classifier.bias",
+    }
     assert saved_modules(model) == ("classifier",)
 
 
@@ -72,7 +89,7 @@ def test_regex_targets_use_fullmatch():
     model = Toy()
     assert inject(model, LoraConfig(targets=r"(query|key)")) == ["query", "key"]
     with pytest.raises(ValueError, match="matches no module"):
-        inject(Toy(), LoraConfig(targets=r"quer"))        # fullmatch, not search
+        inject(Toy(), LoraConfig(targets=r"quer"))  # fullmatch, not search
 
 
 def test_errors_name_the_target_and_the_nearest_modules():
@@ -121,8 +138,15 @@ def test_training_moves_only_adapters_and_head_and_base_stays_bit_identical(conf
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
 
 
-@pytest.mark.parametrize("config", [LORA, IA3, LoraConfig(r=3, alpha=5, use_rslora=True, targets=r"query|key|value|intermediate|output\.dense")],
-                         ids=["lora", "ia3", "rslora-all"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        LORA,
+        IA3,
+        LoraConfig(r=3, alpha=5, use_rslora=True, targets=r"query|key|value|intermediate|output\.dense"),
+    ],
+    ids=["lora", "ia3", "rslora-all"],
+)
 def test_merge_matches_and_leaves_the_original_untouched(config):
     model = Toy()
     inject(model, config)
@@ -135,7 +159,7 @@ def test_merge_matches_and_leaves_the_original_untouched(config):
     assert set(plain.state_dict()) == set(Toy().state_dict())
     torch.testing.assert_close(plain(x), model(x), rtol=1e-5, atol=1e-5)
     assert adapters(model) and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(p.requires_grad for p in plain.parameters())     # flags as before injection
+    assert all(p.requires_grad for p in plain.parameters())  # flags as before injection
 
 
 def test_merge_half_precision_within_dtype_tolerance():
@@ -149,7 +173,7 @@ def test_merge_half_precision_within_dtype_tolerance():
 @pytest.mark.parametrize("config", [LORA, IA3], ids=["lora", "ia3"])
 def test_remove_puts_back_the_same_base_objects_and_flags(config):
     model = Toy()
-    model.key.weight.requires_grad_(False)              # a flag that must come back as it was
+    model.key.weight.requires_grad_(False)  # a flag that must come back as it was
     originals = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     state = copy.deepcopy(model.state_dict())
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -161,7 +185,7 @@ def test_remove_puts_back_the_same_base_objects_and_flags(config):
     assert set(model.state_dict()) == set(state)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    inject(model, config)                                # the same base serves the next run
+    inject(model, config)  # the same base serves the next run
     assert adapters(model)
 
 
@@ -184,4 +208,4 @@ def test_injected_layers_inherit_eval_mode():
     with torch.no_grad():
         model.query.lora_B.normal_()
     x = torch.randn(3, 6)
-    assert torch.equal(model(x), model(x))        # no live dropout in eval mode
+    assert torch.equal(model(x), model(x))  # no live dropout in eval mode

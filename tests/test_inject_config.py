@@ -1,4 +1,5 @@
 """Config validation: clear messages on construction."""
+
 import math
 
 import pytest
@@ -6,15 +7,18 @@ import pytest
 from minipeft import IA3Config, LoraConfig
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(r=0), "r must be an int >= 1"),
-    (dict(dropout=1.0), "0 <= dropout < 1"),
-    (dict(alpha=0), "alpha must be a positive"),
-    (dict(init="pissa"), "init must be one of"),
-    (dict(targets=()), "targets is empty"),
-    (dict(targets="(query"), "not a valid regular expression"),
-    (dict(modules_to_save="classifier"), r"write \('classifier',\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(r=0), "r must be an int >= 1"),
+        (dict(dropout=1.0), "0 <= dropout < 1"),
+        (dict(alpha=0), "alpha must be a positive"),
+        (dict(init="pissa"), "init must be one of"),
+        (dict(targets=()), "targets is empty"),
+        (dict(targets="(query"), "not a valid regular expression"),
+        (dict(modules_to_save="classifier"), r"write \('classifier',\)"),
+    ],
+)
 def test_lora_config_rejects_with_a_clear_message(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LoraConfig(**kwargs)

@@ -3,6 +3,7 @@
 benchmarks/ -> tasks/, minipeft/, models/ ; tasks/ -> minipeft/, models/ ;
 models/ and minipeft/ -> third-party and stdlib only ; nothing imports benchmarks/ or tests/.
 """
+
 import ast
 from pathlib import Path
 
@@ -43,8 +44,11 @@ def test_library_never_imports_reference_implementations():
     bad = []
     for pkg in ("models", "minipeft", "tasks"):
         for f in sorted((ROOT / pkg).rglob("*.py")):
-            bad += [f"{f.relative_to(ROOT)}:{line} imports {top}" for line, top in _imports(f)
-                    if top in REFERENCE_ONLY]
+            bad += [
+                f"{f.relative_to(ROOT)}:{line} imports {top}"
+                for line, top in _imports(f)
+                if top in REFERENCE_ONLY
+            ]
     assert not bad, "\n".join(bad)
 
 

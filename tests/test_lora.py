@@ -1,4 +1,5 @@
 """LoRALinear: the equation, PEFT's initialisation, zero-B identity, fused == plain, keys unchanged."""
+
 import math
 
 import pytest
@@ -55,10 +56,10 @@ def test_fused_and_plain_paths_agree_in_values_and_gradients():
 
 def test_init_matches_peft_kaiming_and_gaussian():
     _, lora = _layer(r=4)
-    bound = 1 / math.sqrt(6)            # kaiming_uniform(a=√5): sqrt(6 / ((1 + 5) fan_in))
+    bound = 1 / math.sqrt(6)  # kaiming_uniform(a=√5): sqrt(6 / ((1 + 5) fan_in))
     assert lora.lora_A.abs().max() <= bound and lora.lora_A.abs().max() > bound / 2
     big = LoRALinear(nn.Linear(400, 3), r=4, alpha=4, init="gaussian")
-    assert abs(big.lora_A.std().item() - 1 / 4) < 0.02   # PEFT: A ~ N(0, 1/r)
+    assert abs(big.lora_A.std().item() - 1 / 4) < 0.02  # PEFT: A ~ N(0, 1/r)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -66,13 +67,13 @@ def test_dropout_touches_the_lora_branch_only(fused):
     base, lora = _layer(dropout=0.5, fused=fused)
     lora.train()
     x = torch.randn(50, 6)
-    assert torch.equal(lora(x), base(x))          # B = 0: whatever dropout does, the base output is intact
+    assert torch.equal(lora(x), base(x))  # B = 0: whatever dropout does, the base output is intact
     with torch.no_grad():
         lora.lora_B.normal_()
     torch.manual_seed(1)
     y1 = lora(x)
     torch.manual_seed(2)
-    assert not torch.equal(y1, lora(x))           # dropout is live in training
+    assert not torch.equal(y1, lora(x))  # dropout is live in training
     lora.eval()
     expected = F.linear(x, base.weight, base.bias) + lora.scaling * x @ lora.lora_A.T @ lora.lora_B.T
     torch.testing.assert_close(lora(x), expected, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 """Metrics against formulas written here: pairwise AUROC, counted F1, hand-chunked BIO entities."""
+
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_binary_metrics_against_formulas():
         f1.append(2 * prec * rec / (prec + rec))
     assert m["f1_macro"] == pytest.approx(np.mean(f1))
     assert m["f1_weighted"] == pytest.approx(np.average(f1, weights=[(y == 0).sum(), (y == 1).sum()]))
-    assert m["f1_micro"] == pytest.approx(m["accuracy"])        # single-label: micro F1 = accuracy
+    assert m["f1_micro"] == pytest.approx(m["accuracy"])  # single-label: micro F1 = accuracy
 
 
 def test_multiclass_auroc_is_one_vs_rest_macro():
@@ -48,7 +49,7 @@ def test_multiclass_auroc_is_one_vs_rest_macro():
 
 def test_auroc_over_present_classes_and_nan_for_one_class():
     p = softmax(np.random.default_rng(2).normal(size=(6, 3)))
-    y = np.array([0, 0, 1, 1, 0, 1])                             # class 2 absent from this split
+    y = np.array([0, 0, 1, 1, 0, 1])  # class 2 absent from this split
     expected = np.mean([pairwise_auc(y == c, p[:, c]) for c in (0, 1)])
     assert classification_metrics(y, p)["roc_auc"] == pytest.approx(expected)
     m = classification_metrics(np.zeros(4, int), softmax(np.ones((4, 2))))
@@ -57,10 +58,10 @@ def test_auroc_over_present_classes_and_nan_for_one_class():
 
 def test_chunks_conlleval_default_by_hand():
     assert chunks(["B-PER", "I-PER", "O", "B-LOC"]) == {("PER", 0, 1), ("LOC", 3, 3)}
-    assert chunks(["I-PER", "I-PER", "O"]) == {("PER", 0, 1)}            # I after O opens a chunk
-    assert chunks(["B-PER", "I-LOC", "I-LOC"]) == {("PER", 0, 0), ("LOC", 1, 2)}   # type change
+    assert chunks(["I-PER", "I-PER", "O"]) == {("PER", 0, 1)}  # I after O opens a chunk
+    assert chunks(["B-PER", "I-LOC", "I-LOC"]) == {("PER", 0, 0), ("LOC", 1, 2)}  # type change
     assert chunks(["B-PER", "B-PER"]) == {("PER", 0, 0), ("PER", 1, 1)}
-    assert chunks(["O", "I-MISC"]) == {("MISC", 1, 1)}                    # open chunk closed at end
+    assert chunks(["O", "I-MISC"]) == {("MISC", 1, 1)}  # open chunk closed at end
 
 
 def test_chunks_strict_by_hand():
@@ -77,7 +78,9 @@ def test_entity_scores_by_hand():
     assert (d["precision"], d["recall"]) == (2 / 3, 2 / 3) and d["f1"] == pytest.approx(2 / 3)
     # strict: the stray I-LOC is no entity -> predicted PER | LOC, 1 hit; P = 1/2, R = 1/3
     s = entity_scores(gold, pred, strict=True)
-    assert (s["precision"], s["recall"]) == (1 / 2, 1 / 3) and s["f1"] == pytest.approx(2 * (1/2) * (1/3) / (1/2 + 1/3))
+    assert (s["precision"], s["recall"]) == (1 / 2, 1 / 3) and s["f1"] == pytest.approx(
+        2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3)
+    )
     m = ner_metrics(gold, pred)
     assert m["token_accuracy"] == 4 / 6 and m["entity_f1_strict"] == s["f1"]
 
@@ -100,6 +103,9 @@ def test_matches_seqeval_when_installed():
     pred = [[t if rng.random() < 0.7 else tags[rng.integers(0, 5)] for t in g] for g in gold]
     assert entity_scores(gold, pred)["f1"] == pytest.approx(seqeval.f1_score(gold, pred))
     from seqeval.scheme import IOB2
+
     strict = entity_scores(gold, pred, strict=True)
     assert strict["f1"] == pytest.approx(seqeval.f1_score(gold, pred, mode="strict", scheme=IOB2))
-    assert strict["precision"] == pytest.approx(seqeval.precision_score(gold, pred, mode="strict", scheme=IOB2))
+    assert strict["precision"] == pytest.approx(
+        seqeval.precision_score(gold, pred, mode="strict", scheme=IOB2)
+    )

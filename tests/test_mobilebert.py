@@ -1,21 +1,32 @@
 """Our MobileBERT: config checks, NoNorm, trigram input, hooks, and logits equal to transformers'
 own MobileBERT on random weights for every bottleneck/normalisation variant (test-only extra)."""
+
 import pytest
 import torch
-
-from models import load_pretrained, save_pretrained
-from models.mobilebert import (HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm)
-from models.mobilebert_config import MobileBertConfig
 from test_distilbert import _perturb
 
-SMALL = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-             embedding_size=8, intra_bottleneck_size=16, max_position_embeddings=16)
-VARIANTS = {   # google/mobilebert-uncased's layout, then the switches HF implements
+from models import load_pretrained, save_pretrained
+from models.mobilebert import HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm
+from models.mobilebert_config import MobileBertConfig
+
+SMALL = dict(
+    vocab_size=50,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    embedding_size=8,
+    intra_bottleneck_size=16,
+    max_position_embeddings=16,
+)
+VARIANTS = {  # google/mobilebert-uncased's layout, then the switches HF implements
     "default": {},
-    "layer_norm-gelu-no_pooler_act": dict(normalization_type="layer_norm", hidden_act="gelu",
-                                          classifier_activation=False),
-    "bottleneck_attention-one_ffn-no_trigram": dict(use_bottleneck_attention=True, trigram_input=False,
-                                                    num_feedforward_networks=1),
+    "layer_norm-gelu-no_pooler_act": dict(
+        normalization_type="layer_norm", hidden_act="gelu", classifier_activation=False
+    ),
+    "bottleneck_attention-one_ffn-no_trigram": dict(
+        use_bottleneck_attention=True, trigram_input=False, num_feedforward_networks=1
+    ),
     "no_bottleneck": dict(use_bottleneck=False, embedding_size=32),
 }
 
@@ -30,21 +41,29 @@ def _batch():
 # ---------------------------------------------------------------- config
 def test_defaults_are_google_mobilebert_uncased_and_derive_true_hidden():
     cfg = MobileBertConfig()
-    assert (cfg.hidden_size, cfg.true_hidden_size, cfg.embedding_size, cfg.num_hidden_layers) == (512, 128, 128, 24)
+    assert (cfg.hidden_size, cfg.true_hidden_size, cfg.embedding_size, cfg.num_hidden_layers) == (
+        512,
+        128,
+        128,
+        24,
+    )
     assert (cfg.num_attention_heads, cfg.intermediate_size, cfg.num_feedforward_networks) == (4, 512, 4)
     assert MobileBertConfig(use_bottleneck=False).true_hidden_size == 512
     d = MobileBertConfig.from_dict({**SMALL, "id2label": {"0": "a"}}).to_dict()
     assert MobileBertConfig.from_dict(d) == MobileBertConfig.from_dict({**SMALL, "id2label": {"0": "a"}})
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"normalization_type": "batch_norm"}, "batch_norm"),
-    ({"hidden_act": "swish"}, "swish"),
-    ({"model_type": "bert"}, "mobilebert"),
-    ({"true_hidden_size": 32}, "true_hidden_size"),
-    ({"key_query_shared_bottleneck": False}, "key_query_shared_bottleneck"),
-    ({"num_attention_heads": 3}, "multiple"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"normalization_type": "batch_norm"}, "batch_norm"),
+        ({"hidden_act": "swish"}, "swish"),
+        ({"model_type": "bert"}, "mobilebert"),
+        ({"true_hidden_size": 32}, "true_hidden_size"),
+        ({"key_query_shared_bottleneck": False}, "key_query_shared_bottleneck"),
+        ({"num_attention_heads": 3}, "multiple"),
+    ],
+)
 def test_config_refuses_unsupported(bad, words):
     with pytest.raises(ValueError, match=words):
         MobileBertConfig.from_dict({**SMALL, **bad}, source="x/config.json")
@@ -65,10 +84,14 @@ def test_trigram_projection_sees_next_current_previous_token():
     emb = MobileBertModel(cfg).embeddings.eval()
     _perturb(emb)
     ids = torch.randint(1, 50, (1, 4))
-    e = emb.word_embeddings(ids)[0]                                            # (seq, emb)
+    e = emb.word_embeddings(ids)[0]  # (seq, emb)
     z = torch.zeros(1, 8)
     tri = torch.cat([torch.cat([e[1:], z]), e, torch.cat([z, e[:-1]])], dim=1)  # (seq, 3·emb)
-    x = emb.embedding_transformation(tri) + emb.position_embeddings.weight[:4] + emb.token_type_embeddings.weight[0]
+    x = (
+        emb.embedding_transformation(tri)
+        + emb.position_embeddings.weight[:4]
+        + emb.token_type_embeddings.weight[0]
+    )
     torch.testing.assert_close(emb(ids)[0], emb.LayerNorm(x))
 
 
@@ -76,9 +99,10 @@ def test_inputs_embeds_are_pre_trigram_and_prefix_changes_output():
     model = MobileBertForSequenceClassification(MobileBertConfig(**SMALL), num_labels=3).eval()
     _perturb(model)
     ids, mask, tt = _batch()
-    emb = model.mobilebert.embeddings.word_embeddings(ids)                     # (batch, seq, embedding_size)
-    torch.testing.assert_close(model(inputs_embeds=emb, attention_mask=mask, token_type_ids=tt),
-                               model(ids, mask, tt), rtol=0, atol=0)
+    emb = model.mobilebert.embeddings.word_embeddings(ids)  # (batch, seq, embedding_size)
+    torch.testing.assert_close(
+        model(inputs_embeds=emb, attention_mask=mask, token_type_ids=tt), model(ids, mask, tt), rtol=0, atol=0
+    )
     head_dim = 16 // 2
     prefix = [(torch.randn(2, 2, 3, head_dim), torch.randn(2, 2, 3, head_dim)) for _ in range(2)]
     assert not torch.allclose(model(ids, mask, tt, prefix_kv=prefix), model(ids, mask, tt))
@@ -89,14 +113,16 @@ def test_inputs_embeds_are_pre_trigram_and_prefix_changes_output():
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_logits_match_transformers(tmp_path, head, variant):
     transformers = pytest.importorskip("transformers")
-    hf_cls = {None: transformers.MobileBertModel,
-              "sequence-classification": transformers.MobileBertForSequenceClassification,
-              "token-classification": transformers.MobileBertForTokenClassification}[head]
+    hf_cls = {
+        None: transformers.MobileBertModel,
+        "sequence-classification": transformers.MobileBertForSequenceClassification,
+        "token-classification": transformers.MobileBertForTokenClassification,
+    }[head]
     hf = hf_cls(transformers.MobileBertConfig(**{**SMALL, **VARIANTS[variant]}, num_labels=3)).eval()
     _perturb(hf)
     hf.save_pretrained(tmp_path)
-    ours = load_pretrained(tmp_path, head=head).eval()                         # dispatch on model_type
-    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())   # HF's keys
+    ours = load_pretrained(tmp_path, head=head).eval()  # dispatch on model_type
+    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
     assert head is None or ours.head_loaded
     ids, mask, tt = _batch()
     with torch.no_grad():

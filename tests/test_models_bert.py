@@ -1,4 +1,5 @@
 """Our BERT on small random configs: config checks, shapes, masking, attention math, checkpointing."""
+
 import math
 
 import pytest
@@ -8,8 +9,15 @@ import torch.nn.functional as F
 from models import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
 from models.attention import attention, key_mask, merge_heads, split_heads
 
-SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+SMALL = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
 
 
 def small(**kw):
@@ -18,22 +26,34 @@ def small(**kw):
 
 # ---------------------------------------------------------------- config
 def test_config_missing_position_type_means_absolute_and_keeps_labels():
-    cfg = BertConfig.from_dict({**SMALL, "model_type": "bert", "id2label": {"0": "neg", "1": "pos"},
-                                "label2id": {"neg": 0, "pos": 1}, "problem_type": "single_label_classification"})
-    assert cfg.num_labels == 2 and cfg.id2label == {0: "neg", 1: "pos"} and cfg.label2id == {"neg": 0, "pos": 1}
+    cfg = BertConfig.from_dict(
+        {
+            **SMALL,
+            "model_type": "bert",
+            "id2label": {"0": "neg", "1": "pos"},
+            "label2id": {"neg": 0, "pos": 1},
+            "problem_type": "single_label_classification",
+        }
+    )
+    assert (
+        cfg.num_labels == 2 and cfg.id2label == {0: "neg", 1: "pos"} and cfg.label2id == {"neg": 0, "pos": 1}
+    )
     d = cfg.to_dict(architectures=["BertForSequenceClassification"])
     assert d["id2label"] == {"0": "neg", "1": "pos"} and d["position_embedding_type"] == "absolute"
-    assert d["problem_type"] == "single_label_classification"          # unknown keys survive a round trip
+    assert d["problem_type"] == "single_label_classification"  # unknown keys survive a round trip
     assert BertConfig.from_dict(d) == cfg
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"position_embedding_type": "relative_key"}, "relative_key"),
-    ({"position_embedding_type": "relative_key_query"}, "relative_key_query"),
-    ({"hidden_act": "swish"}, "swish"),
-    ({"model_type": "roberta"}, "roberta"),
-    ({"hidden_size": 30}, "multiple"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"position_embedding_type": "relative_key"}, "relative_key"),
+        ({"position_embedding_type": "relative_key_query"}, "relative_key_query"),
+        ({"hidden_act": "swish"}, "swish"),
+        ({"model_type": "roberta"}, "roberta"),
+        ({"hidden_size": 30}, "multiple"),
+    ],
+)
 def test_config_refuses_unsupported(bad, words):
     with pytest.raises(ValueError, match=words):
         BertConfig.from_dict({**SMALL, **bad}, source="x/config.json")
@@ -59,7 +79,7 @@ def test_split_merge_heads_roundtrip():
     x = torch.randn(2, 5, 12)
     h = split_heads(x, 3)
     assert h.shape == (2, 3, 5, 4)
-    torch.testing.assert_close(h[:, 1], x[..., 4:8])                     # head 1 = hidden dims 4..7
+    torch.testing.assert_close(h[:, 1], x[..., 4:8])  # head 1 = hidden dims 4..7
     torch.testing.assert_close(merge_heads(h), x)
 
 
@@ -109,8 +129,10 @@ def test_layer_is_post_ln_with_exact_gelu():
 def test_inputs_embeds_equals_input_ids():
     model = BertModel(small()).eval()
     ids = torch.randint(0, 99, (2, 5))
-    torch.testing.assert_close(model(inputs_embeds=model.embeddings.word_embeddings(ids)).last_hidden_state,
-                               model(ids).last_hidden_state)
+    torch.testing.assert_close(
+        model(inputs_embeds=model.embeddings.word_embeddings(ids)).last_hidden_state,
+        model(ids).last_hidden_state,
+    )
     with pytest.raises(ValueError, match="exactly one"):
         model()
 
@@ -120,7 +142,7 @@ def test_prefix_kv_equals_attention_over_prepended_keys():
     attn = BertModel(small()).encoder.layer[0].attention.self.eval()
     x = torch.randn(2, 5, 32)
     am = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
-    pk, pv = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)            # (batch, heads, prefix, head_dim)
+    pk, pv = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)  # (batch, heads, prefix, head_dim)
     q, k, v = (split_heads(m(x), 4) for m in (attn.query, attn.key, attn.value))
     k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
     keep = torch.cat([torch.ones(2, 3), am.float()], 1).bool()[:, None, None, :]
@@ -158,12 +180,18 @@ def test_dropout_only_in_training():
     assert not torch.allclose(model(ids), model(ids))
 
 
-@pytest.mark.parametrize("act, formula", [
-    ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
-    ("gelu_new", lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
-    ("gelu_pytorch_tanh", lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
-    ("relu", lambda x: x.clamp(min=0)),
-])
+@pytest.mark.parametrize(
+    "act, formula",
+    [
+        ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
+        ("gelu_new", lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
+        (
+            "gelu_pytorch_tanh",
+            lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+        ),
+        ("relu", lambda x: x.clamp(min=0)),
+    ],
+)
 def test_activations_follow_their_formula(act, formula):
     inter = BertModel(small(hidden_act=act)).encoder.layer[0].intermediate
     x = torch.randn(2, 3, 32) * 3
@@ -172,7 +200,9 @@ def test_activations_follow_their_formula(act, formula):
 
 def test_gradient_checkpointing_with_dropout_replays_the_same_masks():
     """checkpoint() restores the RNG state, so recomputed dropout masks equal the first pass's."""
-    model = BertForSequenceClassification(small(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)).train()
+    model = BertForSequenceClassification(
+        small(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    ).train()
     ids, mask = torch.randint(0, 99, (2, 6)), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     results = []
     for flag in (False, True):
@@ -191,4 +221,6 @@ def test_config_num_labels_key_is_derived_not_kept():
     cfg = BertConfig.from_dict({**SMALL, "num_labels": 3})
     assert cfg.num_labels == 3 and "num_labels" not in cfg.to_dict()
     cfg = BertConfig.from_dict({**SMALL, "num_labels": 5, "id2label": {"0": "a", "1": "b"}})
-    assert cfg.num_labels == 2 and cfg.with_labels(4).to_dict()["id2label"] == {str(i): f"LABEL_{i}" for i in range(4)}
+    assert cfg.num_labels == 2 and cfg.with_labels(4).to_dict()["id2label"] == {
+        str(i): f"LABEL_{i}" for i in range(4)
+    }

@@ -1,4 +1,5 @@
 """Loader quirks on small random checkpoints written here as safetensors files."""
+
 import json
 import logging
 
@@ -6,11 +7,25 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models import (BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel,
-                    load_pretrained, save_pretrained)
+from models import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    load_pretrained,
+    save_pretrained,
+)
 
-SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=64, type_vocab_size=2, model_type="bert")
+SMALL = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+    model_type="bert",
+)
 
 
 def write(folder, tensors, config=None):
@@ -70,10 +85,10 @@ def test_saved_head_loaded_and_num_labels_from_config(tmp_path, base):
     head = {"classifier.weight": torch.randn(4, 32), "classifier.bias": torch.randn(4)}
     cfg = {**SMALL, "id2label": {str(i): f"L{i}" for i in range(4)}}
     folder = write(tmp_path / "m", {**{"bert." + k: v for k, v in sd.items()}, **head}, cfg)
-    m = load_pretrained(folder, head="sequence-classification")        # num_labels from id2label: 4
+    m = load_pretrained(folder, head="sequence-classification")  # num_labels from id2label: 4
     assert m.head_loaded and m.num_labels == 4 and m.config.id2label[3] == "L3"
     torch.testing.assert_close(m.classifier.weight, head["classifier.weight"])
-    m2 = load_pretrained(folder, head="sequence-classification", num_labels=2)   # argument wins
+    m2 = load_pretrained(folder, head="sequence-classification", num_labels=2)  # argument wins
     assert m2.num_labels == 2 and not m2.head_loaded
 
 
@@ -93,7 +108,9 @@ def test_token_classification_ignores_pooler(tmp_path, base):
 def test_missing_key_named(tmp_path, base):
     sd = dict(base[1])
     del sd["encoder.layer.1.output.dense.bias"]
-    with pytest.raises(KeyError, match=r"model\.safetensors.*encoder\.layer\.1\.output\.dense\.bias.*\(32,\)"):
+    with pytest.raises(
+        KeyError, match=r"model\.safetensors.*encoder\.layer\.1\.output\.dense\.bias.*\(32,\)"
+    ):
         load_pretrained(write(tmp_path / "m", sd))
 
 
@@ -139,8 +156,10 @@ def test_unknown_head_refused(tmp_path, base):
         load_pretrained(write(tmp_path / "m", base[1]), head="masked-lm")
 
 
-@pytest.mark.parametrize("cls, keys_prefix", [(BertModel, ""), (BertForSequenceClassification, "bert."),
-                                              (BertForTokenClassification, "bert.")])
+@pytest.mark.parametrize(
+    "cls, keys_prefix",
+    [(BertModel, ""), (BertForSequenceClassification, "bert."), (BertForTokenClassification, "bert.")],
+)
 def test_save_roundtrip_and_layout(tmp_path, cls, keys_prefix):
     cfg = BertConfig.from_dict(SMALL)
     model = (cls(cfg) if cls is BertModel else cls(cfg, num_labels=3)).eval()
@@ -149,12 +168,15 @@ def test_save_roundtrip_and_layout(tmp_path, cls, keys_prefix):
     assert conf["architectures"] == [cls.__name__] and conf["model_type"] == "bert"
     keys = load_file(str(out / "model.safetensors")).keys()
     assert all(k.startswith(keys_prefix) or k.startswith("classifier.") for k in keys)
-    head = {BertModel: None, BertForSequenceClassification: "sequence-classification",
-            BertForTokenClassification: "token-classification"}[cls]
+    head = {
+        BertModel: None,
+        BertForSequenceClassification: "sequence-classification",
+        BertForTokenClassification: "token-classification",
+    }[cls]
     if head:
         assert len(conf["id2label"]) == 3
     same_weights(load_pretrained(out, head=head), model)
-    assert not list(out.glob(".*tmp*"))                                  # no temporary files left
+    assert not list(out.glob(".*tmp*"))  # no temporary files left
 
 
 def test_save_refuses_injected_keys_and_copies_tokenizer(tmp_path):
@@ -164,19 +186,24 @@ def test_save_refuses_injected_keys_and_copies_tokenizer(tmp_path):
     (tokdir / "vocab.txt").write_text("[PAD]\n[CLS]\n[SEP]\n")
     out = save_pretrained(model, tmp_path / "out", tokenizer_dir=tokdir)
     assert (out / "vocab.txt").read_text() == "[PAD]\n[CLS]\n[SEP]\n"
-    model.encoder.layer[0].attention.self.query.register_parameter("lora_A", torch.nn.Parameter(torch.zeros(2, 32)))
+    model.encoder.layer[0].attention.self.query.register_parameter(
+        "lora_A", torch.nn.Parameter(torch.zeros(2, 32))
+    )
     with pytest.raises(ValueError, match="lora_A"):
         save_pretrained(model, tmp_path / "out2")
 
 
 def test_save_writes_the_weights_dtype_not_a_stale_one(tmp_path):
-    cfg = BertConfig.from_dict({**SMALL, "torch_dtype": "float16"})       # as an old checkpoint says
+    cfg = BertConfig.from_dict({**SMALL, "torch_dtype": "float16"})  # as an old checkpoint says
     model = BertModel(cfg).to(torch.bfloat16)
     conf = json.loads((save_pretrained(model, tmp_path / "out") / "config.json").read_text())
     assert conf["dtype"] == "bfloat16" and "torch_dtype" not in conf
     back = load_pretrained(tmp_path / "out", dtype=torch.bfloat16)
     assert {p.dtype for p in back.parameters()} == {torch.bfloat16}
-    assert json.loads((save_pretrained(BertModel(cfg), tmp_path / "o2") / "config.json").read_text())["dtype"] == "float32"
+    assert (
+        json.loads((save_pretrained(BertModel(cfg), tmp_path / "o2") / "config.json").read_text())["dtype"]
+        == "float32"
+    )
 
 
 def test_dtype_argument(tmp_path, base):
@@ -208,7 +235,9 @@ def test_checkpoint_without_pooler_gets_a_seeded_fresh_pooler(tmp_path, base, ca
     assert torch.count_nonzero(bare.pooler.dense.bias) == 0
     ids = torch.randint(1, 99, (2, 5))
     with torch.no_grad():
-        torch.testing.assert_close(bare.eval()(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=0)
+        torch.testing.assert_close(
+            bare.eval()(ids).last_hidden_state, model(ids).last_hidden_state, rtol=0, atol=0
+        )
     clf = load_pretrained(folder, head="sequence-classification", seed=7)
     torch.testing.assert_close(clf.bert.pooler.dense.weight, want_w, rtol=0, atol=0)
 

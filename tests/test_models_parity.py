@@ -1,4 +1,5 @@
 """Parity with the reference implementation, transformers==5.23.0 (test-only extra)."""
+
 import pytest
 import torch
 
@@ -6,10 +7,20 @@ from models import load_pretrained, load_tokenizer, save_pretrained
 
 transformers = pytest.importorskip("transformers", reason="parity tests need the `reference` extra")
 
-SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
-TEXTS = ["A short one.", "The patient was admitted with chest pain and shortness of breath overnight.",
-         "Great movie!"]
+SMALL = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
+TEXTS = [
+    "A short one.",
+    "The patient was admitted with chest pain and shortness of breath overnight.",
+    "Great movie!",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +31,10 @@ def hf_minilm(minilm_dir):
 def test_real_checkpoint_hidden_states_and_pooler(minilm_dir, hf_minilm):
     ours = load_pretrained(minilm_dir).eval()
     assert ours.state_dict().keys() == hf_minilm.state_dict().keys()
-    batch = load_tokenizer(minilm_dir)(TEXTS, ["second part", "b", "another second segment here"])            # pairs: token types 0 and 1
-    assert batch["attention_mask"].sum(1).unique().numel() == 3          # three different lengths
+    batch = load_tokenizer(minilm_dir)(
+        TEXTS, ["second part", "b", "another second segment here"]
+    )  # pairs: token types 0 and 1
+    assert batch["attention_mask"].sum(1).unique().numel() == 3  # three different lengths
     with torch.no_grad():
         a = ours(**batch)
         b = hf_minilm(**batch)
@@ -34,7 +47,7 @@ def _hf_small(cls, tmp_path, num_labels=3):
     torch.manual_seed(0)
     cfg = transformers.BertConfig(**SMALL, num_labels=num_labels)
     model = cls(cfg).eval()
-    with torch.no_grad():            # non-trivial LayerNorm and bias values, so a mix-up would show
+    with torch.no_grad():  # non-trivial LayerNorm and bias values, so a mix-up would show
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
@@ -42,8 +55,13 @@ def _hf_small(cls, tmp_path, num_labels=3):
     return model, tmp_path / "hf"
 
 
-@pytest.mark.parametrize("hf_cls, head", [("BertForSequenceClassification", "sequence-classification"),
-                                          ("BertForTokenClassification", "token-classification")])
+@pytest.mark.parametrize(
+    "hf_cls, head",
+    [
+        ("BertForSequenceClassification", "sequence-classification"),
+        ("BertForTokenClassification", "token-classification"),
+    ],
+)
 def test_heads_equal_transformers(tmp_path, hf_cls, head):
     ref, folder = _hf_small(getattr(transformers, hf_cls), tmp_path)
     ours = load_pretrained(folder, head=head).eval()
@@ -59,9 +77,14 @@ def test_heads_equal_transformers(tmp_path, hf_cls, head):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("head, auto", [("sequence-classification", "AutoModelForSequenceClassification"),
-                                        ("token-classification", "AutoModelForTokenClassification"),
-                                        (None, "AutoModel")])
+@pytest.mark.parametrize(
+    "head, auto",
+    [
+        ("sequence-classification", "AutoModelForSequenceClassification"),
+        ("token-classification", "AutoModelForTokenClassification"),
+        (None, "AutoModel"),
+    ],
+)
 def test_save_pretrained_loads_in_transformers(tmp_path, head, auto):
     _, folder = _hf_small(transformers.BertForSequenceClassification, tmp_path, num_labels=4)
     ours = load_pretrained(folder, head=head, num_labels=4 if head else None).eval()

@@ -1,4 +1,5 @@
 """Our tokenizer: token ids identical to transformers for tokenizer.json and vocab.txt folders."""
+
 import shutil
 
 import pytest
@@ -6,8 +7,13 @@ import torch
 
 from models import load_tokenizer
 
-TEXTS = ["Hello, world! Café naïve RÉSUMÉ", "The patient's BP was 120/80 mmHg; denies [SEP] pain.",
-         "中文字符 mixed with text", "x", "unbelievably hyperparathyroidism " * 40]
+TEXTS = [
+    "Hello, world! Café naïve RÉSUMÉ",
+    "The patient's BP was 120/80 mmHg; denies [SEP] pain.",
+    "中文字符 mixed with text",
+    "x",
+    "unbelievably hyperparathyroidism " * 40,
+]
 PAIRS = ["second", "segment two is here", "", "y", "z"]
 WORDS = [["John", "lives", "in", "New-York."], ["Hypertension", "unremarkable"], ["a"]]
 
@@ -30,12 +36,14 @@ def test_ids_equal_transformers(folder, max_length, pairs):
     ref = transformers.AutoTokenizer.from_pretrained(str(folder))
     second = PAIRS if pairs else None
     ours = load_tokenizer(folder)(TEXTS, second, max_length=max_length)
-    want = ref(TEXTS, second, padding=True, truncation=True, max_length=max_length or 512, return_tensors="pt")
+    want = ref(
+        TEXTS, second, padding=True, truncation=True, max_length=max_length or 512, return_tensors="pt"
+    )
     for k in ("input_ids", "attention_mask", "token_type_ids"):
         assert ours[k].dtype == torch.long
         assert torch.equal(ours[k], want[k]), k
     if max_length:
-        assert ours["input_ids"].shape[1] == max_length                  # the long text is truncated
+        assert ours["input_ids"].shape[1] == max_length  # the long text is truncated
 
 
 def test_word_ids_equal_transformers(folder):
@@ -53,9 +61,14 @@ def test_baked_in_padding_is_off_and_pad_matches_call(minilm_dir):
     """MiniLM's tokenizer.json pads to a fixed 128; ours pads to the longest in the batch."""
     tok = load_tokenizer(minilm_dir)
     batch = tok(["a b c", "a"])
-    assert batch["input_ids"].shape == (2, 5)                            # [CLS] a b c [SEP]
-    assert batch["input_ids"][1].tolist() == [tok.cls_id, batch["input_ids"][0, 1].item(), tok.sep_id,
-                                              tok.pad_id, tok.pad_id]
+    assert batch["input_ids"].shape == (2, 5)  # [CLS] a b c [SEP]
+    assert batch["input_ids"][1].tolist() == [
+        tok.cls_id,
+        batch["input_ids"][0, 1].item(),
+        tok.sep_id,
+        tok.pad_id,
+        tok.pad_id,
+    ]
     assert batch["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 0, 0]]
     ids, types = tok.encode_lists(["a b c", "a"])
     assert [len(r) for r in ids] == [5, 3]

@@ -1,5 +1,6 @@
 """Fused adapter ops (minipeft/ops.py) against composed references written here, gradcheck, and the
 bytes they keep for backward."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ def documented_drop(shape, p):
     int64 draws of the default generator, dropped when below round(p·2¹⁶) (as unsigned)."""
     t = round(p * 65536)
     n = torch.Size(shape).numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     return bits.view(torch.int16)[:n].view(shape) < t - 32768, 65536 / (65536 - t)
 
 
@@ -153,8 +154,9 @@ def test_lora_skips_dx_when_input_needs_no_grad():
 def test_lora_half_dtypes(dtype, tol):
     x, W, b, A, B = make((4, 8), d_in=32, d_out=16, r=4)
     dy = torch.randn(4, 8, 16)
-    y1, g1 = grads(lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), [t.to(dtype) for t in (x, W, b, A, B)],
-                   dy.to(dtype))
+    y1, g1 = grads(
+        lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), [t.to(dtype) for t in (x, W, b, A, B)], dy.to(dtype)
+    )
     y2, g2 = grads(lambda *t: ref_lora(*t, 0.5), [x, W, b, A, B], dy)
     assert y1.dtype == dtype and all(g.dtype == dtype for g in g1)
     for a, c in zip([y1] + g1, [y2] + g2):
@@ -182,7 +184,7 @@ def _qkv(fn, x, params):
 
 def _qkv_params(d, r):
     out = []
-    for i in range(3):
+    for _ in range(3):
         W = torch.nn.Parameter(torch.randn(d, d), requires_grad=False)
         b = torch.nn.Parameter(torch.randn(d), requires_grad=False)
         A = torch.nn.Parameter(torch.randn(r, d) * 0.1)
@@ -197,13 +199,21 @@ def test_saved_bytes_fused_keeps_x_once_across_qkv():
     x = torch.randn(n, d, requires_grad=True)
     params = _qkv_params(d, r)
     flat = [t for ps in params for t in ps]
-    fused, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, True),
-                                        x, params), flat)
-    plain, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: F.linear(x, W, b) + 2.0 * F.linear(
-        F.linear(F.dropout(x, p, True), A), B), x, params), flat)
+    fused, _ = saved_bytes(
+        lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, True), x, params), flat
+    )
+    plain, _ = saved_bytes(
+        lambda: _qkv(
+            lambda x, W, b, A, B: F.linear(x, W, b) + 2.0 * F.linear(F.linear(F.dropout(x, p, True), A), B),
+            x,
+            params,
+        ),
+        flat,
+    )
     assert fused == x.numel() * x.element_size() + 3 * x.numel()
-    no_drop, _ = saved_bytes(lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, False),
-                                          x, params), flat)
+    no_drop, _ = saved_bytes(
+        lambda: _qkv(lambda x, W, b, A, B: ops.lora_linear(x, W, b, A, B, 2.0, p, False), x, params), flat
+    )
     assert no_drop == x.numel() * x.element_size()
     assert fused / plain <= 0.5
 
@@ -263,7 +273,9 @@ def test_ia3_half_dtypes(dtype, tol, feedforward):
     x, W, b, _, _ = make((4, 8), d_in=32, d_out=16)
     l = torch.rand(32 if feedforward else 16) + 0.5
     dy = torch.randn(4, 8, 16)
-    y1, g1 = grads(lambda *t: ops.ia3_linear(*t, feedforward), [t.to(dtype) for t in (x, W, b, l)], dy.to(dtype))
+    y1, g1 = grads(
+        lambda *t: ops.ia3_linear(*t, feedforward), [t.to(dtype) for t in (x, W, b, l)], dy.to(dtype)
+    )
     y2, g2 = grads(lambda *t: ref_ia3(*t, feedforward), [x, W, b, l], dy)
     for a, c in zip([y1] + g1, [y2] + g2):
         torch.testing.assert_close(a.float(), c, rtol=tol, atol=tol * c.abs().max().item())
@@ -279,7 +291,7 @@ def test_ia3_output_scaling_keeps_only_its_outputs():
 
     def kv_product(fn):
         k, v = (fn(x, W, None, l, False) for W, l in zip(Ws, ls))
-        return (k * v).sum()                                               # mul keeps k and v
+        return (k * v).sum()  # mul keeps k and v
 
     fused = saved_bytes(lambda: kv_product(ops.ia3_linear), Ws + ls)[0]
     plain = saved_bytes(lambda: kv_product(ref_ia3), Ws + ls)[0]
@@ -313,9 +325,13 @@ def test_lora_and_ia3_under_cpu_autocast_match_composed():
     x, W, b, A, B = make((4, 8), d_in=32, d_out=16, r=4)
     l = torch.rand(16) + 0.5
     dy = torch.randn(4, 8, 16)
-    for fused, ref in ((lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), lambda *t: ref_lora(*t, 0.5)),
-                       (lambda x, W, b, A, B: ops.ia3_linear(x, W, b, l, False),
-                        lambda x, W, b, A, B: ref_ia3(x, W, b, l, False))):
+    for fused, ref in (
+        (lambda *t: ops.lora_linear(*t, 0.5, 0.0, True), lambda *t: ref_lora(*t, 0.5)),
+        (
+            lambda x, W, b, A, B: ops.ia3_linear(x, W, b, l, False),
+            lambda x, W, b, A, B: ref_ia3(x, W, b, l, False),
+        ),
+    ):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y1, g1 = grads(fused, [x, W, b, A, B], dy)
         y2, g2 = grads(ref, [x, W, b, A, B], dy)
@@ -329,7 +345,7 @@ def test_lora_and_ia3_under_cpu_autocast_match_composed():
 
 def test_lora_non_contiguous_input():
     x, W, b, A, B = make((6, 5), d_in=6, d_out=4)
-    xt = x.transpose(0, 1)                                                # (5, 6, in), non-contiguous
+    xt = x.transpose(0, 1)  # (5, 6, in), non-contiguous
     dy = torch.randn(5, 6, 4)
     y1, g1 = grads(lambda x, *t: ops.lora_linear(x.transpose(0, 1), *t, 0.7, 0.0, True), [x, W, b, A, B], dy)
     y2, g2 = grads(lambda x, *t: ref_lora(x.transpose(0, 1), *t, 0.7), [x, W, b, A, B], dy)

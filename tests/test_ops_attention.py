@@ -1,4 +1,5 @@
 """The memory-saving attention of models/attention.py against SDPA and a composed reference."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ def qkv(b=2, n=3, t=7, d=4, dtype=torch.float32):
 def padding_mask(b=2, t=7):
     am = torch.ones(b, t, dtype=torch.long)
     am[0, 5:] = 0
-    return att.key_mask(am)                                               # (b, 1, 1, t) bool
+    return att.key_mask(am)  # (b, 1, 1, t) bool
 
 
 def ref_attention(q, k, v, mask, p, keep):
@@ -70,9 +71,10 @@ def test_dropout_equals_reference_with_the_regenerated_mask():
     seed = int(torch.randint(0, 2**62, ()).item())
     t = round(p * 65536)
     bits = torch.empty(2 * 3 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
-        -2**63, None, generator=torch.Generator().manual_seed(seed))
-    drop = bits.view(torch.int16)[:2 * 3 * 7 * 7].view(2, 3, 7, 7) < t - 32768
-    keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)            # ref divides by (1 - p)
+        -(2**63), None, generator=torch.Generator().manual_seed(seed)
+    )
+    drop = bits.view(torch.int16)[: 2 * 3 * 7 * 7].view(2, 3, 7, 7) < t - 32768
+    keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)  # ref divides by (1 - p)
     assert 0 < drop.sum() < drop.numel()
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
     for a, b in zip(got, want):
@@ -130,15 +132,19 @@ def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_k
     """Any block size (one head, runs of heads within a batch element, several batch elements, all)
     gives the unblocked reference with the same regenerated dropout mask, whatever the mask's shape."""
     q, k, v = qkv(b=3, n=4)
-    mask = {"bool": padding_mask(b=3), "float-per-query": torch.randn(3, 1, 7, 7),
-            "float-per-head": torch.randn(1, 4, 7, 7)}[mask_kind]
+    mask = {
+        "bool": padding_mask(b=3),
+        "float-per-query": torch.randn(3, 1, 7, 7),
+        "float-per-head": torch.randn(1, 4, 7, 7),
+    }[mask_kind]
     p, dout = 0.25, torch.randn(3, 4, 7, 4)
     monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
     got = run(lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, p, 99), q, k, v, dout)
     t = round(p * 65536)
     bits = torch.empty(3 * 4 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
-        -2**63, None, generator=torch.Generator().manual_seed(99))
-    drop = bits.view(torch.int16)[:3 * 4 * 7 * 7].view(3, 4, 7, 7) < t - 32768
+        -(2**63), None, generator=torch.Generator().manual_seed(99)
+    )
+    drop = bits.view(torch.int16)[: 3 * 4 * 7 * 7].view(3, 4, 7, 7) < t - 32768
     keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)
     want = run(lambda q, k, v: ref_attention(q, k, v, mask, p, keep), q, k, v, dout)
     for a, b in zip(got, want):
@@ -157,7 +163,7 @@ def test_blocks_cover_every_row_once():
     for b, n, tq, tk in [(8, 12, 128, 128), (3, 4, 7, 7), (2, 12, 480, 480), (1, 1, 1, 1), (5, 3, 64, 80)]:
         rows = []
         for b0, b1, h0, h1 in att._blocks(b, n, tq, tk):
-            assert (b1 - b0 == 1) or (h0, h1) == (0, n)                     # within one element, or whole ones
+            assert (b1 - b0 == 1) or (h0, h1) == (0, n)  # within one element, or whole ones
             rows += [bi * n + h for bi in range(b0, b1) for h in range(h0, h1)]
         assert rows == list(range(b * n))
 
@@ -194,13 +200,13 @@ def test_head_split_views_work_in_place_and_merge_without_a_copy(monkeypatch, bl
     and the projections' gradients arriving contiguous."""
     monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
     g = torch.Generator().manual_seed(3)
-    xs = [torch.randn(3, 7, 16, generator=g, requires_grad=True) for _ in range(3)]   # (b, t, hidden)
+    xs = [torch.randn(3, 7, 16, generator=g, requires_grad=True) for _ in range(3)]  # (b, t, hidden)
     mask, p, dout = padding_mask(b=3), 0.2, torch.randn(3, 7, 16, generator=g)
-    views = [att.split_heads(x, 4) for x in xs]                                       # (b, n, t, d) views
+    views = [att.split_heads(x, 4) for x in xs]  # (b, n, t, d) views
     assert not views[0].is_contiguous()
     out = att._RecomputeAttention.apply(*views, mask, p, 11)
     merged = att.merge_heads(out)
-    assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()             # a view, no copy
+    assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()  # a view, no copy
     merged.backward(dout)
     copies = [v.detach().contiguous().requires_grad_(True) for v in views]
     ref = att._RecomputeAttention.apply(*copies, mask, p, 11)

@@ -1,4 +1,5 @@
 """The op and training-step benchmarks run end to end at tiny sizes and report what they claim."""
+
 import json
 
 import pytest
@@ -12,7 +13,9 @@ def last_json(capsys):
 
 def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
     n = 16
-    bench_ops.main(["--shapes", "minilm", "--tokens", str(n), "--warmup", "0", "--repeats", "1", "--inner", "1"])
+    bench_ops.main(
+        ["--shapes", "minilm", "--tokens", str(n), "--warmup", "0", "--repeats", "1", "--inner", "1"]
+    )
     doc = last_json(capsys)
     assert doc["benchmark"] == "ops" and doc["torch"] and doc["device"] == "cpu"
     by_case = {r["case"]: r for r in doc["results"]}
@@ -24,7 +27,10 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
     for r in doc["results"]:
         assert r["fused"]["min_ms"] <= r["fused"]["median_ms"] <= r["fused"]["max_ms"]
     # the masks section (its run already checked that the bool and uint8 compares give the same bytes)
-    assert [(m["label"], m["shape"]) for m in doc["masks"]] == [("x minilm", [n, h]), ("attention", [1, 12, 128, 128])]
+    assert [(m["label"], m["shape"]) for m in doc["masks"]] == [
+        ("x minilm", [n, h]),
+        ("attention", [1, 12, 128, 128]),
+    ]
     for m in doc["masks"]:
         for way in ("bernoulli", "lanes-bool", "lanes-uint8"):
             assert 0 < m[way]["min_ms"] <= m[way]["median_ms"] <= m[way]["max_ms"]
@@ -32,24 +38,42 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
 
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     from benchmarks import train_step
-    train_step.main(["--variants", "full,frozen,lora-plain,lora-fused,ia3", "--batch", "2", "--seq", "16",
-                     "--warmup", "0", "--repeats", "1", "--profile", "1", "--model-dir", str(minilm_dir)])
+
+    train_step.main(
+        [
+            "--variants",
+            "full,frozen,lora-plain,lora-fused,ia3",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--profile",
+            "1",
+            "--model-dir",
+            str(minilm_dir),
+        ]
+    )
     res = last_json(capsys)["results"]
-    for r in res.values():                                              # the kinds partition the step
+    for r in res.values():  # the kinds partition the step
         p = r["profile_ms_per_step"]
-        assert p["matrix products"] > 0 and p["random numbers"] > 0      # dropout 0.1 draws numbers
+        assert p["matrix products"] > 0 and p["random numbers"] > 0  # dropout 0.1 draws numbers
         assert p["matrix products"] + p["random numbers"] + p["other"] == pytest.approx(p["total"])
     assert set(res) == {"full", "frozen", "lora-plain", "lora-fused", "ia3"}
-    assert res["frozen"]["trainable"] == 3 * 384 + 384 * 2 + 2           # layer 0's q,k,v biases + classifier
+    assert res["frozen"]["trainable"] == 3 * 384 + 384 * 2 + 2  # layer 0's q,k,v biases + classifier
     assert 0 < res["frozen"]["activation_bytes"] < res["lora-fused"]["activation_bytes"]
     assert res["full"]["time_ratio_full"] == pytest.approx(1.0)
-    assert res["frozen"]["over_frozen_paired_full"] == 0.0               # (t − t_frozen) / t_full, frozen itself
-    for r in res.values():                                              # a count per step (None without `resource`)
+    assert res["frozen"]["over_frozen_paired_full"] == 0.0  # (t − t_frozen) / t_full, frozen itself
+    for r in res.values():  # a count per step (None without `resource`)
         assert r["minor_faults_per_step"] is None or r["minor_faults_per_step"] >= 0
     # one round: what LoRA adds to the frozen base, over full's step, is p/full minus frozen's p/full
     lora, frozen = res["lora-fused"], res["frozen"]
     assert lora["over_frozen_paired_full"] == pytest.approx(
-        lora["time_ratio_paired_full"] - frozen["time_ratio_paired_full"])
+        lora["time_ratio_paired_full"] - frozen["time_ratio_paired_full"]
+    )
     assert res["lora-fused"]["activation_bytes"] < res["lora-plain"]["activation_bytes"]
     assert res["lora-fused"]["trainable"] == res["lora-plain"]["trainable"] < res["full"]["trainable"]
 
@@ -59,22 +83,43 @@ def test_allocator_benchmark_pairs_each_setting_with_the_default_run(minilm_dir,
     import statistics
 
     from benchmarks import allocator
-    allocator.main(["--settings", "default,glibc", "--rounds", "2", "--variants", "full,frozen,lora-fused", "--batch", "2",
-                    "--seq", "16", "--warmup", "2", "--repeats", "3", "--model-dir", str(minilm_dir)])
+
+    allocator.main(
+        [
+            "--settings",
+            "default,glibc",
+            "--rounds",
+            "2",
+            "--variants",
+            "full,frozen,lora-fused",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--warmup",
+            "2",
+            "--repeats",
+            "3",
+            "--model-dir",
+            str(minilm_dir),
+        ]
+    )
     res = last_json(capsys)["results"]
     assert set(res) == {"default", "glibc"}
     for v in ("full", "lora-fused"):
-        assert res["default"][v]["ratio_to_default"] == 1.0              # each default run against itself
+        assert res["default"][v]["ratio_to_default"] == 1.0  # each default run against itself
         r, d = res["glibc"][v], res["default"][v]
         assert len(r["rounds_ms"]) == len(d["rounds_ms"]) == 2
-        assert r["ratio_to_default"] == pytest.approx(statistics.median(a / b for a, b in zip(r["rounds_ms"], d["rounds_ms"])))
+        assert r["ratio_to_default"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(r["rounds_ms"], d["rounds_ms"]))
+        )
         assert r["median_ms"] == pytest.approx(statistics.median(r["rounds_ms"]))
-        for res_v in (r, d):                                             # p/full: each run's own, and their median
+        for res_v in (r, d):  # p/full: each run's own, and their median
             assert len(res_v["rounds_p_full"]) == 2
             assert res_v["time_ratio_paired_full"] == pytest.approx(statistics.median(res_v["rounds_p_full"]))
     for setting in ("default", "glibc"):
         assert res[setting]["full"]["rounds_p_full"] == [1.0, 1.0]
-        assert res[setting]["frozen"]["over_frozen_paired_full"] == 0.0    # frozen adds nothing to itself
+        assert res[setting]["frozen"]["over_frozen_paired_full"] == 0.0  # frozen adds nothing to itself
         assert res[setting]["lora-fused"]["over_frozen_paired_full"] is not None
     if platform.libc_ver()[0] == "glibc":
         # glibc keeping freed memory mapped: once the heap has reached its peak (the median of three steps
@@ -86,6 +131,7 @@ def test_allocator_benchmark_pairs_each_setting_with_the_default_run(minilm_dir,
 
 def test_allocator_benchmark_controls_its_variables_and_names_a_failed_run(monkeypatch):
     from benchmarks import allocator
+
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "7")
     assert not set(allocator.CONTROLLED) & set(allocator.environment("default"))

@@ -1,4 +1,5 @@
 """models.dropout.Dropout: the 1-byte-mask dropout of the encoders."""
+
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ def test_equals_the_documented_mask_forward_and_backward():
     y.backward(dy)
     torch.manual_seed(2)
     t = round(0.25 * 65536)
-    bits = torch.empty((105 + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+    bits = torch.empty((105 + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     keep = (bits.view(torch.int16)[:105].view(3, 5, 7) >= t - 32768).float()
     scale = 65536 / (65536 - t)
     assert 0 < keep.sum() < keep.numel()

@@ -2,6 +2,7 @@
 
 A PEFT adapter trained a few steps on HF's BertForSequenceClassification loads into our BERT
 (and into a copy of the same HF model), and an adapter trained here loads in PEFT."""
+
 import copy
 import warnings
 
@@ -61,17 +62,30 @@ def _our_logits(model, ids, mask):
 
 
 PEFT_CONFIGS = {
-    "lora": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.1,
-                                    target_modules=["query", "value"]),
+    "lora": lambda: peft.LoraConfig(
+        task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["query", "value"]
+    ),
     "ia3": lambda: peft.IA3Config(task_type="SEQ_CLS"),
-    "rslora-regex": lambda: peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=6, use_rslora=True,
-                                            target_modules=r".*\.(query|key|intermediate\.dense)"),
+    "rslora-regex": lambda: peft.LoraConfig(
+        task_type="SEQ_CLS",
+        r=4,
+        lora_alpha=6,
+        use_rslora=True,
+        target_modules=r".*\.(query|key|intermediate\.dense)",
+    ),
 }
 OUR_CONFIGS = {
-    "lora": LoraConfig(r=4, alpha=8, dropout=0.1, targets=("query", "value"), modules_to_save=("classifier",)),
+    "lora": LoraConfig(
+        r=4, alpha=8, dropout=0.1, targets=("query", "value"), modules_to_save=("classifier",)
+    ),
     "ia3": IA3Config(modules_to_save=("classifier",)),
-    "rslora-regex": LoraConfig(r=4, alpha=6, use_rslora=True, targets=r".*\.(query|key|intermediate\.dense)",
-                               modules_to_save=("classifier",)),
+    "rslora-regex": LoraConfig(
+        r=4,
+        alpha=6,
+        use_rslora=True,
+        targets=r".*\.(query|key|intermediate\.dense)",
+        modules_to_save=("classifier",),
+    ),
 }
 
 
@@ -88,22 +102,26 @@ def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
         want = _hf_logits(pm, ids, mask)
 
     with pytest.warns(UserWarning, match="score"):
-        load_adapter(hf_copy, tmp_path)                  # the same HF model class, adapted by us
+        load_adapter(hf_copy, tmp_path)  # the same HF model class, adapted by us
     ours = _ours(base_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        load_adapter(ours, tmp_path)                     # our BERT
+        load_adapter(ours, tmp_path)  # our BERT
     with torch.no_grad():
         torch.testing.assert_close(_hf_logits(hf_copy, ids, mask), want, rtol=0, atol=1e-6)
         torch.testing.assert_close(_our_logits(ours, ids, mask), want, rtol=0, atol=1e-5)
     peft_params = dict(pm.named_parameters())
     for path, m in adapters(ours):
-        for ours_name, peft_name in ([("lora_A", "lora_A.default.weight"), ("lora_B", "lora_B.default.weight")]
-                                     if method != "ia3" else [("ia3_l", "ia3_l.default")]):
+        for ours_name, peft_name in (
+            [("lora_A", "lora_A.default.weight"), ("lora_B", "lora_B.default.weight")]
+            if method != "ia3"
+            else [("ia3_l", "ia3_l.default")]
+        ):
             theirs = peft_params[f"base_model.model.{path}.{peft_name}"]
             assert torch.equal(getattr(m, ours_name), theirs.reshape(getattr(m, ours_name).shape))
-    assert torch.equal(ours.classifier.weight,
-                       peft_params["base_model.model.classifier.modules_to_save.default.weight"])
+    assert torch.equal(
+        ours.classifier.weight, peft_params["base_model.model.classifier.modules_to_save.default.weight"]
+    )
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "rslora-regex"])
@@ -122,11 +140,15 @@ def test_adapter_saved_here_loads_in_peft_with_identical_logits(tmp_path, method
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pm = peft.PeftModel.from_pretrained(hf, tmp_path).eval()
-    assert not [w for w in caught if "missing" in str(w.message).lower() or "unexpected" in str(w.message).lower()]
+    assert not [
+        w for w in caught if "missing" in str(w.message).lower() or "unexpected" in str(w.message).lower()
+    ]
     with torch.no_grad():
         torch.testing.assert_close(_hf_logits(pm, ids, mask), want, rtol=0, atol=1e-5)
     changed = [n for n, p in pm.named_parameters() if "classifier.modules_to_save" in n]
-    assert changed and torch.equal(dict(pm.named_parameters())[changed[0]], getattr(ours.classifier, changed[0].split(".")[-1]))
+    assert changed and torch.equal(
+        dict(pm.named_parameters())[changed[0]], getattr(ours.classifier, changed[0].split(".")[-1])
+    )
 
 
 def _token_models(state=None):
@@ -154,8 +176,12 @@ def test_token_classification_adapters_move_both_ways_with_identical_logits(tmp_
     """TOKEN_CLS: PEFT -> here and here -> PEFT, LoRA on query,value with the classifier saved."""
     hf = _token_models()
     base_state = copy.deepcopy(hf.state_dict())
-    pm = peft.get_peft_model(hf, peft.LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=8, lora_dropout=0.1,
-                                                 target_modules=["query", "value"]))
+    pm = peft.get_peft_model(
+        hf,
+        peft.LoraConfig(
+            task_type="TOKEN_CLS", r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["query", "value"]
+        ),
+    )
     _train_tokens(pm, _hf_logits)
     pm.save_pretrained(tmp_path / "from_peft")
     ids, mask, _ = _batch(2)
@@ -166,12 +192,14 @@ def test_token_classification_adapters_move_both_ways_with_identical_logits(tmp_
         warnings.simplefilter("ignore")
         load_adapter(ours.eval(), tmp_path / "from_peft")
     with torch.no_grad():
-        want = _hf_logits(pm, ids, mask)                                  # (batch, seq, labels)
+        want = _hf_logits(pm, ids, mask)  # (batch, seq, labels)
         assert want.shape == (4, 9, LABELS)
         torch.testing.assert_close(_our_logits(ours, ids, mask), want, rtol=0, atol=1e-5)
 
-    _train_tokens(ours, _our_logits)                                      # and back: trained here, read by PEFT
+    _train_tokens(ours, _our_logits)  # and back: trained here, read by PEFT
     save_adapter(ours, tmp_path / "from_here", task_type="TOKEN_CLS")
     back = peft.PeftModel.from_pretrained(_token_models(base_state), tmp_path / "from_here").eval()
     with torch.no_grad():
-        torch.testing.assert_close(_hf_logits(back, ids, mask), _our_logits(ours, ids, mask), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            _hf_logits(back, ids, mask), _our_logits(ours, ids, mask), rtol=0, atol=1e-5
+        )

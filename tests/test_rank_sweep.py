@@ -1,5 +1,6 @@
 """benchmarks.rank_sweep: statistics against hand formulas, the run plan, and the CLI end to end on a
 synthetic MIMIC-layout folder with a tiny random BERT (real tokenizer, loaders, loop and adapters)."""
+
 import csv
 import json
 import math
@@ -7,9 +8,9 @@ import statistics
 from types import SimpleNamespace
 
 import pytest
+from synthetic_tasks import write_mimic
 
 from benchmarks import rank_sweep, sweep_plan, sweep_stats
-from synthetic_tasks import write_mimic
 
 
 def test_paired_delta_matches_hand_computation():
@@ -36,8 +37,16 @@ def test_best_trial_per_rank_and_seed_by_validation():
 
 
 def _args(**kw):
-    base = dict(ranks=[16, 8, 64], reference_rank=8, seeds=[12, 34], search=0, alpha_policy="rslora",
-                alpha=8.0, lr=1e-3, dropout=0.1)
+    base = dict(
+        ranks=[16, 8, 64],
+        reference_rank=8,
+        seeds=[12, 34],
+        search=0,
+        alpha_policy="rslora",
+        alpha=8.0,
+        lr=1e-3,
+        dropout=0.1,
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -67,9 +76,30 @@ def test_search_draws_are_shared_across_ranks_and_inside_the_paper_space():
 
 
 def _sweep(data_dir, model, out, *extra):
-    return ["--task", "mimic-mp", "--data-dir", str(data_dir), "--model", str(model), "--out", str(out),
-            "--ranks", "2,8", "--seeds", "1,2", "--epochs", "1", "--batch-size", "8", "--max-length", "48",
-            "--lr", "3e-3", "--no-progress", *extra]
+    return [
+        "--task",
+        "mimic-mp",
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--ranks",
+        "2,8",
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "48",
+        "--lr",
+        "3e-3",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, monkeypatch):

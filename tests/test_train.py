@@ -1,4 +1,5 @@
 """The training loop (minipeft.train) on a toy embedding-bag classifier, CPU, seconds."""
+
 import json
 import math
 
@@ -49,13 +50,16 @@ def loss_fn(model, batch):
 def eval_fn(model, batches):
     losses, n = 0.0, 0
     for b in batches:
-        losses += F.cross_entropy(model(b["input_ids"], b["attention_mask"]), b["label"], reduction="sum").item()
+        losses += F.cross_entropy(
+            model(b["input_ids"], b["attention_mask"]), b["label"], reduction="sum"
+        ).item()
         n += len(b["label"])
     return {"neg_loss": -losses / n}
 
 
-CFG = TrainConfig(epochs=3, lr=5e-2, batch_size=4, seed=3, select_metric="neg_loss", progress=False,
-                  patience=None)
+CFG = TrainConfig(
+    epochs=3, lr=5e-2, batch_size=4, seed=3, select_metric="neg_loss", progress=False, patience=None
+)
 
 
 def run(cfg=CFG, dropout=0.1, **kw):
@@ -107,8 +111,11 @@ def test_adamw_is_fused_on_cpu_and_follows_the_adamw_formula():
     model = nn.Sequential(nn.Linear(5, 3), nn.LayerNorm(3))
     opt = build_adamw(model, 1e-2, 0.1)
     assert all(g["fused"] for g in opt.param_groups)
-    ref = [(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p), g["weight_decay"])
-           for g in opt.param_groups for p in g["params"]]
+    ref = [
+        (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p), g["weight_decay"])
+        for g in opt.param_groups
+        for p in g["params"]
+    ]
     params = [p for g in opt.param_groups for p in g["params"]]
     gen = torch.Generator().manual_seed(1)
     for t in range(1, 4):
@@ -120,7 +127,7 @@ def test_adamw_is_fused_on_cpu_and_follows_the_adamw_formula():
             w.mul_(1 - 1e-2 * wd)
             m.mul_(0.9).add_(0.1 * g)
             v.mul_(0.999).add_(0.001 * g * g)
-            w.sub_(1e-2 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8))
+            w.sub_(1e-2 * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8))
     for p, (w, *_) in zip(params, ref):
         torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-7)
 
@@ -200,7 +207,11 @@ def test_resume_after_kill_gives_uninterrupted_tensors(tmp_path, checkpoint_ever
 
 def test_resume_with_other_config_is_refused(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        run(TrainConfig(**{**CFG.__dict__, "checkpoint_every": 1}), out_dir=tmp_path, callback=lambda info: (_ for _ in ()).throw(KeyboardInterrupt()))
+        run(
+            TrainConfig(**{**CFG.__dict__, "checkpoint_every": 1}),
+            out_dir=tmp_path,
+            callback=lambda info: (_ for _ in ()).throw(KeyboardInterrupt()),
+        )
     with pytest.raises(ValueError, match="another config"):
         run(TrainConfig(**{**CFG.__dict__, "lr": 1e-3}), out_dir=tmp_path)
 
@@ -212,8 +223,10 @@ def test_log_lines_are_json_and_result_keeps_provenance(tmp_path):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("eval") == CFG.epochs
     steps = [e for e in events if e["event"] == "step"]
-    assert all({"loss", "lr", "seconds", "samples_per_s", "saved_bytes_max", "peak_rss_bytes"} <= e.keys()
-               for e in steps)
+    assert all(
+        {"loss", "lr", "seconds", "samples_per_s", "saved_bytes_max", "peak_rss_bytes"} <= e.keys()
+        for e in steps
+    )
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["provenance"] == prov and doc["result"]["steps"] == r.steps
 
@@ -223,8 +236,8 @@ def test_saved_tensor_meter_counts_unique_storages_and_skips_params():
     x = torch.randn(5, 6, requires_grad=True)
     meter = SavedTensorsMeter(lin)
     with meter.measure():
-        y = lin(x)            # saves x (the weight is a parameter: skipped)
-        z = (y * y[:, :3].sum(1, keepdim=True))  # saves y (and the sum), y's view shares y's storage
+        y = lin(x)  # saves x (the weight is a parameter: skipped)
+        z = y * y[:, :3].sum(1, keepdim=True)  # saves y (and the sum), y's view shares y's storage
     assert meter.bytes == (5 * 6 + 5 * 6 + 5 * 1) * 4
     z.sum().backward()
 
@@ -236,16 +249,25 @@ def test_evaluate_restores_mode_and_grad_checkpointing_flag():
     out = evaluate(model, VAL, eval_fn, batch_size=5)
     assert model.training and set(out) == {"neg_loss"}
     with pytest.raises(ValueError, match="gradient_checkpointing"):
-        train(model, TRAIN, VAL, loss_fn, eval_fn, TrainConfig(**{**CFG.__dict__, "grad_checkpointing": True}))
+        train(
+            model, TRAIN, VAL, loss_fn, eval_fn, TrainConfig(**{**CFG.__dict__, "grad_checkpointing": True})
+        )
     seen = []
     model.gradient_checkpointing = False
-    train(model, TRAIN, VAL, loss_fn, lambda m, b: seen.append(m.gradient_checkpointing) or eval_fn(m, b),
-          TrainConfig(**{**CFG.__dict__, "epochs": 1, "grad_checkpointing": True}))
+    train(
+        model,
+        TRAIN,
+        VAL,
+        loss_fn,
+        lambda m, b: seen.append(m.gradient_checkpointing) or eval_fn(m, b),
+        TrainConfig(**{**CFG.__dict__, "epochs": 1, "grad_checkpointing": True}),
+    )
     assert seen == [True] and model.gradient_checkpointing is False
 
 
 def test_adapter_run_keeps_base_fingerprint_and_fails_loudly_if_base_changes():
     from minipeft import LoraConfig, fingerprint, inject
+
     seed_everything(0)
     model = Toy()
     inject(model, LoraConfig(r=2, alpha=2, targets=("frozen",), modules_to_save=("head",)))
