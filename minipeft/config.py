@@ -12,7 +12,8 @@ import math
 import re
 from dataclasses import dataclass
 
-LORA_INITS = ("kaiming", "gaussian")
+LORA_INITS = ("kaiming", "gaussian", "pissa", "olora")
+RESIDUAL_INITS = ("pissa", "olora")  # inits that start from W's own directions (see minipeft.lora_init)
 
 
 def _as_targets(value, field: str, cls: str):
@@ -43,7 +44,12 @@ def _as_names(value, field: str, cls: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """LoRA: y = x Wᵀ + b + s · dropout(x) Aᵀ Bᵀ with s = alpha / r (alpha / √r with rsLoRA)."""
+    """LoRA: y = x Wᵀ + b + s · dropout(x) Aᵀ Bᵀ with s = alpha / r (alpha / √r with rsLoRA).
+
+    Variants, under PEFT's field names: `use_dora=True` is DoRA (minipeft.dora), W' = m ⊙ (W + sBA)
+    / ‖W + sBA‖; `init="pissa"|"olora"` starts A and B from W's principal singular directions or
+    its QR basis, with the base acting as the residual W - s·B₀A₀ (minipeft.lora_init).
+    """
 
     r: int = 8
     alpha: float = 8
@@ -51,8 +57,11 @@ class LoraConfig:
     targets: tuple[str, ...] | str = ("query", "value")
     modules_to_save: tuple[str, ...] = ()
     use_rslora: bool = False
-    init: str = "kaiming"  # "kaiming": A kaiming-uniform(a=√5), B = 0; "gaussian": A ~ N(0, 1/r)
+    init: str = "kaiming"  # "kaiming": A kaiming-uniform(a=√5), B = 0; "gaussian": A ~ N(0, 1/r);
+    # "pissa" / "olora": A, B from the SVD / QR of W, the base acting as the residual (PEFT's
+    # init_lora_weights)
     fused: bool = True  # forward through minipeft.ops (same math, less memory)
+    use_dora: bool = False  # DoRA: a learned magnitude per output row (minipeft.dora)
 
     def __post_init__(self):
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
@@ -63,6 +72,14 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.dropout must satisfy 0 <= dropout < 1, found {self.dropout!r}")
         if self.init not in LORA_INITS:
             raise ValueError(f"LoraConfig.init must be one of {LORA_INITS}, found {self.init!r}")
+        if not isinstance(self.use_dora, bool):
+            raise ValueError(f"LoraConfig.use_dora must be True or False, found {self.use_dora!r}")
+        if self.use_dora and self.init in RESIDUAL_INITS:
+            raise ValueError(
+                f"LoraConfig(use_dora=True, init={self.init!r}) is not supported: the {self.init} "
+                "residual base cannot be converted to a portable DoRA file. Use init='kaiming' with "
+                "DoRA, or use_dora=False with this init"
+            )
         object.__setattr__(self, "targets", _as_targets(self.targets, "targets", "LoraConfig"))
         object.__setattr__(
             self, "modules_to_save", _as_names(self.modules_to_save, "modules_to_save", "LoraConfig")
@@ -104,3 +121,37 @@ class IA3Config:
                     f"IA3Config.feedforward must be a subset of targets; {extra} are not in "
                     f"targets {self.targets}; add them to targets or drop them"
                 )
+
+
+@dataclass(frozen=True)
+class VeraConfig:
+    """VeRA (Kopiczko et al. 2024): y = x Wᵀ + b + λ_b ⊙ (B[:out] (λ_d ⊙ (A[:, :in] dropout(x)))),
+    with one frozen random pair A (r, max in), B (max out, r) shared by every target, drawn from
+    `projection_prng_key`, and trainable λ_d (r,) = d_initial, λ_b (out,) = 0 per layer.
+    Field names and defaults are PEFT's VeraConfig (`vera_dropout` is `dropout` here)."""
+
+    r: int = 256
+    targets: tuple[str, ...] | str = ("query", "value")
+    dropout: float = 0.0
+    d_initial: float = 0.1
+    projection_prng_key: int = 0
+    save_projection: bool = True  # write A and B into the adapter file (PEFT's default)
+    modules_to_save: tuple[str, ...] = ()
+    fused: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
+            raise ValueError(f"VeraConfig.r must be an int >= 1, found {self.r!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"VeraConfig.dropout must satisfy 0 <= dropout < 1, found {self.dropout!r}")
+        if not isinstance(self.d_initial, (int, float)) or isinstance(self.d_initial, bool):
+            raise ValueError(f"VeraConfig.d_initial must be a number, found {self.d_initial!r}")
+        key = self.projection_prng_key
+        if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < 2**63:
+            raise ValueError(f"VeraConfig.projection_prng_key must be an int in [0, 2**63), found {key!r}")
+        object.__setattr__(self, "targets", _as_targets(self.targets, "targets", "VeraConfig"))
+        object.__setattr__(
+            self, "modules_to_save", _as_names(self.modules_to_save, "modules_to_save", "VeraConfig")
+        )
+        if not self.targets:
+            raise ValueError("VeraConfig.targets is empty; name at least one module, e.g. ('query', 'value')")

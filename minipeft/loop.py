@@ -109,7 +109,9 @@ class Loop:
     def _start(self) -> dict:
         self.model.to(self.device)
         self.named = named_trainable(self.model)
-        self.optimizer = build_adamw(self.model, self.cfg.lr, self.cfg.weight_decay)
+        self.optimizer = build_adamw(
+            self.model, self.cfg.lr, self.cfg.weight_decay, loraplus_ratio=self.cfg.loraplus_ratio
+        )
         found = ckpt.load_checkpoint(self.out_dir) if self.out_dir else None
         if self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)

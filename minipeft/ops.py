@@ -226,3 +226,89 @@ def ia3_linear(x, weight, bias, scale, feedforward: bool):
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
     return _apply(_IA3Linear, dev, x, weight, bias, scale, bool(feedforward))
+
+
+@torch.no_grad()
+def dora_norm(weight, lora_A, lora_B, scaling: float):
+    """n = ‖W + s·B A‖ over each output row's inputs, (out,), as a constant (DoRA §4.3: no gradient).
+
+    Computed as √(‖W_i‖² + 2s·⟨B_i, (W Aᵀ)_i⟩ + s²·⟨B_i, (B A Aᵀ)_i⟩), i.e. from (out, r) products
+    only, without forming the (out, in) matrix W + s·B A (equal to it up to float rounding)."""
+    w, a, b = weight.float(), lora_A.float(), lora_B.float()
+    wa = w @ a.t()  # (out, r)
+    ba_a = b @ (a @ a.t())  # (out, r) = B (A Aᵀ)
+    sq = torch.linalg.vector_norm(w, dim=1).square_()  # (out,)
+    sq += (b * (2 * scaling * wa + scaling * scaling * ba_a)).sum(1)
+    return sq.clamp_(min=0).sqrt_().to(weight.dtype)
+
+
+class _DoRALinear(torch.autograd.Function):
+    """y = x Wᵀ + b - x_d Wᵀ + g ⊙ v,  v = x_d Wᵀ + s·x_d Aᵀ Bᵀ,  g = m / n,  x_d = keep_scale·(x ⊙ keep).
+
+    (Without dropout x_d = x and y = g ⊙ v + b: one GEMM with W.) Saves x (the same object other
+    projections save), the uint8 keep-mask, and v (N, out), which ∂m = Σ dy ⊙ v / n needs."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, magnitude, norm, scaling, keep, keep_scale):
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        xd = x2 if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True).mul_(x2).mul_(keep_scale)
+        g = magnitude / norm  # (out,)
+        v = xd @ weight.t()  # (N, out)
+        v.addmm_((lora_A @ xd.t()).t(), lora_B.t(), alpha=scaling)  # += s (x_d Aᵀ) Bᵀ
+        out = v * g  # (N, out)
+        if keep is not None:
+            out.addmm_(x2 - xd, weight.t())  # += (x - x_d) Wᵀ
+        if bias is not None:
+            out += bias
+        ctx.save_for_backward(x, weight, lora_A, lora_B, magnitude, norm, keep, v)
+        ctx.scaling, ctx.keep_scale, ctx.has_bias = scaling, keep_scale, bias is not None
+        return out.view(*x.shape[:-1], weight.shape[0])  # (..., out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, A, B, m, n, keep, v = ctx.saved_tensors
+        s = ctx.scaling
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        dy2 = dy.reshape(-1, dy.shape[-1])  # (N, out)
+        mask = None if keep is None else keep.view(x2.shape).to(x2.dtype, copy=True).mul_(ctx.keep_scale)
+        xd = x2 if mask is None else mask * x2  # (N, in)
+        g = m / n  # (out,)
+        dv = dy2 * g  # (N, out): ∂v
+        gb_t = B.t() @ dv.t()  # (r, N) = (∂v B)ᵀ
+        dx = dw = db = dA = dB = dm = None
+        if ctx.needs_input_grad[0]:
+            if mask is None:  # dx = ∂v W + s (∂v B) A
+                dx = (dv @ weight).addmm_(gb_t.t(), A, alpha=s)
+            else:  # dx = dy W + ((∂v - dy) W + s (∂v B) A) ⊙ mask
+                dx = ((dv - dy2) @ weight).addmm_(gb_t.t(), A, alpha=s).mul_(mask).addmm_(dy2, weight)
+            dx = dx.view(x.shape)
+        if ctx.needs_input_grad[1]:
+            dw = dv.t() @ xd if mask is None else dv.t() @ xd + dy2.t() @ (x2 - xd)  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy2.sum(0)  # (out,)
+        if ctx.needs_input_grad[3]:
+            dA = (gb_t @ xd).mul_(s)  # (r, in)
+        if ctx.needs_input_grad[4]:
+            dB = (dv.t() @ (A @ xd.t()).t()).mul_(s)  # (out, r)
+        if ctx.needs_input_grad[5]:
+            dm = (dy2 * v).sum(0).div_(n)  # (out,)
+        return dx, dw, db, dA, dB, dm, None, None, None, None
+
+
+def dora_linear(x, weight, bias, lora_A, lora_B, magnitude, scaling: float, dropout: float, training: bool):
+    """DoRA: y = x Wᵀ + b + (m/n - 1) ⊙ (dropout(x) Wᵀ) + (m/n) ⊙ s · dropout(x) Aᵀ Bᵀ with
+    n = ‖W + s·B A‖ per output row, detached.  x (..., in), W (out, in), A (r, in), B (out, r), m (out,).
+
+    In eval (or without dropout) this is x W'ᵀ + b with W' = m ⊙ (W + sBA) / n. Dtype handling as
+    `lora_linear`; the uint8 dropout mask comes from `dropout_mask`."""
+    _check_dropout(dropout)
+    dev, (x, weight, bias, lora_A, lora_B, magnitude) = _autocast(x, weight, bias, lora_A, lora_B, magnitude)
+    if lora_A.dtype != x.dtype:
+        lora_A, lora_B, magnitude = lora_A.to(x.dtype), lora_B.to(x.dtype), magnitude.to(x.dtype)
+    norm = dora_norm(weight, lora_A, lora_B, scaling)  # (out,), constant
+    keep, keep_scale = None, 1.0
+    if training and dropout > 0:
+        keep, keep_scale = dropout_mask(x.shape, dropout, x.device)  # (..., in) uint8 0/1
+    args = (x, weight, bias, lora_A, lora_B, magnitude, norm, float(scaling), keep, keep_scale)
+    return _apply(_DoRALinear, dev, *args)

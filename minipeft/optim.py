@@ -18,6 +18,12 @@ floating-point tensor on a CPU or CUDA device: the same update as the default mu
 to float rounding, and on a CPU about 6× faster (`python -m benchmarks.train_step --optimizer
 foreach` measures the difference: a large share of a full fine-tuning step). HF Trainer's default
 is the same kernel for torch >= 2.8.
+
+LoRA+ (Hayou et al. 2024), `loraplus_ratio=λ`: the B side of every low-rank pair learns at λ·lr,
+the A side at lr. As in PEFT's `create_loraplus_optimizer`, the B side is every adapter's `lora_B`
+(LoRA, DoRA) and every trainable 1-D parameter (biases, DoRA magnitudes, VeRA vectors); found by
+module type (an adapter's LORAPLUS_B names) and shape, never by name. Each group carries
+`lr_ratio`, which `set_lr` multiplies in, so the schedule keeps the ratio at every step.
 """
 
 from __future__ import annotations
@@ -59,11 +65,37 @@ def fused_supported(params) -> bool:
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
+def loraplus_b_ids(model: nn.Module) -> set[int]:
+    """ids of LoRA+'s B side: each adapter module's LORAPLUS_B parameters, and every 1-D parameter."""
+    ids = {id(p) for p in model.parameters() if p.ndim < 2}
+    for module in model.modules():
+        for name in getattr(module, "LORAPLUS_B", ()):
+            ids.add(id(getattr(module, name)))
+    return ids
+
+
+def check_loraplus_ratio(ratio) -> None:
+    if ratio is not None and (
+        not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not ratio > 0
+    ):
+        raise ValueError(
+            f"loraplus_ratio must be a number > 0 (the paper suggests 16), found {ratio!r}; "
+            "pass None (or leave --loraplus-ratio out) for one learning rate"
+        )
+
+
 def build_adamw(
-    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    loraplus_ratio: float | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters only: group 0 decays, group 1 does not; fused when
+    """AdamW over the trainable parameters only: group 0 decays, group 1 does not; with
+    `loraplus_ratio` two more groups, the B side, at lr·ratio (`lr_ratio`). Fused when
     `fused_supported`."""
+    check_loraplus_ratio(loraplus_ratio)
     params = named_trainable(model)
     if not params:
         raise ValueError(
@@ -71,9 +103,21 @@ def build_adamw(
             "or unfreeze a head before training"
         )
     skip = no_decay_ids(model)
-    decay = [p for _, p in params if id(p) not in skip]
-    plain = [p for _, p in params if id(p) in skip]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    b_side = loraplus_b_ids(model) if loraplus_ratio is not None else set()
+    groups = []
+    for ratio, side in ((1.0, False), (loraplus_ratio, True)):
+        if side and loraplus_ratio is None:
+            continue
+        mine = [p for _, p in params if (id(p) in b_side) == side]
+        for decays in (True, False):
+            groups.append(
+                {
+                    "params": [p for p in mine if (id(p) not in skip) == decays],
+                    "weight_decay": weight_decay if decays else 0.0,
+                    "lr": lr * ratio,
+                    "lr_ratio": float(ratio),
+                }
+            )
     fused = fused_supported(p for _, p in params) or None  # None: torch's default
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
@@ -90,5 +134,6 @@ def linear_warmup_factor(step: int, total_steps: int, warmup: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at lr × its `lr_ratio` (1 unless LoRA+)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_ratio", 1.0)

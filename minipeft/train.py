@@ -83,6 +83,7 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda when available, else cpu
     progress: bool = True  # tqdm bars (leave=False, so they nest under a caller's bar)
     measure_memory: bool = True  # saved-for-backward bytes per step (CPU and CUDA)
+    loraplus_ratio: float | None = None  # LoRA+: B side at lr × ratio (minipeft.optim); None: off
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "bucket_batches", "log_every"):
@@ -94,6 +95,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.select_mode must be 'max' or 'min', got {self.select_mode!r}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.loraplus_ratio is not None and not self.loraplus_ratio > 0:
+            raise ValueError(
+                f"TrainConfig.loraplus_ratio must be > 0 (LoRA+ suggests 16), got {self.loraplus_ratio}; "
+                "use None to train with one learning rate"
+            )
 
 
 @dataclass

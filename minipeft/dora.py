@@ -1,0 +1,101 @@
+"""DoRA around one nn.Linear (Liu et al. 2024): LoRA with the weight split into magnitude and direction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minipeft import ops
+from minipeft.lora import adopt_linear
+
+
+class DoRALinear(nn.Module):
+    """A frozen linear layer whose weight is re-composed from a learned magnitude and a LoRA-updated
+    direction:
+
+        W' = m ⊙ (W + s·B A) / n,    n = ‖W + s·B A‖ per output row (over the inputs), detached
+        y  = x Wᵀ + b + (m/n - 1) ⊙ (dropout(x) Wᵀ) + (m/n) ⊙ s · dropout(x) Aᵀ Bᵀ
+
+    which is x W'ᵀ + b without dropout (PEFT's formula, including where dropout acts). m (out,)
+    starts at n = ‖W‖ and B at 0, so the layer starts equal to its base; n gets no gradient
+    (DoRA §4.3, PEFT's default). A (r, in), B (out, r), s = alpha/r (alpha/√r with rsLoRA).
+    W and b are the base layer's own Parameters under the same names; PEFT's file key of m is
+    `<path>.lora_magnitude_vector`, the name used here.
+    """
+
+    ROLE = "dora"
+    ADAPTER_PARAMS = ("lora_A", "lora_B", "lora_magnitude_vector")
+    LORAPLUS_B = ("lora_B",)  # LoRA+ (the 1-D magnitude is on the B side too, by shape)
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        init: str = "kaiming",
+        fused: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise ValueError(
+                f"DoRA (use_dora=True) needs an nn.Linear to decompose, found {type(base).__name__}; "
+                "target nn.Linear layers only, or use plain LoRA (use_dora=False)"
+            )
+        adopt_linear(self, base)
+        self.r, self.alpha, self.use_rslora, self.fused, self.init = r, alpha, use_rslora, fused, init
+        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
+        self.lora_dropout = nn.Dropout(dropout)
+        self.disabled = False
+        if init == "kaiming":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        elif init == "gaussian":
+            nn.init.normal_(self.lora_A, std=1 / r)
+        else:
+            raise ValueError(f"DoRALinear init must be 'kaiming' or 'gaussian', found {init!r}")
+        self.lora_magnitude_vector = nn.Parameter(self.weight_norm())  # (out,) = ‖W‖ at init
+
+    @torch.no_grad()
+    def weight_norm(self) -> torch.Tensor:
+        """n = ‖W + s·B A‖ per output row, (out,), without gradient."""
+        return torch.linalg.vector_norm(self.weight + self.scaling * (self.lora_B @ self.lora_A), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., in)
+        if self.disabled:
+            return F.linear(x, self.weight, self.bias)
+        if self.fused:
+            return ops.dora_linear(
+                x,
+                self.weight,
+                self.bias,
+                self.lora_A,
+                self.lora_B,
+                self.lora_magnitude_vector,
+                self.scaling,
+                self.lora_dropout.p,
+                self.training,
+            )
+        g, xd = self.lora_magnitude_vector / self.weight_norm(), self.lora_dropout(x)  # (out,), (..., in)
+        lora = self.scaling * F.linear(F.linear(xd, self.lora_A), self.lora_B)  # (..., out)
+        return F.linear(x, self.weight, self.bias) + (g - 1) * F.linear(xd, self.weight) + g * lora
+
+    @torch.no_grad()
+    def merged_weight(self) -> torch.Tensor:
+        """W' = m ⊙ (W + s·B A) / ‖W + s·B A‖, in fp32 and cast back to W's dtype."""
+        w = self.weight.float() + self.scaling * (self.lora_B.float() @ self.lora_A.float())  # (out, in)
+        g = self.lora_magnitude_vector.float() / torch.linalg.vector_norm(w, dim=1)  # (out,)
+        return (w * g[:, None]).to(self.weight.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"alpha={self.alpha}, scaling={self.scaling:g}, dropout={self.lora_dropout.p}, "
+            f"fused={self.fused}"
+        )
