@@ -1,10 +1,12 @@
 """Accounting for every parameter: roles, counts in the paper's convention, hashes, the base fingerprint.
 
-Roles come from the model's structure, never from name substrings: a LoRALinear's `lora_A` /
-`lora_B` are "lora", an IA3Linear's `ia3_l` is "ia3", a VirtualTokens table (prefix/prompt tuning)
-is "prompt", everything inside a module registered by inject(modules_to_save=...) or saved by a
-prefix/prompt wrapper is "head", the rest is "base". Tensors shared under several names
-(tied weights) get one row per name, and every later name points at the first in `shared_with`.
+Roles come from the model's structure, never from name substrings: each adapter layer's
+ADAPTER_PARAMS get its class's ROLE (a LoRALinear's `lora_A` / `lora_B` are "lora", an IA3Linear's
+`ia3_l` is "ia3", and so on for every type in minipeft.registry), a VirtualTokens table
+(prefix/prompt tuning) is "prompt", everything inside a module registered by
+inject(modules_to_save=...) or saved by a prefix/prompt wrapper is "head", the rest is "base".
+Tensors shared under several names (tied weights) get one row per name, and every later name
+points at the first in `shared_with`.
 Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetensors file stores.
 """
 
@@ -21,11 +23,19 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from minipeft import registry
 from minipeft.inject import adapter_state, adapters, saved_modules
 from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
 
-ROLES = ("base", "lora", "ia3", "prompt", "head")
-ADAPTER_ROLES = ("lora", "ia3", "prompt")
+
+def adapter_roles() -> tuple[str, ...]:
+    """Roles of trained adapter tensors: every registered layer type's, then prefix/prompt tables'."""
+    return (*registry.roles(), VirtualTokens.ROLE)
+
+
+def all_roles() -> tuple[str, ...]:
+    """Every role a row can have: base, the adapter roles, head."""
+    return ("base", *adapter_roles(), "head")
 
 
 def tensor_bytes(t: torch.Tensor):
@@ -49,7 +59,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 class ParamRow:
     name: str  # as in named_parameters() / state_dict()
     kind: str  # "parameter" or "buffer"
-    role: str  # base | lora | ia3 | prompt | head
+    role: str  # one of all_roles(): base | lora | ia3 | ... | prompt | head
     shape: tuple
     dtype: str
     numel: int
@@ -74,7 +84,8 @@ def _head_paths(model: nn.Module) -> tuple[str, ...]:
 
 
 def _adapter_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """LoRA/IA3 layers (minipeft.inject.adapters) and prefix/prompt tables, each with ROLE and ADAPTER_PARAMS."""
+    """Adapter layers (minipeft.inject.adapters) and prefix/prompt tables: each has ROLE and
+    ADAPTER_PARAMS."""
     return adapters(model) + [(p, m) for p, m in model.named_modules() if isinstance(m, VirtualTokens)]
 
 
@@ -93,6 +104,10 @@ def roles(model: nn.Module) -> dict[str, str]:
             if key in out:
                 raise RuntimeError(f"{key} is both an adapter parameter and inside a saved module")
             out[key] = m.ROLE
+        for n in getattr(m, "ADAPTER_BUFFERS", ()):  # frozen adapter buffers (VeRA's pair, PiSSA's A₀ B₀)
+            owner, _, leaf = n.rpartition(".")
+            if getattr(m.get_submodule(owner) if owner else m, leaf, None) is not None:
+                out[_join(path, n)] = m.ROLE
     return out
 
 
@@ -104,7 +119,9 @@ def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) ->
     if buffers:
         named += [("buffer", n, t) for n, t in model.named_buffers(remove_duplicate=False)]
     names = [n for _, n, _ in named]
-    stray = sorted(set(role_of) - set(names))
+    every = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    every |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    stray = sorted(set(role_of) - every)
     if stray or len(set(names)) != len(names):
         raise RuntimeError(
             f"roles do not partition the model's tensors: unknown {stray[:5]}, "
@@ -132,7 +149,8 @@ def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) ->
             )
         )
     params = [r for r in rows if r.kind == "parameter"]
-    assert sum(sum(r.role == k for r in params) for k in ROLES) == len(params), "roles outside ROLES"
+    known = all_roles()
+    assert sum(sum(r.role == k for r in params) for k in known) == len(params), "roles outside all_roles()"
     return rows
 
 
@@ -160,8 +178,8 @@ class ParamSummary:
 
 def summary(model: nn.Module) -> ParamSummary:
     rows = [r for r in param_table(model, hashes=False) if r.shared_with is None]
-    by_role = {k: sum(r.numel for r in rows if r.role == k) for k in ROLES}
-    adapter = sum(by_role[k] for k in ADAPTER_ROLES)
+    by_role = {k: sum(r.numel for r in rows if r.role == k) for k in all_roles()}
+    adapter = sum(by_role[k] for k in adapter_roles())
     return ParamSummary(
         adapter=adapter,
         head=by_role["head"],
@@ -240,7 +258,11 @@ def manifest_sha256(manifest: dict) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
-def build_manifest(model: nn.Module, config: dict, tensors: dict, provenance: dict | None = None) -> dict:
+def build_manifest(
+    model: nn.Module, config: dict, tensors: dict, provenance: dict | None = None, adapter: dict | None = None
+) -> dict:
+    """`adapter` records what the file alone cannot say, e.g. {"type": "lora", "init": "pissa",
+    "rank": 8, "saved_as": ...} when a PiSSA/OLoRA adapter was converted to a plain rank-2r LoRA."""
     import minipeft
 
     manifest = {
@@ -259,6 +281,8 @@ def build_manifest(model: nn.Module, config: dict, tensors: dict, provenance: di
         },
         "provenance": provenance,
     }
+    if adapter is not None:
+        manifest["adapter"] = adapter
     json.dumps(manifest)  # provenance must be plain JSON: fail here, before anything is written
     manifest["manifest_sha256"] = manifest_sha256(manifest)
     return manifest
@@ -325,13 +349,15 @@ def check_manifest(
             manifest=str(file),
             verified=True,
             provenance=manifest.get("provenance"),
+            adapter=manifest.get("adapter"),
             expected_base_fingerprint=manifest["base_fingerprint"],
         )
         if manifest["base_fingerprint"] != record["base_fingerprint"]:
             if not allow_base_mismatch:
                 raise ValueError(
                     f"{file}: the adapter was trained on another base model (base fingerprint "
-                    f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
+                    f"{manifest['base_fingerprint'][:16]}..., "
+                    f"this model {record['base_fingerprint'][:16]}...). "
                     "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
                     "to override (recorded)"
                 )

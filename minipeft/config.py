@@ -46,9 +46,9 @@ def _as_names(value, field: str, cls: str) -> tuple[str, ...]:
 class LoraConfig:
     """LoRA: y = x Wᵀ + b + s · dropout(x) Aᵀ Bᵀ with s = alpha / r (alpha / √r with rsLoRA).
 
-    Variants, under PEFT's field names: `use_dora=True` is DoRA (minipeft.dora), W' = m ⊙ (W + sBA)
-    / ‖W + sBA‖; `init="pissa"|"olora"` starts A and B from W's principal singular directions or
-    its QR basis, with the base acting as the residual W - s·B₀A₀ (minipeft.lora_init).
+    `init="pissa"|"olora"` (PEFT's init_lora_weights) starts A and B from W's principal singular
+    directions or its QR basis, the base acting as the residual W - s·B₀A₀ (minipeft.lora_init).
+    DoRA, PEFT's `use_dora=True`, is its own type, DoraConfig: another layer, another file layout.
     """
 
     r: int = 8
@@ -61,31 +61,52 @@ class LoraConfig:
     # "pissa" / "olora": A, B from the SVD / QR of W, the base acting as the residual (PEFT's
     # init_lora_weights)
     fused: bool = True  # forward through minipeft.ops (same math, less memory)
-    use_dora: bool = False  # DoRA: a learned magnitude per output row (minipeft.dora)
 
     def __post_init__(self):
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise ValueError(f"LoraConfig.r must be an int >= 1, found {self.r!r}")
-        if not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
-            raise ValueError(f"LoraConfig.alpha must be a positive number, found {self.alpha!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoraConfig.dropout must satisfy 0 <= dropout < 1, found {self.dropout!r}")
-        if self.init not in LORA_INITS:
-            raise ValueError(f"LoraConfig.init must be one of {LORA_INITS}, found {self.init!r}")
-        if not isinstance(self.use_dora, bool):
-            raise ValueError(f"LoraConfig.use_dora must be True or False, found {self.use_dora!r}")
-        if self.use_dora and self.init in RESIDUAL_INITS:
-            raise ValueError(
-                f"LoraConfig(use_dora=True, init={self.init!r}) is not supported: the {self.init} "
-                "residual base cannot be converted to a portable DoRA file. Use init='kaiming' with "
-                "DoRA, or use_dora=False with this init"
-            )
-        object.__setattr__(self, "targets", _as_targets(self.targets, "targets", "LoraConfig"))
-        object.__setattr__(
-            self, "modules_to_save", _as_names(self.modules_to_save, "modules_to_save", "LoraConfig")
+        _check_low_rank(self, LORA_INITS)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+
+
+def _check_low_rank(c, inits: tuple[str, ...]) -> None:
+    """Validate and normalise the fields LoraConfig and DoraConfig share."""
+    cls = type(c).__name__
+    if not isinstance(c.r, int) or isinstance(c.r, bool) or c.r < 1:
+        raise ValueError(f"{cls}.r must be an int >= 1, found {c.r!r}")
+    if not isinstance(c.alpha, (int, float)) or not c.alpha > 0:
+        raise ValueError(f"{cls}.alpha must be a positive number, found {c.alpha!r}")
+    if not isinstance(c.dropout, (int, float)) or not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"{cls}.dropout must satisfy 0 <= dropout < 1, found {c.dropout!r}")
+    if c.init not in inits:
+        more = " (pissa/olora change the base's directions, which DoRA re-normalises; use LoraConfig)"
+        raise ValueError(
+            f"{cls}.init must be one of {inits}, found {c.init!r}{more if c.init in LORA_INITS else ''}"
         )
-        if not self.targets:
-            raise ValueError("LoraConfig.targets is empty; name at least one module, e.g. ('query', 'value')")
+    object.__setattr__(c, "targets", _as_targets(c.targets, "targets", cls))
+    object.__setattr__(c, "modules_to_save", _as_names(c.modules_to_save, "modules_to_save", cls))
+    if not c.targets:
+        raise ValueError(f"{cls}.targets is empty; name at least one module, e.g. ('query', 'value')")
+
+
+@dataclass(frozen=True)
+class DoraConfig:
+    """DoRA (Liu et al. 2024), PEFT's LoraConfig(use_dora=True): W' = m ⊙ (W + s·B A) / ‖W + s·B A‖,
+    a learned magnitude m per output row (minipeft.dora). Fields and defaults as LoraConfig; init
+    is "kaiming" or "gaussian" (B = 0 either way, so the layer starts equal to its base)."""
+
+    r: int = 8
+    alpha: float = 8
+    dropout: float = 0.0
+    targets: tuple[str, ...] | str = ("query", "value")
+    modules_to_save: tuple[str, ...] = ()
+    use_rslora: bool = False
+    init: str = "kaiming"
+    fused: bool = True  # forward through minipeft.ops.dora_linear
+
+    def __post_init__(self):
+        _check_low_rank(self, ("kaiming", "gaussian"))
 
     @property
     def scaling(self) -> float:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minipeft import ops
-from minipeft.lora import adopt_linear
+from minipeft.adapter import adopt_linear
+from minipeft.config import DoraConfig
+from minipeft.lora import LoRALinear
 
 
 class DoRALinear(nn.Module):
@@ -23,12 +26,17 @@ class DoRALinear(nn.Module):
     starts at n = ‖W‖ and B at 0, so the layer starts equal to its base; n gets no gradient
     (DoRA §4.3, PEFT's default). A (r, in), B (out, r), s = alpha/r (alpha/√r with rsLoRA).
     W and b are the base layer's own Parameters under the same names; PEFT's file key of m is
-    `<path>.lora_magnitude_vector`, the name used here.
+    `<path>.lora_magnitude_vector`, the name used here. An AdapterLayer (minipeft.adapter): PEFT's
+    LORA type with use_dora=True.
     """
 
     ROLE = "dora"
     ADAPTER_PARAMS = ("lora_A", "lora_B", "lora_magnitude_vector")
     LORAPLUS_B = ("lora_B",)  # LoRA+ (the 1-D magnitude is on the B side too, by shape)
+    PEFT_TYPE = "LORA"
+    PEFT_MARKERS = {"use_dora": True}
+    PEFT_REQUIRED = LoRALinear.PEFT_REQUIRED
+    PEFT_OPTIONAL = LoRALinear.PEFT_OPTIONAL
 
     def __init__(
         self,
@@ -53,7 +61,6 @@ class DoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
         self.lora_dropout = nn.Dropout(dropout)
-        self.disabled = False
         if init == "kaiming":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         elif init == "gaussian":
@@ -86,12 +93,58 @@ class DoRALinear(nn.Module):
         lora = self.scaling * F.linear(F.linear(xd, self.lora_A), self.lora_B)  # (..., out)
         return F.linear(x, self.weight, self.bias) + (g - 1) * F.linear(xd, self.weight) + g * lora
 
+    @classmethod
+    def from_config(cls, base: nn.Linear, path: str, config: DoraConfig) -> DoRALinear:
+        if not isinstance(base, nn.Linear):
+            raise ValueError(
+                f"DoraConfig targets {path!r}, a {type(base).__name__}; DoRA decomposes an nn.Linear "
+                "weight. Fix DoraConfig.targets to name nn.Linear layers only"
+            )
+        c = config
+        return cls(base, c.r, c.alpha, c.dropout, c.use_rslora, c.init, c.fused)
+
     @torch.no_grad()
-    def merged_weight(self) -> torch.Tensor:
-        """W' = m ⊙ (W + s·B A) / ‖W + s·B A‖, in fp32 and cast back to W's dtype."""
+    def _merged_fp32(self) -> torch.Tensor:
+        """W' = m ⊙ (W + s·B A) / ‖W + s·B A‖, (out, in), in fp32."""
         w = self.weight.float() + self.scaling * (self.lora_B.float() @ self.lora_A.float())  # (out, in)
         g = self.lora_magnitude_vector.float() / torch.linalg.vector_norm(w, dim=1)  # (out,)
-        return (w * g[:, None]).to(self.weight.dtype)
+        return w * g[:, None]
+
+    @torch.no_grad()
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W', b): W' in fp32, cast back to W's dtype; the bias is unchanged."""
+        return self._merged_fp32().to(self.weight.dtype), self.bias
+
+    @torch.no_grad()
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = W' - W, (out, in), in fp32."""
+        return self._merged_fp32() - self.weight.float()
+
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "lora_A.weight": self.lora_A,  # (r, in)
+            "lora_B.weight": self.lora_B,  # (out, r)
+            "lora_magnitude_vector": self.lora_magnitude_vector,  # (out,)
+        }
+
+    @torch.no_grad()
+    def load_peft_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in self.peft_tensors().items():
+            t.copy_(tensors[name])
+
+    @staticmethod
+    def peft_config(config: DoraConfig) -> dict:
+        return {**LoRALinear.peft_config(config), "use_dora": True}
+
+    @staticmethod
+    def config_from_peft(d: dict, file: Path, modules_to_save: tuple[str, ...]) -> DoraConfig:
+        c = LoRALinear.config_from_peft(d, file, modules_to_save)
+        if c.init not in ("kaiming", "gaussian"):
+            raise ValueError(
+                f"{file}: use_dora=true with init_lora_weights={d.get('init_lora_weights')!r} is not "
+                "supported; expected true or 'gaussian'"
+            )
+        return DoraConfig(c.r, c.alpha, c.dropout, c.targets, c.modules_to_save, c.use_rslora, c.init)
 
     def extra_repr(self) -> str:
         return (

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minipeft import ops
+from minipeft.adapter import adopt_linear
+from minipeft.config import LoraConfig
 from minipeft.lora_init import residual_init
 
-
-def adopt_linear(module: nn.Module, base: nn.Linear) -> None:
-    """Make `module` stand in for `base`: base's own weight and bias Parameters registered under the
-    same names (so state-dict keys do not change), its sizes copied, and base kept, unregistered, in
-    `module.base` for `remove()`."""
-    if not isinstance(base, nn.Linear):
-        raise TypeError(f"{type(module).__name__} wraps an nn.Linear, found {type(base).__name__}")
-    object.__setattr__(module, "base", base)  # kept, but not a submodule: keys stay unchanged
-    module.in_features, module.out_features = base.in_features, base.out_features
-    module.register_parameter("weight", base.weight)  # (out, in), frozen by inject()
-    module.register_parameter("bias", base.bias)  # (out,) or None
+# PEFT's init_lora_weights -> ours. False (B random) loads fine: the values come from the file.
+# "pissa"/"olora": a file saved by PEFT without conversion; loading re-runs the init on the
+# pretrained base (as PEFT does), then the trained A, B replace A₀, B₀.
+PEFT_INITS = {True: "kaiming", False: "kaiming", "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
 
 
 class LoRALinear(nn.Module):
@@ -39,12 +35,19 @@ class LoRALinear(nn.Module):
 
         y = x Wᵀ + b + s · dropout(x) Aᵀ Bᵀ - s · x A₀ᵀ B₀ᵀ
 
-    (PEFT stores W - s·B₀A₀ in the base instead: the same function, but a changed base.)
+    PEFT stores W - s·B₀A₀ in the base instead: the same function, but a changed base. Saved, such
+    a layer is PEFT's rank-2r conversion (`update_factors`), a plain LoRA against the untouched W.
+    An AdapterLayer (minipeft.adapter), registered in minipeft.registry.
     """
 
     ROLE = "lora"
     ADAPTER_PARAMS = ("lora_A", "lora_B")
+    ADAPTER_BUFFERS = ("lora_A0", "lora_B0")  # frozen A₀, B₀ of pissa/olora (None otherwise)
     LORAPLUS_B = ("lora_B",)  # LoRA+: learns at lr × loraplus_ratio (minipeft.optim)
+    PEFT_TYPE = "LORA"
+    PEFT_MARKERS = {}
+    PEFT_REQUIRED = ("r", "lora_alpha", "lora_dropout", "target_modules")
+    PEFT_OPTIONAL = ("use_rslora",)
 
     def __init__(
         self,
@@ -64,7 +67,7 @@ class LoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
         self.lora_dropout = nn.Dropout(dropout)
-        self.disabled, self.init = False, init
+        self.init = init
         self.register_buffer("lora_A0", None, persistent=False)  # (r, in) for pissa/olora, else None
         self.register_buffer("lora_B0", None, persistent=False)  # (out, r)
         if init == "kaiming":
@@ -72,11 +75,10 @@ class LoRALinear(nn.Module):
         elif init == "gaussian":
             nn.init.normal_(self.lora_A, std=1 / r)
         elif init in ("pissa", "olora"):
-            A0, B0 = residual_init(init, base.weight.detach(), r, self.scaling)
+            self.lora_A0, self.lora_B0 = residual_init(init, base.weight.detach(), r, self.scaling)
             with torch.no_grad():
-                self.lora_A.copy_(A0)
-                self.lora_B.copy_(B0)
-            self.lora_A0, self.lora_B0 = A0, B0
+                self.lora_A.copy_(self.lora_A0)
+                self.lora_B.copy_(self.lora_B0)
         else:
             raise ValueError(
                 f"LoRALinear init must be 'kaiming', 'gaussian', 'pissa' or 'olora', found {init!r}"
@@ -103,23 +105,92 @@ class LoRALinear(nn.Module):
             return y
         return y - self.scaling * F.linear(F.linear(x, self.lora_A0), self.lora_B0)  # the residual base
 
+    @classmethod
+    def from_config(cls, base: nn.Linear, path: str, config: LoraConfig) -> LoRALinear:
+        c = config
+        return cls(base, c.r, c.alpha, c.dropout, c.use_rslora, c.init, c.fused)
+
     @torch.no_grad()
-    def merged_weight(self) -> torch.Tensor:
-        """W + s · (B A - B₀A₀), computed in fp32 and cast back to W's dtype (B₀A₀ = 0 unless pissa/olora)."""
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = s · (B A - B₀A₀), (out, in), in fp32 (B₀A₀ = 0 unless pissa/olora)."""
         delta = self.lora_B.float() @ self.lora_A.float()  # (out, in)
         if self.lora_A0 is not None:
             delta -= self.lora_B0.float() @ self.lora_A0.float()
-        return (self.weight.float() + self.scaling * delta).to(self.weight.dtype)
+        return self.scaling * delta
 
-    def update_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(A', B', alpha') of the plain LoRA equal to this layer's update ΔW = s·B'A': (A, B, alpha)
-        for kaiming/gaussian, and for pissa/olora PEFT's rank-2r conversion A' = [A; A₀],
-        B' = [B, -B₀] with the scaling kept (alpha doubled, or ×√2 with rsLoRA)."""
+    @torch.no_grad()
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W + ΔW, b): computed in fp32, cast back to W's dtype; the bias is unchanged."""
+        return (self.weight.float() + self.delta_weight()).to(self.weight.dtype), self.bias
+
+    def update_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A', B') of the plain LoRA with the same scaling s and ΔW = s·B'A': (A, B), or for
+        pissa/olora PEFT's rank-2r conversion A' = [A; A₀] (2r, in), B' = [B, -B₀] (out, 2r)."""
         if self.lora_A0 is None:
-            return self.lora_A, self.lora_B, self.alpha
+            return self.lora_A, self.lora_B
         A = torch.cat([self.lora_A.detach(), self.lora_A0], dim=0)  # (2r, in)
         B = torch.cat([self.lora_B.detach(), -self.lora_B0], dim=1)  # (out, 2r)
-        return A, B, self.alpha * (math.sqrt(2) if self.use_rslora else 2)
+        return A, B
+
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        """What save_adapter writes: A, B (r, in), (out, r); pissa/olora as PEFT's rank-2r conversion."""
+        A, B = self.update_factors()
+        return {"lora_A.weight": A, "lora_B.weight": B}
+
+    def peft_expected(self) -> dict[str, torch.Tensor]:
+        """What a file loading into this layer holds: A, B at rank r (a pissa/olora file saved by
+        PEFT without conversion holds the trained A, B; A₀, B₀ are recomputed from W)."""
+        return {"lora_A.weight": self.lora_A, "lora_B.weight": self.lora_B}
+
+    @torch.no_grad()
+    def load_peft_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.lora_A.copy_(tensors["lora_A.weight"])
+        self.lora_B.copy_(tensors["lora_B.weight"])
+
+    @staticmethod
+    def peft_config(config: LoraConfig) -> dict:
+        """PEFT's fields; pissa/olora as PEFT's conversion writes them: r and alpha doubled (alpha
+        ×√2 with rsLoRA, so the scaling is kept), init_lora_weights=True."""
+        r, alpha, init = config.r, config.alpha, config.init
+        if init in ("pissa", "olora"):
+            r, alpha, init = 2 * r, alpha * (math.sqrt(2) if config.use_rslora else 2), "kaiming"
+        return {
+            "r": r,
+            "lora_alpha": alpha,
+            "lora_dropout": config.dropout,
+            "use_rslora": config.use_rslora,
+            "bias": "none",
+            "init_lora_weights": True if init == "kaiming" else init,
+            "use_dora": False,
+            "lora_bias": False,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+            "layers_to_transform": None,
+            "layers_pattern": None,
+            "loftq_config": {},
+            "megatron_config": None,
+            "megatron_core": "megatron.core",
+            "layer_replication": None,
+        }
+
+    @staticmethod
+    def config_from_peft(d: dict, file: Path, modules_to_save: tuple[str, ...]) -> LoraConfig:
+        init = d.get("init_lora_weights", True)
+        if init not in PEFT_INITS:
+            raise ValueError(
+                f"{file}: init_lora_weights={init!r} is not supported (LoftQ/CorDA/EVA/... change "
+                f"the base weights too); expected one of {list(PEFT_INITS)}. Save it from PEFT with "
+                "path_initial_model_for_weight_conversion to get a plain LoRA"
+            )
+        return LoraConfig(
+            r=d["r"],
+            alpha=d["lora_alpha"],
+            dropout=d["lora_dropout"],
+            targets=d["target_modules"],
+            modules_to_save=modules_to_save,
+            use_rslora=bool(d.get("use_rslora", False)),
+            init=PEFT_INITS[init],
+        )
 
     def extra_repr(self) -> str:
         return (

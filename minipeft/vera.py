@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minipeft import ops
-from minipeft.lora import adopt_linear
+from minipeft.adapter import adopt_linear
+from minipeft.config import VeraConfig
+
+SHARED_KEYS = ("base_model.vera_A", "base_model.vera_B")  # PEFT's keys of the shared pair
 
 
 def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -27,10 +31,12 @@ class VeraProjections(nn.Module):
 
     ROLE = "vera"
 
-    def __init__(self, r: int, max_in: int, max_out: int, key: int, device=None, dtype=None):
+    def __init__(
+        self, r: int, max_in: int, max_out: int, key: int, save: bool = True, device=None, dtype=None
+    ):
         super().__init__()
         gen = torch.Generator(device="cpu").manual_seed(key)
-        self.key = key
+        self.key, self.save = key, save
         a = kaiming_uniform((r, max_in), gen)  # (r, max_in)
         b = kaiming_uniform((max_out, r), gen)  # (max_out, r)
         self.register_buffer("vera_A", a.to(device=device, dtype=dtype), persistent=False)
@@ -63,6 +69,11 @@ class VeRALinear(nn.Module):
 
     ROLE = "vera"
     ADAPTER_PARAMS = ("vera_lambda_b", "vera_lambda_d")
+    ADAPTER_BUFFERS = ("vera.vera_A", "vera.vera_B")  # the shared frozen pair
+    PEFT_TYPE = "VERA"
+    PEFT_MARKERS = {}
+    PEFT_REQUIRED = ("r", "target_modules")
+    PEFT_OPTIONAL = ("vera_dropout", "d_initial", "projection_prng_key", "save_projection", "init_weights")
 
     def __init__(
         self,
@@ -83,6 +94,29 @@ class VeRALinear(nn.Module):
         self.vera_lambda_d = nn.Parameter(torch.full((r,), float(d_initial), **like))  # (r,)
         self.vera_dropout = nn.Dropout(dropout)
 
+    @classmethod
+    def from_targets(cls, bases: dict[str, nn.Linear], config: VeraConfig) -> dict[str, VeRALinear]:
+        """One layer per target path, all sharing one VeraProjections sized (r, max in) / (max out, r)
+        over the targets (PEFT's rule: each layer uses the leading slices)."""
+        first = next(iter(bases.values())).weight
+        shared = VeraProjections(
+            config.r,
+            max(b.in_features for b in bases.values()),
+            max(b.out_features for b in bases.values()),
+            config.projection_prng_key,
+            config.save_projection,
+            device=first.device,
+            dtype=first.dtype,
+        )
+        return {
+            p: cls(b, shared, config.r, config.dropout, config.d_initial, config.fused)
+            for p, b in bases.items()
+        }
+
+    @classmethod
+    def from_config(cls, base: nn.Linear, path: str, config: VeraConfig) -> VeRALinear:
+        return cls.from_targets({path: base}, config)[path]
+
     def projections(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(A[:, :in] (r, in), B[:out] (out, r)): this layer's slices of the shared pair."""
         return self.vera.vera_A[:, : self.in_features], self.vera.vera_B[: self.out_features]
@@ -101,11 +135,60 @@ class VeRALinear(nn.Module):
         return F.linear(x, self.weight, self.bias) + self.vera_lambda_b * F.linear(h, B)  # (..., out)
 
     @torch.no_grad()
-    def merged_weight(self) -> torch.Tensor:
-        """W + diag(λ_b) B diag(λ_d) A, in fp32 and cast back to W's dtype."""
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = diag(λ_b) B[:out] diag(λ_d) A[:, :in], (out, in), in fp32."""
         A, B = (t.float() for t in self.projections())
-        delta = (self.vera_lambda_b.float()[:, None] * B) @ (self.vera_lambda_d.float()[:, None] * A)
-        return (self.weight.float() + delta).to(self.weight.dtype)
+        return (self.vera_lambda_b.float()[:, None] * B) @ (self.vera_lambda_d.float()[:, None] * A)
+
+    @torch.no_grad()
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W + ΔW, b): in fp32, cast back to W's dtype; the bias is unchanged."""
+        return (self.weight.float() + self.delta_weight()).to(self.weight.dtype), self.bias
+
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        return {"vera_lambda_b": self.vera_lambda_b, "vera_lambda_d": self.vera_lambda_d}  # (out,), (r,)
+
+    @torch.no_grad()
+    def load_peft_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.vera_lambda_b.copy_(tensors["vera_lambda_b"])
+        self.vera_lambda_d.copy_(tensors["vera_lambda_d"])
+
+    def peft_shared_tensors(self) -> dict[str, torch.Tensor]:
+        """{full file key: tensor} of the shared pair (empty with save_projection=False)."""
+        return dict(zip(SHARED_KEYS, (self.vera.vera_A, self.vera.vera_B))) if self.vera.save else {}
+
+    @torch.no_grad()
+    def load_peft_shared(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy the file's pair in (shapes already checked); PEFT draws them as here, so they match
+        a pair drawn from the same key unless the file was edited."""
+        self.vera.vera_A.copy_(tensors[SHARED_KEYS[0]])
+        self.vera.vera_B.copy_(tensors[SHARED_KEYS[1]])
+
+    @staticmethod
+    def peft_config(config: VeraConfig) -> dict:
+        return {
+            "r": config.r,
+            "vera_dropout": config.dropout,
+            "d_initial": config.d_initial,
+            "projection_prng_key": config.projection_prng_key,
+            "save_projection": config.save_projection,
+            "init_weights": True,
+            "bias": "none",
+            "layers_to_transform": None,
+            "layers_pattern": None,
+        }
+
+    @staticmethod
+    def config_from_peft(d: dict, file: Path, modules_to_save: tuple[str, ...]) -> VeraConfig:
+        return VeraConfig(
+            r=d["r"],
+            targets=d["target_modules"],
+            dropout=d.get("vera_dropout", 0.0),
+            d_initial=d.get("d_initial", 0.1),
+            projection_prng_key=d.get("projection_prng_key", 0),
+            save_projection=bool(d.get("save_projection", True)),
+            modules_to_save=modules_to_save,
+        )
 
     def extra_repr(self) -> str:
         return (

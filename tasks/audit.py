@@ -113,6 +113,9 @@ def to_markdown(rep: dict) -> str:
     ]
     if check and check.get("base_mismatch"):
         lines.append(f"- expected base fingerprint: `{check['expected_base_fingerprint']}`")
+    if check and check.get("adapter") and check["adapter"].get("init"):
+        a = check["adapter"]
+        lines.append(f"- adapter init: {a['init']} at rank {a['rank']}, saved as {a['saved_as']}")
     if check and check.get("provenance") is not None:
         lines.append(f"- provenance: `{json.dumps(check['provenance'], sort_keys=True)}`")
     lines += [f"- warning: {w}" for w in rep["warnings"]]
