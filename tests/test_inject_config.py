@@ -13,7 +13,7 @@ from minipeft import IA3Config, LoraConfig
         (dict(r=0), "r must be an int >= 1"),
         (dict(dropout=1.0), "0 <= dropout < 1"),
         (dict(alpha=0), "alpha must be a positive"),
-        (dict(init="pissa"), "init must be one of"),
+        (dict(init="loftq"), "init must be one of"),
         (dict(targets=()), "targets is empty"),
         (dict(targets="(query"), "not a valid regular expression"),
         (dict(modules_to_save="classifier"), r"write \('classifier',\)"),

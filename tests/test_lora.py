@@ -101,4 +101,4 @@ def test_rejects_non_linear_and_unknown_init():
     with pytest.raises(TypeError, match="nn.Linear"):
         LoRALinear(nn.Conv1d(2, 2, 1), r=2, alpha=2)
     with pytest.raises(ValueError, match="gaussian"):
-        LoRALinear(nn.Linear(2, 2), r=2, alpha=2, init="pissa")
+        LoRALinear(nn.Linear(2, 2), r=2, alpha=2, init="loftq")
