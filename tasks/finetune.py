@@ -47,6 +47,7 @@ from tasks.fetch import default_model_dir
 from tasks.methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
+    LOW_RANK_METHODS,
     METHODS,
     PROMPT_METHODS,
     MethodSpec,
@@ -80,11 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="lora",
         choices=METHODS,
-        help="lora | ia3 | prefix | prompt | full | frozen (head only); default lora",
+        help="lora | dora | vera | ia3 | prefix | prompt | full | frozen (head only); default lora "
+        "(docs/methods.md)",
     )
-    a("--rank", type=int, default=8, help="LoRA rank r (default 8)")
-    a("--alpha", type=float, default=8.0, help="LoRA alpha; scaling alpha/r (default 8)")
-    a("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default 0.1)")
+    a("--rank", type=int, help="rank r of lora/dora (default 8) or vera (default 256, PEFT's)")
+    a("--alpha", type=float, default=8.0, help="LoRA/DoRA alpha; scaling alpha/r (default 8)")
+    a("--dropout", type=float, default=0.1, help="lora/dora/vera dropout on the adapter branch (default 0.1)")
+    a(
+        "--init",
+        default="kaiming",
+        choices=("kaiming", "gaussian", "pissa", "olora"),
+        help="lora: how A, B start; pissa/olora from W's SVD/QR, saved as PEFT's rank-2r conversion "
+        "(dora: kaiming or gaussian; default kaiming)",
+    )
+    a(
+        "--loraplus-ratio",
+        type=float,
+        help="LoRA+: lora_B (and 1-D tensors, as PEFT) learn at this many times --lr; > 0, the "
+        "paper suggests 16 (lora/dora/vera; default off)",
+    )
     a(
         "--targets",
         type=_csv_list,
@@ -180,8 +195,9 @@ def hyperparameters(args, spec: MethodSpec, lr: float) -> dict:
         "max_train_examples",
         "max_eval_examples",
         "seed",
+        "loraplus_ratio",
     )
-    return {**spec.describe(), "lr": lr, **{k: getattr(args, k) for k in keys}}
+    return {**spec.describe(), "lr": lr, **{k: getattr(args, k, None) for k in keys}}
 
 
 def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict) -> Path:
@@ -279,7 +295,23 @@ def train_config(args, task, lr: float) -> TrainConfig:
         device=args.device,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
+        loraplus_ratio=args.loraplus_ratio,
     )
+
+
+def check_loraplus(method: str, ratio) -> None:
+    if ratio is None:
+        return
+    if not ratio > 0:  # also refuses nan
+        raise ValueError(
+            f"--loraplus-ratio must be > 0 (B's learning rate is ratio x --lr; the paper uses 16), "
+            f"found {ratio}; leave it out to train with one learning rate"
+        )
+    if method not in LOW_RANK_METHODS:
+        raise ValueError(
+            f"--loraplus-ratio applies to {', '.join(LOW_RANK_METHODS)} (a low-rank pair), not "
+            f"--method {method}; drop --loraplus-ratio"
+        )
 
 
 def method_spec(args, task, model_dir: Path) -> MethodSpec:
@@ -297,7 +329,9 @@ def method_spec(args, task, model_dir: Path) -> MethodSpec:
         args.feedforward,
         args.num_virtual_tokens,
         "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS",
+        args.init,
     )
+    check_loraplus(args.method, args.loraplus_ratio)
     spec.adapter_config(), spec.prompt_config()  # invalid adapter settings fail here
     return spec
 

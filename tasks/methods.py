@@ -1,11 +1,16 @@
 """What trains under each `--method`, with the paper's defaults (§1.2-1.5).
 
-    lora    LoRA on the preset's targets (BERT: query,value), r=8, alpha=8, dropout 0.1; lr 3e-4
+    lora    LoRA on the preset's targets (BERT: query,value), r=8, alpha=8, dropout 0.1; lr 3e-4;
+            `--init pissa|olora` starts A, B from W's SVD / QR (the base acting as the residual)
+    dora    DoRA: LoRA plus a learned magnitude per output row, same targets and defaults; lr 3e-4
+    vera    VeRA: shared frozen random A, B (r=256, PEFT's default) and two vectors per layer;
+            lr 4e-3 (the VeRA paper trains its vectors at 10x LoRA's rate or more)
     ia3     IA3 on the preset's targets (BERT: key,value,output.dense, output.dense input-scaled)
     full    every parameter; lr 3e-5
     frozen  the encoder frozen, only the task head trains; lr 3e-5
     prefix  10 learned key and value rows in every layer (prefix tuning, no projection); lr 3e-4
     prompt  10 learned input embeddings prepended to the tokens (prompt tuning); lr 3e-4
+`--loraplus-ratio λ` (LoRA+, any adapter method) trains the B side at λ × lr (minipeft.optim).
 The task head (`classifier`; DistilBERT also `pre_classifier`) always trains. prefix and prompt
 wrap the model (minipeft.prompt) instead of changing it in place: use `build`, not `prepare`.
 
@@ -23,31 +28,50 @@ from pathlib import Path
 
 from torch import nn
 
-from minipeft import IA3Config, LoraConfig, inject
+from minipeft import DoraConfig, IA3Config, LoraConfig, VeraConfig, inject
 from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_tuning
 from models.presets import Preset, choose_preset
 
-METHODS = ("lora", "ia3", "full", "frozen", "prefix", "prompt")
-ADAPTER_METHODS = ("lora", "ia3")
+METHODS = ("lora", "dora", "vera", "ia3", "full", "frozen", "prefix", "prompt")
+ADAPTER_METHODS = ("lora", "dora", "vera", "ia3")
+LOW_RANK_METHODS = ("lora", "dora", "vera")  # take --rank (and lora/dora --alpha, --init)
 PROMPT_METHODS = ("prefix", "prompt")
-DEFAULT_LR = {"lora": 3e-4, "ia3": 3e-4, "full": 3e-5, "frozen": 3e-5, "prefix": 3e-4, "prompt": 3e-4}
+DEFAULT_LR = {
+    "lora": 3e-4,
+    "dora": 3e-4,
+    "vera": 4e-3,
+    "ia3": 3e-4,
+    "full": 3e-5,
+    "frozen": 3e-5,
+    "prefix": 3e-4,
+    "prompt": 3e-4,
+}
+DEFAULT_RANK = {"lora": 8, "dora": 8, "vera": 256}  # PEFT's VeraConfig default r is 256
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     method: str
     preset: Preset
-    rank: int = 8
+    rank: int | None = None  # None: DEFAULT_RANK of the method
     alpha: float = 8.0
     dropout: float = 0.1
     targets: tuple[str, ...] = ()  # empty: the preset's
     feedforward: tuple[str, ...] = ()  # IA3, empty: the preset's
     num_virtual_tokens: int = 10  # prefix / prompt
     task_type: str = "SEQ_CLS"  # prefix / prompt: SEQ_CLS or TOKEN_CLS
+    init: str = "kaiming"  # lora: kaiming | gaussian | pissa | olora; dora: kaiming | gaussian
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.rank is None:
+            object.__setattr__(self, "rank", DEFAULT_RANK.get(self.method, 8))
+        if self.init != "kaiming" and self.method not in ("lora", "dora"):
+            raise ValueError(
+                f"--init {self.init} applies to --method lora (or dora: kaiming, gaussian), not "
+                f"{self.method}; drop --init"
+            )
 
     @property
     def head(self) -> tuple[str, ...]:
@@ -55,10 +79,19 @@ class MethodSpec:
 
     def adapter_config(self):
         """The LoraConfig / IA3Config of an adapter method (None for full and frozen)."""
-        if self.method == "lora":
-            return LoraConfig(
+        if self.method in ("lora", "dora"):
+            cls = LoraConfig if self.method == "lora" else DoraConfig
+            return cls(
                 r=self.rank,
                 alpha=self.alpha,
+                dropout=self.dropout,
+                targets=self.targets or self.preset.lora_targets,
+                modules_to_save=self.head,
+                init=self.init,
+            )
+        if self.method == "vera":
+            return VeraConfig(
+                r=self.rank,
                 dropout=self.dropout,
                 targets=self.targets or self.preset.lora_targets,
                 modules_to_save=self.head,
@@ -81,8 +114,11 @@ class MethodSpec:
     def describe(self) -> dict:
         cfg = self.adapter_config()
         out = {"method": self.method, "preset": self.preset.name, "head": list(self.head)}
-        if self.method == "lora":
+        if self.method in ("lora", "dora"):
             out.update(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=list(cfg.targets))
+            out.update(init=self.init)
+        elif self.method == "vera":
+            out.update(rank=self.rank, dropout=self.dropout, targets=list(cfg.targets))
         elif self.method == "ia3":
             out.update(targets=list(cfg.targets), feedforward=list(cfg.feedforward))
         elif self.method in PROMPT_METHODS:
