@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
     a(
+        "--method",
+        choices=("lora", "dora", "vera"),
+        default="lora",
+        help="adapter swept over rank: lora (default), dora, or vera (rank of its shared projections; "
+        "no alpha, so the alpha policy does not apply)",
+    )
+    a(
         "--targets",
         type=_names,
         default=_names(d["targets"]),
@@ -274,7 +281,7 @@ def run_one(ctx: Context, run: Run, args) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     seed_everything(run.seed)
     reset_head(model, run.seed)
-    minipeft.inject(model, run.lora_config(args.targets, HEAD))
+    minipeft.inject(model, run.lora_config(args.targets, HEAD, args.method))
     try:
         s = minipeft.summary(model)
         cfg = TrainConfig(
@@ -346,6 +353,7 @@ def settings_of(args, ctx: Context) -> dict:
         "task": args.task,
         "model": str(ctx.model_dir),
         "data_files": ctx.files,
+        **({} if args.method == "lora" else {"method": args.method}),  # lora: sweeps from before --method
         "alpha_policy": args.alpha_policy,
         "alpha": args.alpha,
         "targets": list(args.targets),

@@ -57,8 +57,14 @@ class Run:
     def scaling(self) -> float:
         return self.alpha / math.sqrt(self.rank) if self.policy == "rslora" else self.alpha / self.rank
 
-    def lora_config(self, targets, head) -> minipeft.LoraConfig:
-        return minipeft.LoraConfig(
+    def lora_config(self, targets, head, method: str = "lora"):
+        """The run's adapter config: LoraConfig, or DoraConfig / VeraConfig (VeRA has no alpha)."""
+        if method == "vera":
+            return minipeft.VeraConfig(
+                r=self.rank, dropout=self.dropout, targets=tuple(targets), modules_to_save=tuple(head)
+            )
+        cls = minipeft.DoraConfig if method == "dora" else minipeft.LoraConfig
+        return cls(
             r=self.rank,
             alpha=self.alpha,
             dropout=self.dropout,

@@ -166,3 +166,20 @@ def test_search_keeps_the_best_validation_trial(tmp_path, tiny_model, capsys):
         assert float(r["alpha"]) == max(1, round(8 * mult)) and r["alpha_policy"] == "search"
     best = max(rows, key=lambda r: float(r["val_auroc"]))
     assert doc["results"][0]["test_auroc_mean"] == pytest.approx(float(best["test_auroc"]), abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dora", "vera"])
+def test_sweep_over_dora_and_vera_ranks(tmp_path, tiny_model, capsys, method):
+    """--method dora|vera: each row counts that method's trainable tensors on query,value of 2 layers
+    (hidden 32): DoRA r(32 + 32) + 32 per layer, VeRA 32 + r per layer (its projections are frozen)."""
+    data_dir = write_mimic(tmp_path / "mimic", "mp")
+    out = tmp_path / "sweep"
+    rank_sweep.main(_sweep(data_dir, tiny_model, out, "--method", method, "--seeds", "1"))
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    per_layer = {"dora": lambda r: r * 64 + 32, "vera": lambda r: 32 + r}[method]
+    assert sorted(int(r["rank"]) for r in rows) == [2, 8]
+    for r in rows:
+        assert int(r["adapter_params"]) == 2 * 2 * per_layer(int(r["rank"]))
+    assert json.loads((out / "sweep.json").read_text())["method"] == method
