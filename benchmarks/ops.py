@@ -5,6 +5,7 @@
 Cases per shape (hidden h, intermediate f):
   lora-qkv   three LoRA projections h→h reading one x (query, key, value), dropout on the LoRA branch
   lora-ffn   one LoRA projection h→f (intermediate.dense)
+  dora-qkv   three DoRA projections h→h reading one x, dropout on the update (PEFT's DoRA formula)
   ia3-kv     IA³ output scaling on two projections h→h reading one x (key, value)
   ia3-ff     IA³ input scaling f→h (output.dense)
 Then the dropout masks alone (--masks, on by default), at x's shape (tokens, h) and at the attention
@@ -12,8 +13,9 @@ probabilities' shape (tokens/128, 12, 128, 128): nn.Dropout's CPU draw (a float 
 bernoulli_), minipeft's 16-bit lanes compared into a bool tensor viewed as uint8 (how it was done
 before), and compared straight into uint8 (minipeft.ops.dropout_mask, the same bytes).
 "plain" is the PEFT-style composition F.linear(x,W,b) + s·F.linear(F.linear(dropout(x),A),B) (and
-F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³); "fused" is minipeft.ops. Plain and fused run
-interleaved in every repeat, in an order flipped every repeat, so their ratio is measured side by
+F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³; for DoRA PEFT's F.linear(x,W,b) +
+(m/n-1)·F.linear(x_d,W) + (m/n)·s·F.linear(F.linear(x_d,A),B) with n = ‖W + s·BA‖ detached);
+"fused" is minipeft.ops. Plain and fused run interleaved in every repeat, in an order flipped every repeat, so their ratio is measured side by
 side ("t f/p": ratio of medians; "paired": median of the per-repeat ratios, robust to load
 drifting on a shared machine). Bytes saved for backward are counted with
 torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
@@ -76,8 +78,10 @@ def _params(shapes, r, dtype, device, gen):
         mk = lambda *s, std=1.0: torch.randn(*s, generator=gen, dtype=dtype).mul_(std).to(device)
         W = torch.nn.Parameter(mk(d_out, d_in, std=d_in**-0.5), requires_grad=False)
         b = torch.nn.Parameter(mk(d_out, std=0.02), requires_grad=False)
-        if kind == "lora":
+        if kind in ("lora", "dora"):
             extra = (torch.nn.Parameter(mk(r, d_in, std=0.1)), torch.nn.Parameter(mk(d_out, r, std=0.1)))
+            if kind == "dora":  # magnitude near ‖W‖ per row
+                extra += (torch.nn.Parameter(W.detach().norm(dim=1) * (1 + mk(d_out, std=0.05))),)
         else:
             n = d_in if kind == "ia3-ff" else d_out
             extra = (torch.nn.Parameter(1 + mk(n, std=0.1)),)
@@ -94,6 +98,14 @@ def make_case(name, h, f, r, scaling, p):
     def lora_fused(x, W, b, A, B):
         return ops.lora_linear(x, W, b, A, B, scaling, p, True)
 
+    def dora_plain(x, W, b, A, B, m):
+        g = m / (W + scaling * B @ A).norm(dim=1).detach()  # (out,)
+        xd = F.dropout(x, p, True)
+        return F.linear(x, W, b) + (g - 1) * F.linear(xd, W) + g * scaling * F.linear(F.linear(xd, A), B)
+
+    def dora_fused(x, W, b, A, B, m):
+        return ops.dora_linear(x, W, b, A, B, m, scaling, p, True)
+
     ff = name == "ia3-ff"
     ia3_plain = (
         (lambda x, W, b, l: F.linear(x * l, W, b)) if ff else (lambda x, W, b, l: F.linear(x, W, b) * l)
@@ -102,6 +114,7 @@ def make_case(name, h, f, r, scaling, p):
     shapes, plain, fused = {
         "lora-qkv": ([(h, h, "lora")] * 3, lora_plain, lora_fused),
         "lora-ffn": ([(h, f, "lora")], lora_plain, lora_fused),
+        "dora-qkv": ([(h, h, "dora")] * 3, dora_plain, dora_fused),
         "ia3-kv": ([(h, h, "ia3")] * 2, ia3_plain, ia3_fused),
         "ia3-ff": ([(f, h, "ia3-ff")], ia3_plain, ia3_fused),
     }[name]
@@ -187,7 +200,9 @@ def parse_args(argv=None):
         help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072)",
     )
     ap.add_argument(
-        "--cases", default="lora-qkv,lora-ffn,ia3-kv,ia3-ff", help="comma-separated cases (see above)"
+        "--cases",
+        default="lora-qkv,lora-ffn,dora-qkv,ia3-kv,ia3-ff",
+        help="comma-separated cases (see above)",
     )
     ap.add_argument("--tokens", type=int, default=1024, help="rows of x, i.e. batch × sequence (8 × 128)")
     ap.add_argument("--r", type=int, default=8, help="LoRA rank")
