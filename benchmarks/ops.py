@@ -17,8 +17,8 @@ F.linear(x,W,b)·l / F.linear(x·l,W,b) for IA³; for DoRA PEFT's F.linear(x,W,b
 (m/n-1)·F.linear(x_d,W) + (m/n)·s·F.linear(F.linear(x_d,A),B) with n = ‖W + s·BA‖ detached);
 "fused" is minipeft.ops. Plain and fused run interleaved in every repeat, in an order flipped
 every repeat, so their ratio is measured side by side ("t f/p": ratio of medians; "paired":
-median of the per-repeat ratios, robust to load drifting on a shared machine). Bytes saved for backward are counted with
-torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
+median of the per-repeat ratios, robust to load drifting on a shared machine). Bytes saved for
+backward are counted with torch.autograd.graph.saved_tensors_hooks over unique storages, parameters excluded.
 The last stdout line is one JSON document.
 """
 
