@@ -255,8 +255,9 @@ def test_param_table_gives_each_method_its_role_and_buffers_theirs():
         assert adapter_rows and all(r.trainable == (r.kind == "parameter") for r in adapter_rows)
         if kind == "dora":
             assert rows["query.lora_magnitude_vector"].shape == (10,)
-        if kind == "pissa":
+        if kind == "pissa":  # A₀, B₀ are frozen buffers: the trainable count is plain LoRA's
             assert rows["query.lora_A0"].role == "lora" and not rows["query.lora_A0"].trainable
+            assert sum(r.numel for r in adapter_rows if r.trainable) == 4 * (12 + 10) + 4 * (10 + 7)
         if kind == "vera":
             a = rows["query.vera.vera_A"]
             assert a.role == "vera" and a.shape == (6, 12) and rows["value.vera.vera_A"].shared_with == a.name
@@ -362,3 +363,45 @@ def test_clear_errors_name_the_field_and_the_fix():
         VeRALinear(nn.Linear(12, 8), shared, r=4)
     with pytest.raises(ValueError, match="VeraConfig.projection_prng_key"):
         VeraConfig(projection_prng_key=-1)
+
+
+# ---- trainable counts on the paper's BERT-base shape ---------------------------------------------
+
+
+class _BertBaseShape(nn.Module):
+    """BERT-base's query/value projections, HF paths: 12 layers × Linear(768, 768) × 2."""
+
+    def __init__(self):
+        super().__init__()
+        layer = lambda: nn.ModuleDict(  # noqa: E731
+            {
+                "attention": nn.ModuleDict(
+                    {"self": nn.ModuleDict({"query": nn.Linear(768, 768), "value": nn.Linear(768, 768)})}
+                )
+            }
+        )
+        self.layer = nn.ModuleList(layer() for _ in range(12))
+
+
+H, LAYERS, TARGETS = 768, 12, 2  # BERT-base, query and value
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (LoraConfig(r=8), LAYERS * TARGETS * 8 * (H + H)),  # the paper's 294,912
+        (DoraConfig(r=8), LAYERS * TARGETS * (8 * (H + H) + H)),  # + one magnitude per output row
+        (VeraConfig(r=256), LAYERS * TARGETS * (H + 256)),  # λ_b (out) + λ_d (r); A, B shared, frozen
+        (VeraConfig(r=1024), LAYERS * TARGETS * (H + 1024)),
+    ],
+    ids=["lora-r8", "dora-r8", "vera-r256", "vera-r1024"],
+)
+def test_trainable_counts_on_the_bert_base_shape(config, expected):
+    from minipeft import summary
+
+    model = _BertBaseShape()
+    inject(model, config)
+    s = summary(model)
+    assert s.adapter == s.trainable == expected
+    if isinstance(config, LoraConfig) and config.init == "kaiming":
+        assert expected == 294_912
