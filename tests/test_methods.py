@@ -405,3 +405,23 @@ def test_trainable_counts_on_the_bert_base_shape(config, expected):
     assert s.adapter == s.trainable == expected
     if isinstance(config, LoraConfig) and config.init == "kaiming":
         assert expected == 294_912
+
+
+# ---- CUDA-ready: traceable, no host synchronisation ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_fused_dora_traces_as_one_graph_and_matches_eager():
+    """torch.compile(fullgraph=True) must not break the op (a break or a .item() would raise)."""
+    torch.manual_seed(0)
+    W, b = torch.randn(10, 12), torch.randn(10)
+    A, B, m = (torch.randn(*s, requires_grad=True) for s in ((4, 12), (10, 4), (10,)))
+    x = _x(3, 12)
+    f = lambda x: ops.dora_linear(x, W, b, A, B, m, 2.0, 0.0, True)  # noqa: E731
+    eager = f(x)
+    g_eager = torch.autograd.grad(eager.sum(), [A, B, m])
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
+    for a, b_ in zip(torch.autograd.grad(compiled.sum(), [A, B, m]), g_eager):
+        torch.testing.assert_close(a, b_, rtol=1e-6, atol=1e-6)
