@@ -91,8 +91,7 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W + s · B A, b): computed in fp32, cast back to W's dtype; the bias is unchanged."""
-        delta = self.lora_B.float() @ self.lora_A.float()  # (out, in)
-        return (self.weight.float() + self.scaling * delta).to(self.weight.dtype), self.bias
+        return (self.weight.float() + self.delta_weight()).to(self.weight.dtype), self.bias
 
     def peft_tensors(self) -> dict[str, torch.Tensor]:
         return {"lora_A.weight": self.lora_A, "lora_B.weight": self.lora_B}  # (r, in), (out, r)
