@@ -21,7 +21,7 @@ class IA3Linear(nn.Module):
 
     W and b are the base layer's own Parameters under the same names `weight` / `bias`; the
     untouched base nn.Linear is kept (unregistered) in `base`, for `remove()`. PEFT stores l as
-    (out, 1) or (1, in); minipeft.io converts on save and load.
+    (out, 1) or (1, in); peft_tensors / load_peft_tensors convert.
     An AdapterLayer (minipeft.adapter), registered in minipeft.registry.
     """
 
