@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from minipeft import audit, registry
 from minipeft.adapter import module_names
-from minipeft.config import RESIDUAL_INITS
 from minipeft.files import save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
 
@@ -173,15 +172,12 @@ def _the_config(model: nn.Module):
 
 
 def _adapter_record(config) -> dict:
-    """The manifest's `adapter` entry: the layer type, and the init when the file cannot show it."""
-    record = {"type": registry.layer_for(config).ROLE, "config": type(config).__name__}
-    if getattr(config, "init", None) in RESIDUAL_INITS:
-        record.update(
-            init=config.init,
-            rank=config.r,
-            saved_as=f"plain LoRA of rank {2 * config.r} against the untouched base "
-            "(PEFT's path_initial_model_for_weight_conversion)",
-        )
+    """The manifest's `adapter` entry: the layer type, plus what its optional `manifest_record`
+    adds (what the PEFT files cannot show, e.g. a PiSSA init saved as a plain LoRA)."""
+    layer_type = registry.layer_for(config)
+    record = {"type": layer_type.ROLE, "config": type(config).__name__}
+    if hasattr(layer_type, "manifest_record"):
+        record.update(layer_type.manifest_record(config))
     return record
 
 

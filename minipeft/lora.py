@@ -137,6 +137,18 @@ class LoRALinear(nn.Module):
         A, B = self.update_factors()
         return {"lora_A.weight": A, "lora_B.weight": B}
 
+    @staticmethod
+    def manifest_record(config: LoraConfig) -> dict:
+        """For the audit: the init the saved (converted) file no longer shows."""
+        if config.init not in ("pissa", "olora"):
+            return {}
+        return {
+            "init": config.init,
+            "rank": config.r,
+            "saved_as": f"plain LoRA of rank {2 * config.r} against the untouched base "
+            "(PEFT's path_initial_model_for_weight_conversion)",
+        }
+
     def peft_expected(self) -> dict[str, torch.Tensor]:
         """What a file loading into this layer holds: A, B at rank r (a pissa/olora file saved by
         PEFT without conversion holds the trained A, B; A₀, B₀ are recomputed from W)."""

@@ -259,8 +259,10 @@ def test_peft_markers_pick_a_variant_stored_under_the_same_peft_type(outer_regis
         assert registry.layer_for_peft_type({"peft_type": "OUTER", "tied": True}, file) is variant
         assert registry.layer_for_peft_type({"peft_type": "OUTER"}, file) is OuterLinear
         assert registry.layer_for_peft_type({"peft_type": "OUTER", "tied": False}, file) is OuterLinear
-        with pytest.raises(ValueError, match="peft_type='VERA' is not supported; expected 'LORA' or 'IA3'"):
-            registry.layer_for_peft_type({"peft_type": "VERA"}, file)
+        with pytest.raises(
+            ValueError, match="peft_type='LOHA' is not supported; expected 'LORA' or 'IA3' or 'VERA'"
+        ):
+            registry.layer_for_peft_type({"peft_type": "LOHA"}, file)
     finally:
         registry.ADAPTERS.pop(config_type)
 
