@@ -19,11 +19,15 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
     doc = last_json(capsys)
     assert doc["benchmark"] == "ops" and doc["torch"] and doc["device"] == "cpu"
     by_case = {r["case"]: r for r in doc["results"]}
-    assert set(by_case) == {"lora-qkv", "lora-ffn", "ia3-kv", "ia3-ff"}
+    assert set(by_case) == {"lora-qkv", "lora-ffn", "dora-qkv", "ia3-kv", "ia3-ff"}
     h = 384
     # fused q,k,v: x once (fp32) + three 1-byte keep-masks
     assert by_case["lora-qkv"]["fused"]["saved_bytes"] == n * h * 4 + 3 * n * h
     assert by_case["lora-qkv"]["bytes_ratio_fused_plain"] <= 0.5
+    # fused DoRA q,k,v: the same, plus each projection's v = x_d Wᵀ + s x_d Aᵀ Bᵀ (n, h) for ∂m
+    # and its row norm ‖W + sBA‖ (h,)
+    assert by_case["dora-qkv"]["fused"]["saved_bytes"] == n * h * 4 + 3 * n * h + 3 * (n * h + h) * 4
+    assert by_case["dora-qkv"]["bytes_ratio_fused_plain"] <= 0.5
     for r in doc["results"]:
         assert r["fused"]["min_ms"] <= r["fused"]["median_ms"] <= r["fused"]["max_ms"]
     # the masks section (its run already checked that the bool and uint8 compares give the same bytes)
