@@ -9,7 +9,7 @@ from synthetic_tasks import write_mimic
 
 from minipeft import adapters, load_adapter, summary
 from models import load_pretrained, load_tokenizer
-from tasks import finetune, predict
+from tasks import audit, finetune, predict
 from tasks.metrics import classification_metrics
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
@@ -45,6 +45,12 @@ def test_method_runs_and_its_saved_adapter_reproduces_the_test_auroc(tmp_path, t
         assert summary(net).adapter == 2 * 3 * (32 + 16)
     manifest = json.loads((out / "adapter/adapter_manifest.json").read_text())
     assert manifest["adapter"].get("init") == ("pissa" if "pissa" in name else None)
+    report = audit.main(
+        ["--model", str(tiny_model), "--adapter", str(out / "adapter"), "--out", str(tmp_path / "a.md")]
+    )
+    assert report["adapter_check"]["verified"] and not report["adapter_check"]["base_mismatch"]
+    said = "adapter init: pissa at rank 8, saved as plain LoRA of rank 16" in (tmp_path / "a.md").read_text()
+    assert said == ("pissa" in name)
     tok = load_tokenizer(tiny_model)
     import csv
 
