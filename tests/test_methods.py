@@ -315,6 +315,10 @@ def test_residual_inits_save_as_a_plain_rank_2r_lora_against_the_untouched_base(
     assert untouched.__dict__["_minipeft"].loaded_from["adapter"]["init"] == init
     x = _x(4, 12)
     torch.testing.assert_close(untouched(x), model(x), rtol=0, atol=1e-5)
+    save_adapter(untouched, tmp_path / "again")  # the loaded plain LoRA writes the same tensors back
+    assert (tmp_path / "again/adapter_model.safetensors").read_bytes() == (
+        tmp_path / "adapter_model.safetensors"
+    ).read_bytes()
 
 
 # ---- LoRA+ ---------------------------------------------------------------------------------------
