@@ -21,6 +21,9 @@ full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
   lora-fused-all  lora-fused with first_position_only off, as full-all
   lora-fused-sdpa lora-fused with the recompute switch off
   ia3             IA³ on key,value,output.dense (fused)
+  dora-plain      DoRA r=8 on the LoRA targets, composed path (DoraConfig(fused=False))
+  dora            the same through minipeft.ops.dora_linear (DoraConfig(fused=True))
+  vera            VeRA r=256 (PEFT's default) on the LoRA targets, dropout 0.1 (fused)
   hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
@@ -66,12 +69,15 @@ VARIANTS = (
     "lora-fused-all",
     "lora-fused-sdpa",
     "ia3",
+    "dora-plain",
+    "dora",
+    "vera",
     "hf-peft",
 )
 
 
 def _ours(kind, path, args):
-    from minipeft import IA3Config, LoraConfig, inject
+    from minipeft import DoraConfig, IA3Config, LoraConfig, VeraConfig, inject
     from models import load_pretrained
 
     model = load_pretrained(path, head="sequence-classification", num_labels=2)
@@ -89,6 +95,13 @@ def _ours(kind, path, args):
         )
     elif kind == "ia3":
         inject(model, IA3Config(modules_to_save=("classifier",)))
+    elif kind.startswith("dora"):
+        targets = tuple(args.targets.split(","))
+        fused, head = kind == "dora", ("classifier",)
+        inject(model, DoraConfig(args.r, args.alpha, args.dropout, targets, head, fused=fused))
+    elif kind == "vera":
+        targets = tuple(args.targets.split(","))
+        inject(model, VeraConfig(dropout=args.dropout, targets=targets, modules_to_save=("classifier",)))
     elif kind == "frozen":
         first = tuple(f"encoder.layer.0.attention.self.{m}.bias" for m in ("query", "key", "value"))
         for name, p in model.named_parameters():

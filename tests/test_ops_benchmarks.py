@@ -143,3 +143,17 @@ def test_allocator_benchmark_controls_its_variables_and_names_a_failed_run(monke
     assert "THP_MEM_ALLOC_ENABLE" not in allocator.environment("glibc")
     with pytest.raises(RuntimeError, match=r"(?s)setting 'thp'.*unknown 'nope'"):
         allocator.run_train_step("thp", ["--variants", "nope"])
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_runs_dora_and_vera(minilm_dir, capsys):
+    from benchmarks import train_step
+
+    argv = ["--variants", "dora-plain,dora,vera", "--batch", "2", "--seq", "16", "--warmup", "0"]
+    train_step.main([*argv, "--repeats", "1", "--model-dir", str(minilm_dir)])
+    res = last_json(capsys)["results"]
+    layers, h, head = 6, 384, 384 * 2 + 2  # MiniLM; query,key,value by default; the classifier
+    for kind in ("dora-plain", "dora"):  # r(in + out) + a magnitude per output row
+        assert res[kind]["trainable"] == layers * 3 * (8 * 2 * h + h) + head
+    assert res["vera"]["trainable"] == layers * 3 * (h + 256) + head  # λ_b (out) + λ_d (r = 256)
+    assert res["dora"]["activation_bytes"] < res["dora-plain"]["activation_bytes"]
