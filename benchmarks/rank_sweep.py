@@ -1,7 +1,7 @@
 """`python -m benchmarks.rank_sweep`: the paper's LoRA rank study (ΔAUROC = AUROC_r − AUROC_8).
 
 One base model and one tokenised data set are loaded once; every run injects LoRA at its rank,
-trains with minipeft.train, records validation/test metrics, and removes the adapter again.
+trains with minipeft.training.train, records validation/test metrics, and removes the adapter again.
 Outputs in --out: runs.csv, summary.md, rank_sweep.png, sweep.json; the last stdout line is a JSON
 summary. A killed sweep restarted with the same --out skips the runs already in runs.csv.
 """
@@ -19,8 +19,8 @@ import torch
 import minipeft
 from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
-from minipeft.batching import PadCollate
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training.batching import PadCollate
+from minipeft.training.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from models.bert import init_weights

@@ -33,12 +33,13 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 import minipeft
-from minipeft import distributed, files
+from minipeft import files
 from minipeft.audit import MANIFEST_FILE, build_manifest
-from minipeft.batching import PadCollate
 from minipeft.prompt import prompt_counts
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import distributed
+from minipeft.training.batching import PadCollate
+from minipeft.training.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.cli import run_or_exit

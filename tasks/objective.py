@@ -1,6 +1,6 @@
 """Loss and evaluation functions that the generic training loop calls, per task type.
 
-The loop hands batches from `minipeft.batching.PadCollate`: model inputs (`input_ids`,
+The loop hands batches from `minipeft.training.batching.PadCollate`: model inputs (`input_ids`,
 `attention_mask`, `token_type_ids`) plus task keys (`label` for a note; `labels` per sub-token,
 `word_ids` and `word_tags` per word for NER), which never reach the model.
 """

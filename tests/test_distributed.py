@@ -27,8 +27,8 @@ import pytest  # noqa: E402  (after the sys.path set-up above)
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from minipeft import distributed  # noqa: E402
-from minipeft.distributed import DistContext  # noqa: E402
+from minipeft.training import distributed  # noqa: E402
+from minipeft.training.distributed import DistContext  # noqa: E402
 
 # 21 training examples, global batch 10 = micro 2 × accum 5: shards 5/5 (micro-batches 2,2,1 with
 # no_sync before the last) and a last batch of 1 that leaves rank 1 empty (weight-0 stand-in).
@@ -114,7 +114,7 @@ def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
         {"input_ids": torch.randint(1, 30, (int(n),), generator=g).tolist(), "label": i % 2}
         for i, n in enumerate(torch.randint(2, 9, (13,), generator=g))
     ]
-    from minipeft.batching import PadCollate
+    from minipeft.training.batching import PadCollate
 
     collate = PadCollate()
     batches = [[12, 11, 10], [9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]
@@ -361,8 +361,8 @@ def _worker_checks(ctx: DistContext, ft_args: list[str]) -> dict:
     import torch.nn.functional as F
 
     from minipeft import LoraConfig, inject
-    from minipeft.batching import PadCollate
-    from minipeft.train import evaluate
+    from minipeft.training.batching import PadCollate
+    from minipeft.training.train import evaluate
     from models import load_pretrained, load_tokenizer
 
     model_dir = Path(ft_args[ft_args.index("--model") + 1])

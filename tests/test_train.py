@@ -1,4 +1,4 @@
-"""The training loop (minipeft.train) on a toy embedding-bag classifier, CPU, seconds."""
+"""The training loop (minipeft.training.train) on a toy embedding-bag classifier, CPU, seconds."""
 
 import json
 import math
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minipeft.memory import SavedTensorsMeter
-from minipeft.optim import build_adamw, linear_warmup_factor, warmup_steps
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training.memory import SavedTensorsMeter
+from minipeft.training.optim import build_adamw, linear_warmup_factor, warmup_steps
+from minipeft.training.train import TrainConfig, evaluate, seed_everything, train
 
 
 class Toy(nn.Module):

@@ -1,6 +1,6 @@
-"""The state machine behind minipeft.train.train(): epochs, optimiser steps, evaluation, checkpoints.
+"""The state machine behind minipeft.training.train(): epochs, steps, evaluation, checkpoints.
 
-Public entry point is `minipeft.train.train`; this module is its implementation detail.
+Public entry point is `minipeft.training.train.train`; this module is its implementation detail.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     result = train(model, train_examples, val_examples, loss_fn, eval_fn, TrainConfig(...),
                    out_dir="runs/x", provenance={...}, collate=PadCollate(pad_id=0))
 
-- Examples are dicts of lists of ints / scalars (see minipeft.batching); `collate` turns a list of
+- Examples are dicts of lists of ints / scalars (see minipeft.training.batching); `collate` turns a list of
   them into a dict of tensors. Training batches are length-bucketed (LengthBucketSampler, seeded
   by config.seed and the epoch); evaluation batches are sorted longest first (not the data order;
   take labels from the batches).
@@ -12,15 +12,15 @@
   batch_size=2, grad_accum=2 optimises the same objective as batch_size=4, grad_accum=1.
 - `eval_fn(model, batches) -> {metric: float}`; called in eval mode under torch.no_grad with
   batches already on the device. `config.select_metric` must be one of its keys.
-- Optimiser: AdamW over trainable parameters only (minipeft.optim: no decay for biases, vectors and
+- Optimiser: AdamW over trainable parameters only (minipeft.training.optim: no decay for biases, vectors and
   norm layers), lr · linear warm-up/decay factor per optimiser step, grad-norm clipping.
 - Each epoch: evaluate, keep the best trainable tensors by select_metric (mode max|min), stop after
   `patience` epochs without improvement. At the end the best tensors are copied back into the model.
 - out_dir (optional) receives log.jsonl (one JSON object per line: start/step/eval/end events),
   result.json (config, provenance, result), and while running the checkpoints of
-  minipeft.checkpoint. Calling train() again with the same out_dir after a kill resumes from the
+  minipeft.training.checkpoint. Calling train() again with the same out_dir after a kill resumes from the
   last checkpoint and ends with the same tensors as an uninterrupted run (same machine, CPU).
-- Memory: minipeft.memory (CUDA peak; on CPU saved-for-backward bytes and peak RSS).
+- Memory: minipeft.training.memory (CUDA peak; on CPU saved-for-backward bytes and peak RSS).
 - Base fingerprint: minipeft.fingerprint(model) before and after; if no base parameter was
   trainable (adapter or head-only run) and the fingerprint changed, RuntimeError.
 - Determinism: the loop seeds python, numpy and torch with config.seed on a fresh start; seed your
