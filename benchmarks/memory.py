@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from minipeft import LoraConfig, inject
-from minipeft.training.train import TrainConfig, seed_everything, train
+from minipeft.training import TrainConfig, seed_everything, train
 from models.bert import BertForSequenceClassification
 from models.config import BertConfig
 

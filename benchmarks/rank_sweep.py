@@ -19,8 +19,7 @@ import torch
 import minipeft
 from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
-from minipeft.training.batching import PadCollate
-from minipeft.training.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from models.bert import init_weights

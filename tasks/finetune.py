@@ -37,9 +37,7 @@ from minipeft import files
 from minipeft.audit import MANIFEST_FILE, build_manifest
 from minipeft.prompt import prompt_counts
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.training import distributed
-from minipeft.training.batching import PadCollate
-from minipeft.training.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.cli import run_or_exit
