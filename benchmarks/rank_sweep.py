@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from models.bert import init_weights
 from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
 from tasks.objective import seq_cls_eval, seq_cls_loss
-from tasks.registry import SEQ_CLS, get_task, load_data
+from tasks.registry import SEQ_CLS, get_task, load_data, subsample
 
 DEFAULTS = dict(
     task="rotten-tomatoes",
@@ -226,12 +225,6 @@ def choose_threads(ctx, pending, args) -> tuple[float, float]:
             return one_step, one_eval
         torch.set_num_threads(default)
     return per_step, per_eval
-
-
-def subsample(examples: list, n: int, seed: int) -> list:
-    if not n or n >= len(examples):
-        return examples
-    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
 
 
 def load_context(args) -> Context:

@@ -10,17 +10,9 @@ that moved (batching, checkpoint, distributed, loop, memory, optim) are reached 
 
 import warnings
 
-from minipeft.training import LengthBucketSampler, PadCollate
-from minipeft.training.train import (
-    Evaluator,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    resolve_device,
-    seed_everything,
-    to_device,
-    train,
-)
+from minipeft.training import *  # noqa: F403  (every public name of the new path)
+from minipeft.training.batching import to_device  # noqa: F401  (was importable from here)
+from minipeft.training.config import resolve_device  # noqa: F401
 
 warnings.warn(
     "minipeft.train moved to minipeft.training: import train, TrainConfig, evaluate and "
@@ -28,16 +20,3 @@ warnings.warn(
     DeprecationWarning,
     stacklevel=2,
 )
-
-__all__ = [
-    "train",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "Evaluator",
-    "seed_everything",
-    "resolve_device",
-    "to_device",
-    "PadCollate",
-    "LengthBucketSampler",
-]

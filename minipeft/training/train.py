@@ -41,26 +41,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .batching import PadCollate, to_device
-from .checkpoint import seed_everything
-from .config import TrainConfig, TrainResult, resolve_device
-from .evaluation import EvalFn, Evaluator, evaluate
+from .batching import PadCollate
+from .config import TrainConfig, TrainResult
+from .evaluation import EvalFn
 from .loop import Loop
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
-# where these names lived before the split (minipeft.train): importable from here as well
-__all__ = [
-    "train",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "Evaluator",
-    "EvalFn",
-    "LossFn",
-    "seed_everything",
-    "resolve_device",
-    "to_device",
-]
 
 
 def train(
