@@ -97,7 +97,8 @@ class Screen:
         """After the `position`-th step (from 1) of the epoch."""
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            run_eta = {"run_eta": duration(eta)} if eta is not None else {}
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", **run_eta, refresh=False)
         elif position % self.every == 0 and position < self.steps:
             left = f", ETA {duration(eta)}" if eta is not None else ""
             self.say(
