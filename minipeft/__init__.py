@@ -20,7 +20,7 @@ instead and have their own save/load (minipeft.prompt_io). Optional members, use
 `from_targets(bases, config)` (layers sharing state, VeRA), `peft_shared_tensors()` /
 `load_peft_shared(t)` (file tensors outside any layer), `peft_expected()` (what a loading file
 holds when it differs from what is saved: PiSSA/OLoRA), ADAPTER_BUFFERS (frozen adapter buffers,
-given the layer's role) and LORAPLUS_B (LoRA+'s B side, minipeft.optim). Methods: docs/methods.md.
+given the layer's role) and LORAPLUS_B (LoRA+'s B side, minipeft.training.optim). Methods: docs/methods.md.
 """
 
 __version__ = "0.1.0"
@@ -33,8 +33,8 @@ from minipeft.ia3 import IA3Linear
 from minipeft.inject import adapters, disabled, inject, merge, remove, saved_modules
 from minipeft.io import load_adapter, save_adapter
 from minipeft.lora import LoRALinear
-from minipeft.vera import VeRALinear
 from minipeft.registry import register
+from minipeft.vera import VeRALinear
 
 __all__ = [
     "__version__",

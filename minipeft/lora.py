@@ -43,7 +43,7 @@ class LoRALinear(nn.Module):
     ROLE = "lora"
     ADAPTER_PARAMS = ("lora_A", "lora_B")
     ADAPTER_BUFFERS = ("lora_A0", "lora_B0")  # frozen A₀, B₀ of pissa/olora (None otherwise)
-    LORAPLUS_B = ("lora_B",)  # LoRA+: learns at lr × loraplus_ratio (minipeft.optim)
+    LORAPLUS_B = ("lora_B",)  # LoRA+: learns at lr × loraplus_ratio (minipeft.training.optim)
     PEFT_TYPE = "LORA"
     PEFT_MARKERS = {}
     PEFT_REQUIRED = ("r", "lora_alpha", "lora_dropout", "target_modules")

@@ -10,7 +10,7 @@
     frozen  the encoder frozen, only the task head trains; lr 3e-5
     prefix  10 learned key and value rows in every layer (prefix tuning, no projection); lr 3e-4
     prompt  10 learned input embeddings prepended to the tokens (prompt tuning); lr 3e-4
-`--loraplus-ratio λ` (LoRA+, any adapter method) trains the B side at λ × lr (minipeft.optim).
+`--loraplus-ratio λ` (LoRA+, any adapter method) trains the B side at λ × lr (minipeft.training.optim).
 The task head (`classifier`; DistilBERT also `pre_classifier`) always trains. prefix and prompt
 wrap the model (minipeft.prompt) instead of changing it in place: use `build`, not `prepare`.
 

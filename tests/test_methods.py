@@ -27,7 +27,7 @@ from minipeft import (
     save_adapter,
 )
 from minipeft.lora_init import olora, pissa
-from minipeft.optim import build_adamw, set_lr
+from minipeft.training.optim import build_adamw, set_lr
 from minipeft.vera import VeraProjections
 
 
