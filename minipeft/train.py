@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, files
 from .batching import LengthBucketSampler, PadCollate
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
@@ -90,6 +90,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(
+                f"TrainConfig.patience must be >= 1 or None (never stop early), got {self.patience}; "
+                "0 would stop after the first epoch"
+            )
         if self.select_mode not in ("max", "min"):
             raise ValueError(f"TrainConfig.select_mode must be 'max' or 'min', got {self.select_mode!r}")
         if self.lr <= 0:
@@ -207,14 +212,13 @@ class _Log:
     """Append JSON lines to out_dir/log.jsonl (no-op without out_dir)."""
 
     def __init__(self, out_dir: Path | None, fresh: bool):
-        self.path = out_dir / "log.jsonl" if out_dir else None
+        self.path = files.safe_child(out_dir, "log.jsonl") if out_dir else None  # a link is refused
         if self.path and fresh:
-            self.path.write_text("")
+            files.write_text(self.path, "")
 
     def __call__(self, **event) -> None:
         if self.path:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(event, default=_jsonable) + "\n")
+            files.append_line(self.path, json.dumps(event, default=_jsonable))
 
 
 def train(
