@@ -83,7 +83,7 @@ class BertConfig:
         known, extra = hf_config.split_keys(cls, d, ignore=("position_embedding_type",))
         n = extra.pop("num_labels", None)  # HF writes id2label; num_labels is derived from it
         if n is not None and not known.get("id2label"):
-            known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
+            known["id2label"] = hf_config.default_labels(n, source)
         return hf_config.construct(cls, known, extra, d, source)
 
     # config.json reading and writing: models/hf_config.py (shared with DistilBERT and MobileBERT)
