@@ -194,9 +194,18 @@ def read_marker(path: Path, marker: str) -> dict | None:
     return doc
 
 
-def claim_dir(path, *, program: str, settings: dict, marker: str = "run.json", flag: str = "--out") -> dict:
+def claim_dir(
+    path,
+    *,
+    program: str,
+    settings: dict,
+    marker: str = "run.json",
+    flag: str = "--out",
+    dry_run: bool = False,
+) -> dict:
     """Make `path` ours or refuse it. Accepted: a new folder, an empty one, or one holding `marker`
-    written by `program` with equal `settings` (a resumed run). Returns the marker document."""
+    written by `program` with equal `settings` (a resumed run). Returns the marker document;
+    dry_run=True checks without writing anything."""
     path = Path(path)
     _check_folder(path, flag)
     settings = json.loads(json.dumps(settings, default=str))  # as it will read back
@@ -209,9 +218,10 @@ def claim_dir(path, *, program: str, settings: dict, marker: str = "run.json", f
                 f"{flag} {path}: the folder is not empty ({shown}) and holds no {marker} written by "
                 f"{program}; refusing to write into it. Choose a new or empty folder"
             )
-        path.mkdir(parents=True, exist_ok=True)
         doc = {"format": MARKER_FORMAT, "program": program, "settings": settings, "finished": False}
-        write_json(path / marker, doc, fsync=True)
+        if not dry_run:
+            path.mkdir(parents=True, exist_ok=True)
+            write_json(path / marker, doc, fsync=True)
         return doc
     if doc.get("program") != program:
         raise ValueError(
