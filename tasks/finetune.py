@@ -46,7 +46,7 @@ from minipeft.train import TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.cli import ArgumentParser, run_or_exit
-from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
+from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
 from tasks.fetch import default_model_dir
 from tasks.methods import (
     ADAPTER_METHODS,
@@ -304,17 +304,6 @@ def read_config(model_dir: Path) -> dict:
     from models.hf_config import read_json_object
 
     return read_json_object(model_dir / "config.json")
-
-
-def check_vocab(tokenizer, model_dir: Path) -> None:
-    """A tokenizer whose ids run past the embedding table would fail mid-training (IndexError)."""
-    size = read_config(model_dir).get("vocab_size")
-    if isinstance(size, int) and tokenizer.vocab_size > size:
-        raise ValueError(
-            f"{tokenizer.source}: the tokenizer has {tokenizer.vocab_size} tokens, but "
-            f"{model_dir / 'config.json'} has vocab_size={size}; use the tokenizer files that came "
-            "with this checkpoint"
-        )
 
 
 def load_inputs(args, task, model_dir: Path):
