@@ -194,6 +194,22 @@ def read_marker(path: Path, marker: str) -> dict | None:
     return doc
 
 
+def check_dir_owned(path, *, marker: str, program: str, flag: str = "--out") -> None:
+    """Refuse `path` unless it is new, empty, or holds `marker` (which its writer checks further):
+    a command that keeps its own marker format (a sweep's sweep.json) calls this before writing."""
+    path = Path(path)
+    _check_folder(path, flag)
+    if not path.is_dir() or (path / marker).is_file():
+        return
+    present = [n for n in _listing(path) if not is_temporary(n)]
+    if present:
+        shown = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
+        raise ValueError(
+            f"{flag} {path}: the folder is not empty ({shown}) and holds no {marker} written by "
+            f"{program}; refusing to write into it. Choose a new or empty folder"
+        )
+
+
 def claim_dir(
     path,
     *,
@@ -207,17 +223,10 @@ def claim_dir(
     written by `program` with equal `settings` (a resumed run). Returns the marker document;
     dry_run=True checks without writing anything."""
     path = Path(path)
-    _check_folder(path, flag)
+    check_dir_owned(path, marker=marker, program=program, flag=flag)
     settings = json.loads(json.dumps(settings, default=str))  # as it will read back
     doc = read_marker(path, marker) if path.is_dir() else None
     if doc is None:
-        present = [n for n in _listing(path) if not is_temporary(n)] if path.is_dir() else []
-        if present:
-            shown = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
-            raise ValueError(
-                f"{flag} {path}: the folder is not empty ({shown}) and holds no {marker} written by "
-                f"{program}; refusing to write into it. Choose a new or empty folder"
-            )
         doc = {"format": MARKER_FORMAT, "program": program, "settings": settings, "finished": False}
         if not dry_run:
             path.mkdir(parents=True, exist_ok=True)
