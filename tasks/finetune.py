@@ -346,9 +346,22 @@ def train_config(args, task, lr: float) -> TrainConfig:
     )
 
 
+def check_model_dir(model_dir: Path) -> None:
+    """The checkpoint's folder and config.json, checked before any data is read."""
+    from models.families import family_of
+
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"--model {model_dir}: no such folder; expected a HuggingFace model folder (config.json, "
+            "model.safetensors, tokenizer files)"
+        )
+    family_of(model_dir / "config.json").config.from_json(model_dir / "config.json")
+
+
 def method_spec(args, task, model_dir: Path) -> MethodSpec:
     """The method's settings, checked (lengths, targets, adapter options) before any data is read."""
     prompt = args.method in PROMPT_METHODS
+    check_model_dir(model_dir)
     check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
     preset, targets = resolve_preset(args.targets, model_dir)
     spec = MethodSpec(

@@ -300,7 +300,15 @@ def run_tagging(args, found: tuple[Path, dict]) -> Path:
     return out
 
 
+def check_args(args) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected a whole number >= 1")
+    if args.max_length is not None and args.max_length < 3:
+        raise ValueError(f"--max-length {args.max_length}: expected >= 3 ([CLS], a token, [SEP])")
+
+
 def run(args) -> Path:
+    check_args(args)
     found = task_info(args.adapter, args.model)
     if found[1]["type"] == TOKEN_CLS:
         return run_tagging(args, found)
