@@ -91,7 +91,7 @@ def _disk_error(e: OSError, path: Path) -> OSError:
     """The OSError (same class) with the target named and the promise that the old file stands."""
     if e.errno is None:  # one of our own messages: already clear
         return e
-    return type(e)(e.errno, f"{e.strerror} while writing {path}; the previous version is untouched")
+    return type(e)(e.errno, f"{os.strerror(e.errno)} while writing {path}; the previous version is untouched")
 
 
 def write_atomic(path, write: Callable[[Path], None], *, suffix: str = ".tmp", fsync: bool = False) -> Path:
