@@ -65,5 +65,5 @@ def pytest_terminal_summary(terminalreporter):
     import sys
 
     harness = sys.modules.get("fuzz_harness")
-    if harness is not None and harness.TALLY["tried"]:
+    if harness is not None and (harness.TALLY["tried"] or harness.TALLY["kills"]):
         terminalreporter.write_line(harness.summary())
