@@ -63,7 +63,9 @@ def read_safetensors(path: Path):
         data = f.read()
     if not isinstance(header, dict):
         return None, None, f"{path.name}: header is not a JSON object"
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        return None, None, f"{path.name}: __metadata__ is not an object of strings"
     for key, h in header.items():
         offsets = h.get("data_offsets") if isinstance(h, dict) else None
         ok = isinstance(offsets, list) and len(offsets) == 2 and all(type(x) is int for x in offsets)

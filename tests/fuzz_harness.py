@@ -60,7 +60,7 @@ def _names_one(text: str, names) -> bool:
     return any(str(n) in text for n in names)
 
 
-def _count(kind: str) -> None:
+def count(kind: str) -> None:
     TALLY["tried"] += 1
     TALLY[kind] += 1
 
@@ -94,12 +94,12 @@ def check_cli(main, argv, sandbox: Path, names, *, may_accept=False, writes=(), 
         assert may_accept, (
             f"{argv}: accepted, but this input must be refused; stderr: {err.getvalue()[-500:]}"
         )
-        _count("accepted")
+        count("accepted")
         return "accepted"
     assert code == 2, f"{argv}: exit status {code}, expected 2; stderr: {err.getvalue()[-800:]}"
     assert len(lines) == 1, f"{argv}: expected one `error:` line, got {lines or err.getvalue()[-800:]}"
     assert _names_one(lines[0], names), f"{argv}: the error names none of {names}: {lines[0]}"
-    _count("clear")
+    count("clear")
     return "clear"
 
 
@@ -114,7 +114,7 @@ def check_lib(fn, *args, names, may_accept=False, timeout=60, **kwargs):
         if isinstance(e, OSError) and e.filename:
             msg = f"{e.filename}: {msg}"
         assert _names_one(msg, names), f"{fn.__name__}{args}: the error names none of {names}: {msg}"
-        _count("clear")
+        count("clear")
         return "clear", e
     except Hang:
         TALLY["tracebacks"] += 1
@@ -125,7 +125,7 @@ def check_lib(fn, *args, names, may_accept=False, timeout=60, **kwargs):
             f"{fn.__name__}: traceback on hostile input:\n{traceback.format_exc()}"
         ) from None
     assert may_accept, f"{fn.__name__}{args}: accepted, but this input must be refused"
-    _count("accepted")
+    count("accepted")
     return "accepted", value
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from fuzz_fixtures import copy, corpus, safetensors_parts, write_safetensors  # noqa: F401
-from fuzz_harness import check_lib
+from fuzz_harness import check_lib, count, deadline
 from synthetic_tasks import write_conll, write_i2b2_re
 
 import models
@@ -27,8 +27,17 @@ from minipeft.inject import adapters
 from tasks.data_conll import load_conll_task
 from tasks.data_csv import ICD9_TRIAGE, load_csv_task, load_i2b2_re
 from tasks.registry import get_task, load_data
+from tasks.verify_manifest import verify
 
 WEIGHTS = "adapter_model.safetensors"
+
+
+def _verify_reports(adapter_dir: Path, intact: bool) -> None:
+    """tasks.verify_manifest agrees with load_adapter on the tensors file, and never raises."""
+    with deadline(60):
+        problems = verify(adapter_dir)  # an exception fails the test
+    assert isinstance(problems, list) and (problems == []) == intact, problems
+    count("clear" if problems else "accepted")  # a problem list is verify's clear answer
 
 
 def _truncations(size: int, header_end: int, head_stride: int, stride: int) -> list[int]:
@@ -47,6 +56,7 @@ def _adapter_truncations(tmp_path, corpus, stride):  # noqa: F811
         (a / WEIGHTS).write_bytes(raw[:cut])
         check_lib(load_adapter, model, a, names=[str(a / WEIGHTS)])
         assert not adapters(model)  # a refused adapter leaves the model as it was
+        _verify_reports(a, intact=False)
 
 
 def test_adapter_truncated_at_every_third_offset(tmp_path, corpus):  # noqa: F811
@@ -121,7 +131,8 @@ def _header_edits(tmp_path, corpus, n, seed=0):  # noqa: F811
     for _ in range(n):
         _write_mutated(a / WEIGHTS, a_header, a_data, rng)
         # an edit that keeps the file valid and equal (e.g. metadata) is accepted: the manifest verifies
-        check_lib(load_adapter, model, a, names=[str(a)], may_accept=True)
+        status, _ = check_lib(load_adapter, model, a, names=[str(a)], may_accept=True)
+        _verify_reports(a, intact=status == "accepted")
         if adapters(model):  # accepted: take it off for the next input
             remove(model)
         _write_mutated(m / "model.safetensors", m_header, m_data, rng)
