@@ -87,6 +87,11 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
         raise ValueError(
             f"{path}: the file is empty; expected a header with columns {', '.join(required)}"
         ) from None
+    except csv.Error as e:
+        raise ValueError(
+            f"{path}: line 1: malformed CSV header ({e}); names with commas or quotes must be quoted, "
+            "and quotes inside doubled (RFC 4180)"
+        ) from None
     header = [h.strip() for h in header]
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
