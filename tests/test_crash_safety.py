@@ -30,8 +30,8 @@ from synthetic_tasks import write_mimic
 
 import models
 from minipeft import LoraConfig, files, inject, load_adapter, save_adapter
-from minipeft import checkpoint as ckpt
-from minipeft.optim import build_adamw, named_trainable
+from minipeft.training import checkpoint as ckpt
+from minipeft.training.optim import build_adamw, named_trainable
 from tasks import finetune
 
 ROOT = Path(__file__).resolve().parent.parent
