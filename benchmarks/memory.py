@@ -329,7 +329,8 @@ def main(argv=None) -> None:
     )
     print_table(rows, args.budget_gib)
     for r in rows:
-        what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
+        ckpt = "on" if r["checkpointing"] else "off"
+        what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {ckpt}"
         if r["fits_budget"] is None:
             print(f"verdict: {what}: no peak measured -> {r['verdict']}")
         else:

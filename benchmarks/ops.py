@@ -232,8 +232,10 @@ def main(argv=None):
             p, q = r["plain"], r["fused"]
             print(
                 f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
-                f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
-                f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}"
+                f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] "
+                f"{r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
+                f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} "
+                f"{r['bytes_ratio_fused_plain']:6.2f}"
             )
             results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
     masks = []
@@ -242,13 +244,15 @@ def main(argv=None):
         mshapes.append(("attention", (max(args.tokens // 128, 1), 12, 128, 128)))
         print(f"\ndropout mask, p={args.dropout}: median ms [min, max] per mask")
         print(
-            f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} {'lanes -> uint8':>22} {'u8/bool':>7}"
+            f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} "
+            f"{'lanes -> uint8':>22} {'u8/bool':>7}"
         )
         for label, shape in mshapes:
             m = measure_masks(args, shape, device)
             cell = lambda k, m=m: f"{m[k]['median_ms']:7.3f} [{m[k]['min_ms']:.2f},{m[k]['max_ms']:.2f}]"
             print(
-                f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} {cell('lanes-bool'):>22} "
+                f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} "
+                f"{cell('lanes-bool'):>22} "
                 f"{cell('lanes-uint8'):>22} {m['paired_uint8_bool']:7.2f}"
             )
             masks.append({"label": label, "shape": list(shape), **m})

@@ -30,7 +30,8 @@ ratios are measured side by side on a shared machine: "/full", "/hf" are ratios 
 median per round of (variant − frozen) ÷ full: what a variant adds to the frozen base, as a share
 of full fine-tuning's step. "faults" is the median number of minor page faults per step (fresh
 memory touched for the first time; Linux/macOS).
-"Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
+"Activation bytes" are the unique storages autograd saves for backward during one forward,
+parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
 models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
 
@@ -338,7 +339,8 @@ def report(res, notes, args):
         print(
             f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
             f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
-            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
+            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} "
+            f"{r['activation_bytes'] / 2**20:8.1f} "
             f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}"
         )
     for name, note in notes.items():

@@ -74,7 +74,8 @@ def _head_paths(model: nn.Module) -> tuple[str, ...]:
 
 
 def _adapter_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """LoRA/IA3 layers (minipeft.inject.adapters) and prefix/prompt tables, each with ROLE and ADAPTER_PARAMS."""
+    """LoRA/IA3 layers (minipeft.inject.adapters) and prefix/prompt tables, each with ROLE and
+    ADAPTER_PARAMS."""
     return adapters(model) + [(p, m) for p, m in model.named_modules() if isinstance(m, VirtualTokens)]
 
 
@@ -331,7 +332,8 @@ def check_manifest(
             if not allow_base_mismatch:
                 raise ValueError(
                     f"{file}: the adapter was trained on another base model (base fingerprint "
-                    f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
+                    f"{manifest['base_fingerprint'][:16]}..., "
+                    f"this model {record['base_fingerprint'][:16]}...). "
                     "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
                     "to override (recorded)"
                 )

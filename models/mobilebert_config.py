@@ -1,4 +1,5 @@
-"""`MobileBertConfig`: the architecture settings of a HuggingFace MobileBERT `config.json`, checked and frozen.
+"""`MobileBertConfig`: the architecture settings of a HuggingFace MobileBERT `config.json`, checked
+and frozen.
 
 Defaults are google/mobilebert-uncased: 24 layers, body 512, bottleneck ("true hidden") 128,
 128-wide trigram embeddings, 4 heads, FFN 512, 4 stacked feed-forward blocks, NoNorm.

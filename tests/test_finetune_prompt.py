@@ -4,8 +4,8 @@ The tiny random BERT of test_finetune (2 layers, hidden 32, 2 heads) keeps each 
 Invariants: the trainable count is the formula (prefix P·L·2·H, prompt P·H, plus the head), the
 saved adapter is PEFT's layout with a manifest whose provenance and base fingerprint match the run,
 the base is unchanged by training (fingerprint before == after == the fresh base's), the adapter
-reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the position table cannot hold
-with the virtual tokens is refused before training.
+reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the
+position table cannot hold with the virtual tokens is refused before training.
 """
 
 import csv
