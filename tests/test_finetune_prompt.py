@@ -42,6 +42,7 @@ def _finetune(task, data_dir, model, out, *extra):
     return finetune.run(args)
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method, capsys):
     data_dir = write_mimic(tmp_path / "data", "mp")

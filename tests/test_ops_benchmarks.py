@@ -36,6 +36,7 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
             assert 0 < m[way]["min_ms"] <= m[way]["median_ms"] <= m[way]["max_ms"]
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     from benchmarks import train_step
 

@@ -120,6 +120,7 @@ def _sweep(data_dir, model, out, *extra):
     ]
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, monkeypatch):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "sweep"
@@ -155,6 +156,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
     assert e.value.code == 2 and "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_same_seed_same_run_is_reproducible(tmp_path, tiny_model):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     outs = []
@@ -171,6 +173,7 @@ def test_reference_rank_must_be_in_the_grid(capsys):
     assert "--reference-rank 8 is not in --ranks" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_search_keeps_the_best_validation_trial(tmp_path, tiny_model, capsys):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "search"
