@@ -119,6 +119,17 @@ def load_state(module: nn.Module, tensors: dict, file: Path, prefix: str = "") -
     module.load_state_dict(tensors, strict=True, assign=True)  # takes the tensors (meta-built model)
 
 
+def _with_label_names(cfg, labels, num_labels: int | None):
+    """`cfg` whose id2label/label2id are `labels` (the names save_pretrained writes and HF reads)."""
+    labels = tuple(labels)
+    if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct non-empty strings, got {labels!r}")
+    if num_labels is not None and num_labels != len(labels):
+        raise ValueError(f"num_labels={num_labels} but {len(labels)} labels {labels!r}; pass one of them")
+    id2label = dict(enumerate(labels))
+    return _replace(cfg, id2label=id2label, label2id={v: i for i, v in id2label.items()})
+
+
 def _num_labels(num_labels: int | None, cfg: BertConfig) -> int:
     if num_labels is not None:
         if num_labels < 1:
@@ -200,9 +211,12 @@ def load_pretrained(
     num_labels: int | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    labels=None,
 ) -> nn.Module:
     """A BertModel (head=None), BertForSequenceClassification or BertForTokenClassification from a
-    HuggingFace folder. num_labels: the argument, else len(config id2label), else 2."""
+    HuggingFace folder. num_labels: the argument, else len(labels), else len(config id2label),
+    else 2. labels: the class names, in index order; they become the config's id2label, which
+    save_pretrained writes (and so a merged model carries the task's names, not LABEL_0...)."""
     if head not in HEADS:
         raise ValueError(f"head={head!r} is not known; expected one of {list(HEADS)}")
     path = Path(path)
@@ -213,6 +227,9 @@ def load_pretrained(
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
     cfg = _replace(cfg, name_or_path=str(path))
+    if labels is not None and head is not None:
+        cfg = _with_label_names(cfg, labels, num_labels)
+        num_labels = len(cfg.id2label)
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(
         read_safetensors(file), file, drop_pooler=head == "token-classification", family=family
