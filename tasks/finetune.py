@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with your files in the task's layout (the clinical tasks); embedded "
         "defaults read the asset cache unless given",
     )
+    a("--text-column", default="text", help="--task csv: the column holding the text (default text)")
+    a("--label-column", default="label", help="--task csv: the column holding the label (default label)")
+    a("--id-column", help="--task csv: a column of row ids (default: split-row numbers)")
     a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
     a(
         "--method",
@@ -229,6 +232,37 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
+def describe_adapted(method: str, adapted: list[str], head: tuple[str, ...]) -> str:
+    """'12 LoRA layers + head': the adapter layers counted apart from the trained head."""
+    if method == "full":
+        return "every parameter trains"
+    if method == "frozen":
+        return "the base frozen, the head trains"
+    layers = [p for p in adapted if p not in head]
+    name = {"lora": "LoRA", "ia3": "IA³"}.get(method, method)
+    return f"{len(layers)} {name} layer{'s' if len(layers) != 1 else ''}" + (
+        " + head" if len(layers) < len(adapted) else ""
+    )
+
+
+def ner_selection_warnings(history: list[dict], best_epoch, best_metric, metric: str) -> list[str]:
+    """What a person must know when NER picked a suspicious epoch: the validation score is 0 (no
+    entity found), or the first epoch won although later ones ran (rare entities often appear only
+    after many epochs, and early stopping can end the run before they do)."""
+    out = []
+    if best_metric is not None and best_metric == 0:
+        out.append(
+            f"the best validation {metric} is 0: the model finds no entity. Rare entity types may need "
+            "many more epochs: raise --epochs and --patience"
+        )
+    if len(history) > 1 and best_epoch == history[0]["epoch"]:
+        out.append(
+            f"the first epoch had the best validation {metric} of {len(history)} run, so the model "
+            "returned is the one after one epoch: raise --patience (and --epochs), or check the data"
+        )
+    return out
+
+
 def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
     """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
     positions."""
@@ -249,7 +283,12 @@ def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) 
 
 def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
-    data = load_data(task, args.data_dir, args.seed)
+    columns = {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "id_column": args.id_column,
+    }
+    data = load_data(task, args.data_dir, args.seed, **columns)
     for note in data.notes:
         log(note)
     tokenizer = load_tokenizer(model_dir)
@@ -321,12 +360,12 @@ def run(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(args.seed)
-    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
+    model = load_pretrained(model_dir, head=task.head, labels=data.labels, seed=args.seed)
     model, adapted = build(model, spec)
     what = (
         f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
         if prompt
-        else f"{len(adapted)} adapted modules"
+        else describe_adapted(args.method, adapted, spec.head)
     )
     log(f"method {args.method} (preset {preset.name}): {what}; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
@@ -356,6 +395,11 @@ def run(args) -> dict:
         desc=f"{task.name}/{args.method}",
     )
 
+    if task.type != SEQ_CLS:
+        for warning in ner_selection_warnings(
+            result.history, result.best_epoch, result.best_metric, config.select_metric
+        ):
+            log(f"WARNING: {warning}")
     metrics = {
         "test": json_safe(
             evaluate(
