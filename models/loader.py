@@ -192,17 +192,33 @@ def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, 
     with torch.no_grad():
         clf.weight.copy_(torch.empty(clf.weight.shape).normal_(0.0, cfg.initializer_range, generator=gen))
         clf.bias.zero_()
-    log.warning(
-        "%s: %s head initialised fresh, N(0, %g) with seed %d, for %d outputs "
-        "(saved head tensors: %s); train it before use",
-        file,
-        name,
-        cfg.initializer_range,
-        seed,
-        clf.out_features,
-        found,
+    message = (
+        f"{file}: {name} head initialised fresh, N(0, {cfg.initializer_range:g}) with seed {seed}, "
+        f"for {clf.out_features} outputs (saved head tensors: {found})"
     )
+    log.info("%s", message)
+    _warn_if_used_untrained(clf, message + "; it is being used untrained: train it or load an adapter first")
     return False
+
+
+def _warn_if_used_untrained(clf: nn.Module, message: str) -> None:
+    """Log `message` as a warning at the first evaluation-mode forward of `clf` if its weights are
+    still those drawn at load time. Training them (an optimiser step), load_adapter and
+    load_state_dict all write in place, which moves each tensor's version counter, so loading an
+    adapter that carries the head, or a sweep that trains it, never sees the warning."""
+    drawn = [(n, p, p._version) for n, p in clf.named_parameters()]
+    done = False
+
+    def check(module, args):
+        nonlocal done
+        if done or torch.compiler.is_compiling() or module.training:
+            return
+        done = True  # once per loaded head (copies made by merge share this closure)
+        now = dict(module.named_parameters())
+        if all(now.get(n) is p and p._version == v for n, p, v in drawn):
+            log.warning("%s", message)
+
+    clf.register_forward_pre_hook(check)
 
 
 def load_pretrained(
