@@ -14,19 +14,9 @@ import random
 import time
 from pathlib import Path
 
-import torch
-
-import minipeft
-from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
-from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
-from minipeft.batching import PadCollate
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
-from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
-from models.bert import init_weights
 from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
-from tasks.objective import seq_cls_eval, seq_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data
 
 DEFAULTS = dict(
@@ -111,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fixed", "proportional", "rslora"),
         default=d["alpha_policy"],
         help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
-        "alpha=r, scaling 1; rslora: alpha=--alpha, scaling alpha/sqrt(r) (docs/rank-sweep.md)",
+        "alpha=r, scaling 1; rslora (default): alpha=--alpha, scaling alpha/sqrt(r) (docs/rank-sweep.md)",
     )
     a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
     a(
@@ -173,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+
+import minipeft
+from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
+from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from minipeft.batching import PadCollate
+from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from models import load_pretrained, load_tokenizer
+from models.bert import init_weights
+from tasks.objective import seq_cls_eval, seq_cls_loss
 
 
 def check_args(args) -> None:

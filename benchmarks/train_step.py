@@ -47,11 +47,6 @@ import platform
 import statistics
 import time
 
-import torch
-import torch.nn.functional as F
-
-from benchmarks.ops import saved_bytes, summarize
-
 try:
     import resource  # page-fault counts (Unix)
 except ImportError:
@@ -69,6 +64,74 @@ VARIANTS = (
     "ia3",
     "hf-peft",
 )
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of the variants above (default %(default)s)",
+    )
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step (default %(default)s)")
+    ap.add_argument(
+        "--seq", type=int, default=128, help="tokens per sequence (no padding) (default %(default)s)"
+    )
+    ap.add_argument("--r", type=int, default=8, help="LoRA rank (default %(default)s)")
+    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default %(default)s)")
+    ap.add_argument(
+        "--dropout",
+        type=float,
+        default=0.1,
+        help="LoRA dropout (on the adapter branch) (default %(default)s)",
+    )
+    ap.add_argument(
+        "--targets",
+        default="query,key,value",
+        help="comma-separated LoRA target modules (default %(default)s)",
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps per variant first (default %(default)s)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=10, help="timed steps per variant, round-robin (default %(default)s)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
+    )
+    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
+    ap.add_argument(
+        "--optimizer",
+        choices=("fused", "foreach"),
+        default="fused",
+        help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
+        "with torch >= 2.8 use) or foreach (torch's multi-tensor default)",
+    )
+    ap.add_argument(
+        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after timing, profile STEPS more steps per variant with torch.profiler and print "
+        "where a step's time goes (ms per step, by kind of op); 0 = off (default %(default)s)",
+    )
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    parse_args()
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.ops import saved_bytes, summarize
 
 
 def _ours(kind, path, args):
@@ -195,44 +258,6 @@ def batch_of(args, vocab):
         "token_type_ids": torch.zeros_like(ids),
     }
     return batch, torch.randint(0, 2, (args.batch,), generator=g)
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants above"
-    )
-    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
-    ap.add_argument("--seq", type=int, default=128, help="tokens per sequence (no padding)")
-    ap.add_argument("--r", type=int, default=8, help="LoRA rank")
-    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
-    ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout (on the adapter branch)")
-    ap.add_argument("--targets", default="query,key,value", help="comma-separated LoRA target modules")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    ap.add_argument("--repeats", type=int, default=10, help="timed steps per variant, round-robin")
-    ap.add_argument(
-        "--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)"
-    )
-    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
-    ap.add_argument(
-        "--optimizer",
-        choices=("fused", "foreach"),
-        default="fused",
-        help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
-        "with torch >= 2.8 use) or foreach (torch's multi-tensor default)",
-    )
-    ap.add_argument(
-        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
-    )
-    ap.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="after timing, profile STEPS more steps per variant with torch.profiler and print "
-        "where a step's time goes (ms per step, by kind of op); 0 = off",
-    )
-    return ap.parse_args(argv)
 
 
 def main(argv=None):

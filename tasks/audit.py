@@ -19,13 +19,8 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from safetensors import safe_open
-
-from minipeft import fingerprint, param_table, summary
-from minipeft.files import write_text
-from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
-from models import load_pretrained
-from tasks.adapters import attach, is_prompt_adapter, load_base_for_adapter
+# torch, minipeft and models are imported inside the functions that load tensors, so that --help
+# answers before torch loads
 
 HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
 
@@ -33,6 +28,11 @@ HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classi
 def adapter_head(adapter_dir: Path) -> tuple[str | None, int | None]:
     """(load_pretrained head, num_labels) that the adapter was trained with: the task type from
     adapter_config.json, the label count from the saved classifier's shape."""
+    from safetensors import safe_open
+
+    from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
+    from tasks.adapters import is_prompt_adapter
+
     cfg_file = adapter_dir / CONFIG_FILE
     if not cfg_file.is_file():
         raise FileNotFoundError(
@@ -64,6 +64,10 @@ def build_report(
     num_labels: int | None = None,
     allow_base_mismatch: bool = False,
 ) -> dict:
+    from minipeft import fingerprint, param_table, summary
+    from models import load_pretrained
+    from tasks.adapters import attach, load_base_for_adapter
+
     model_dir = Path(model_dir)
     adapter_dir = Path(adapter_dir) if adapter_dir else None
     if adapter_dir is not None and head is None:
@@ -171,6 +175,8 @@ def main(argv=None) -> dict:
     rep = build_report(args.model, args.adapter, args.head, args.num_labels, args.allow_base_mismatch)
     text = to_markdown(rep) if args.format == "md" else json.dumps(rep, indent=2, sort_keys=True) + "\n"
     if args.out:
+        from minipeft.files import write_text
+
         write_text(args.out, text)
     else:
         sys.stdout.write(text)

@@ -2,14 +2,14 @@
 
     python -m tasks.export --run runs/mp --out runs/mp-merged
 
---run is a folder tasks.finetune wrote. Its task.json gives the labels, the head and the base model
-(--model overrides the base, for example when the checkpoint moved); the adapter in RUN/adapter is
-checked against its manifest and merged (W' = W + (alpha/r)·B·A for LoRA, W' = diag(l)·W or
-W·diag(l) for IA³). --out gets HuggingFace's layout (config.json with the task's labels as id2label,
-model.safetensors, the base's tokenizer files) plus task.json, so transformers, tasks.predict
---model and tasks.audit read it unchanged. Prefix and prompt tuning add tokens, not weights: they
-cannot be merged (use the adapter with tasks.predict). A run of --method full or frozen already
-holds the whole model in RUN/model.
+--run is a folder tasks.finetune wrote. Its task.json gives the labels, the head and the base
+model (--model overrides the base, for example when the checkpoint moved); the adapter in
+RUN/adapter is checked against its manifest and merged (W' = W + (alpha/r)·B·A for LoRA,
+W' = diag(l)·W or W·diag(l) for IA³). --out gets HuggingFace's layout (config.json with the task's
+labels as id2label, model.safetensors, the base's tokenizer files) plus task.json, so transformers,
+tasks.predict --model and tasks.audit read it unchanged. Prefix and prompt tuning add tokens, not
+weights: they cannot be merged (use the adapter with tasks.predict). A run of --method full or
+frozen already holds the whole model in RUN/model.
 """
 
 from __future__ import annotations

@@ -31,16 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-import minipeft
-from minipeft import distributed, files
-from minipeft.audit import MANIFEST_FILE, build_manifest
-from minipeft.batching import PadCollate
-from minipeft.prompt import prompt_counts
-from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
-from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import sha256_file
 from tasks.cli import run_or_exit
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
@@ -54,8 +44,6 @@ from tasks.methods import (
     build,
     resolve_preset,
 )
-from tasks.metrics import json_safe
-from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, task_names
 
 
@@ -127,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-alignment",
         default="all",
         choices=ALIGNMENTS,
-        help="NER: label every sub-token (all, as the paper) or only each word's first (first)",
+        help="NER: label every sub-token (all, as the paper; the default) or only each word's first (first)",
     )
     a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
     a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
@@ -143,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-progress", action="store_true", help="no progress bars")
     a("--out", required=True, help="output folder (reused with the same arguments: resume)")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+from safetensors.torch import load_file
+
+import minipeft
+from minipeft import distributed, files
+from minipeft.audit import MANIFEST_FILE, build_manifest
+from minipeft.batching import PadCollate
+from minipeft.prompt import prompt_counts
+from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
+from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from models import load_pretrained, load_tokenizer, save_pretrained
+from tasks.metrics import json_safe
+from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 
 
 def subsample(examples: list, n: int | None, seed: int) -> list:

@@ -31,20 +31,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from minipeft.batching import LengthBucketSampler, PadCollate
-from minipeft.files import write_text
-from models import load_pretrained, load_tokenizer
-from tasks.adapters import attach, load_base_for_adapter
 from tasks.cli import run_or_exit
 from tasks.data_conll import read_conll
 from tasks.data_csv import read_csv
 from tasks.encode import encode_tagged, word_predictions
 from tasks.fetch import default_model_dir
-from tasks.metrics import ner_metrics
-from tasks.objective import model_inputs
 from tasks.registry import HEADS, SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
@@ -79,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+from tqdm import tqdm
+
+from minipeft.batching import LengthBucketSampler, PadCollate
+from minipeft.files import write_text
+from models import load_pretrained, load_tokenizer
+from tasks.adapters import attach, load_base_for_adapter
+from tasks.metrics import ner_metrics
+from tasks.objective import model_inputs
 
 
 def read_task_info(folder: Path) -> dict:
