@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
-from models.config import BertConfig, _replace
+from models.config import BertConfig
 from models.families import ARCHITECTURES, FAMILIES, Family, family_of
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _with_label_names(cfg, labels, num_labels: int | None):
     if num_labels is not None and num_labels != len(labels):
         raise ValueError(f"num_labels={num_labels} but {len(labels)} labels {labels!r}; pass one of them")
     id2label = dict(enumerate(labels))
-    return _replace(cfg, id2label=id2label, label2id={v: i for i, v in id2label.items()})
+    return replace(cfg, id2label=id2label, label2id={v: i for i, v in id2label.items()})
 
 
 def _num_labels(num_labels: int | None, cfg: BertConfig) -> int:
@@ -242,7 +243,7 @@ def load_pretrained(
         )
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
-    cfg = _replace(cfg, name_or_path=str(path))
+    cfg = replace(cfg, name_or_path=str(path))
     if labels is not None and head is not None:
         cfg = _with_label_names(cfg, labels, num_labels)
         num_labels = len(cfg.id2label)

@@ -78,8 +78,8 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 from tqdm import tqdm
 
-from minipeft.batching import LengthBucketSampler, PadCollate
 from minipeft.files import write_text
+from minipeft.training.batching import LengthBucketSampler, PadCollate
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter
 from tasks.metrics import ner_metrics
