@@ -164,14 +164,26 @@ def _fresh_pooler_if_absent(encoder: nn.Module, base: dict, file: Path, cfg, see
 
 
 def _load_head(
-    model: nn.Module, head: dict, file: Path, cfg, seed: int, names: tuple = ("classifier",)
+    model: nn.Module,
+    head: dict,
+    file: Path,
+    cfg,
+    seed: int,
+    names: tuple = ("classifier",),
+    warn_untrained: bool = True,
 ) -> bool:
     """Load each saved head module (`classifier`, DistilBERT's `pre_classifier`) when its shapes
     fit, else initialise it; returns True if all were loaded."""
     return all(
         [
             _load_head_module(
-                model, name, {k: v for k, v in head.items() if k.startswith(name + ".")}, file, cfg, seed
+                model,
+                name,
+                {k: v for k, v in head.items() if k.startswith(name + ".")},
+                file,
+                cfg,
+                seed,
+                warn_untrained,
             )
             for name in names
             if hasattr(model, name)
@@ -179,7 +191,9 @@ def _load_head(
     )
 
 
-def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, seed: int) -> bool:
+def _load_head_module(
+    model: nn.Module, name: str, head: dict, file: Path, cfg, seed: int, warn_untrained: bool = True
+) -> bool:
     clf = getattr(model, name)
     shapes = {f"{name}.weight": clf.weight.shape, f"{name}.bias": clf.bias.shape}
     if set(head) == set(shapes) and all(head[k].shape == s for k, s in shapes.items()):
@@ -198,7 +212,10 @@ def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, 
         f"for {clf.out_features} outputs (saved head tensors: {found})"
     )
     log.info("%s", message)
-    _warn_if_used_untrained(clf, message + "; it is being used untrained: train it or load an adapter first")
+    if warn_untrained:
+        _warn_if_used_untrained(
+            clf, message + "; it is being used untrained: train it or load an adapter first"
+        )
     return False
 
 
@@ -229,11 +246,14 @@ def load_pretrained(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     labels=None,
+    warn_untrained_head: bool = True,
 ) -> nn.Module:
     """A BertModel (head=None), BertForSequenceClassification or BertForTokenClassification from a
     HuggingFace folder. num_labels: the argument, else len(labels), else len(config id2label),
     else 2. labels: the class names, in index order; they become the config's id2label, which
-    save_pretrained writes (and so a merged model carries the task's names, not LABEL_0...)."""
+    save_pretrained writes (and so a merged model carries the task's names, not LABEL_0...).
+    warn_untrained_head: a head drawn fresh (no saved one fits) warns at its first evaluation-mode
+    forward while still untrained; pass False when the caller replaces or redraws it anyway."""
     if head not in HEADS:
         raise ValueError(f"head={head!r} is not known; expected one of {list(HEADS)}")
     path = Path(path)
@@ -269,7 +289,9 @@ def load_pretrained(
         for name in family.head_modules:
             if hasattr(model, name):
                 getattr(model, name).to_empty(device="cpu")
-        model.head_loaded = _load_head(model, head_tensors, file, cfg, seed, family.head_modules)
+        model.head_loaded = _load_head(
+            model, head_tensors, file, cfg, seed, family.head_modules, warn_untrained_head
+        )
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     assert not left, f"tensors never loaded nor initialised: {left[:3]}"
     model.name_or_path = str(path)

@@ -37,7 +37,9 @@ def load_base_for_adapter(model_dir, head: str | None, num_labels: int | None = 
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return load_pretrained(model_dir, head=head, num_labels=num_labels, labels=labels)
+        return load_pretrained(
+            model_dir, head=head, num_labels=num_labels, labels=labels, warn_untrained_head=False
+        )
     finally:
         quiet.setLevel(level)
 

@@ -105,6 +105,8 @@ def test_fresh_head_warns_only_when_used_untrained(tmp_path, base, caplog):
         stepped.train()(**ids).sum().backward()
         torch.optim.SGD(stepped.classifier.parameters(), lr=0.1).step()  # one training step
         stepped.eval()(**ids)
+        redrawn = load_pretrained(folder, head="sequence-classification", warn_untrained_head=False)
+        redrawn.eval()(**ids)  # a sweep that draws its own head per run says so
     assert _warnings_of(caplog) == []
 
 
