@@ -74,25 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="lora",
         choices=METHODS,
-        help="lora | dora | vera | ia3 | prefix | prompt | full | frozen (head only); default lora "
-        "(docs/methods.md)",
+        help="frozen: head only; docs/methods.md",
     )
-    a("--rank", type=int, help="rank r of lora/dora (default 8) or vera (default 256, PEFT's)")
-    a("--alpha", type=float, default=8.0, help="LoRA/DoRA alpha; scaling alpha/r (default 8)")
-    a("--dropout", type=float, default=0.1, help="lora/dora/vera dropout on the adapter branch (default 0.1)")
+    a("--rank", type=int, help="default 8; vera 256")
+    a("--alpha", type=float, default=8.0, help="scaling alpha/r (default 8)")
+    a("--dropout", type=float, default=0.1, help="adapter dropout (default 0.1)")
     a(
         "--init",
         default="kaiming",
         choices=("kaiming", "gaussian", "pissa", "olora"),
-        help="lora: how A, B start; pissa/olora from W's SVD/QR, saved as PEFT's rank-2r conversion "
-        "(dora: kaiming or gaussian; default kaiming)",
+        help="pissa/olora (lora): A, B from W's SVD/QR",
     )
-    a(
-        "--loraplus-ratio",
-        type=float,
-        help="LoRA+: lora_B (and 1-D tensors, as PEFT) learn at this many times --lr; > 0, the "
-        "paper suggests 16 (lora/dora/vera; default off)",
-    )
+    a("--loraplus-ratio", type=float, metavar="R", help="LoRA+: B's lr is R x --lr (paper: 16)")
     a(
         "--targets",
         type=_csv_list,
