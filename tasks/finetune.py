@@ -202,7 +202,7 @@ def check_args(args) -> None:
     """Numbers a run cannot use, named by their flag before anything loads."""
     for name in POSITIVE:
         v = getattr(args, name)
-        if v < 1:
+        if v is not None and v < 1:  # --rank None: the method's default (tasks.methods.DEFAULT_RANK)
             extra = " (0 would stop after the first epoch)" if name == "patience" else ""
             raise ValueError(f"--{name.replace('_', '-')} {v}: expected a whole number >= 1{extra}")
     for name in ("max_train_examples", "max_eval_examples"):
