@@ -38,6 +38,11 @@ class BertConfig:
     label2id: dict | None = None  # {str: int}
     model_type: str = "bert"
     name_or_path: str = ""  # where it was read from (not an architecture field)
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    recompute_attention: bool = (
+        True  # CPU training with attention dropout: backward recomputes the probabilities
+    )
+    first_position_only: bool = True  # sequence heads: the last layer computes the first position only
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):

@@ -12,7 +12,8 @@ import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-NOT_ARCHITECTURE = ("extra", "name_or_path")
+# fields that are not architecture: never read from config.json nor written to it
+NOT_ARCHITECTURE = ("extra", "name_or_path", "recompute_attention", "first_position_only")
 
 
 def split_keys(cls, d: dict, ignore=()) -> tuple:

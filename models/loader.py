@@ -200,9 +200,20 @@ def load_pretrained(
     num_labels: int | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    first_position_only: bool = True,
+    recompute_attention: bool = True,
 ) -> nn.Module:
     """A BertModel (head=None), BertForSequenceClassification or BertForTokenClassification from a
-    HuggingFace folder. num_labels: the argument, else len(config id2label), else 2."""
+    HuggingFace folder (or the DistilBERT/MobileBERT counterpart), in evaluation mode as
+    transformers returns it: call `.train()` before training. num_labels: the argument, else
+    len(config id2label), else 2.
+
+    Runtime settings (config fields, not architecture; never written to config.json):
+      first_position_only  sequence heads: the last layer computes the first position only
+                           (the same logits and gradients, less work); False for the full layer
+      recompute_attention  training with attention dropout on a CPU keeps q, k, v and the random
+                           generator's state, and recomputes the probabilities in backward
+                           (less memory); False: SDPA keeps its (batch, heads, seq, seq) tensors"""
     if head not in HEADS:
         raise ValueError(f"head={head!r} is not known; expected one of {list(HEADS)}")
     path = Path(path)
@@ -212,7 +223,12 @@ def load_pretrained(
         )
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
-    cfg = _replace(cfg, name_or_path=str(path))
+    cfg = _replace(
+        cfg,
+        name_or_path=str(path),
+        first_position_only=bool(first_position_only),
+        recompute_attention=bool(recompute_attention),
+    )
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(
         read_safetensors(file), file, drop_pooler=head == "token-classification", family=family
@@ -239,7 +255,7 @@ def load_pretrained(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     assert not left, f"tensors never loaded nor initialised: {left[:3]}"
     model.name_or_path = str(path)
-    return model.to(dtype)
+    return model.to(dtype).eval()
 
 
 def _architecture(model: nn.Module) -> str:

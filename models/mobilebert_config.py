@@ -1,4 +1,5 @@
-"""`MobileBertConfig`: the architecture settings of a HuggingFace MobileBERT `config.json`, checked and frozen.
+"""`MobileBertConfig`: the architecture settings of a HuggingFace MobileBERT `config.json`, checked and
+frozen.
 
 Defaults are google/mobilebert-uncased: 24 layers, body 512, bottleneck ("true hidden") 128,
 128-wide trigram embeddings, 4 heads, FFN 512, 4 stacked feed-forward blocks, NoNorm.
@@ -45,6 +46,11 @@ class MobileBertConfig:
     label2id: dict | None = None
     model_type: str = "mobilebert"
     name_or_path: str = ""
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    recompute_attention: bool = (
+        True  # CPU training with attention dropout: backward recomputes the probabilities
+    )
+    first_position_only: bool = True  # sequence heads: the last layer computes the first position only
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
