@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimiser steps between resumable checkpoints (default 0: at epoch ends only)",
     )
     a("--grad-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
+    a(
+        "--compile",
+        action="store_true",
+        help="run the model under torch.compile(fullgraph=True): a one-off compile (about a minute on "
+        "a CPU, again for eval mode and new lengths) that long runs pay back (docs/cuda.md); "
+        "saved-bytes accounting is then off",
+    )
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
     a("--no-progress", action="store_true", help="no progress bars")
@@ -279,6 +286,7 @@ def train_config(args, task, lr: float) -> TrainConfig:
         device=args.device,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
+        measure_memory=not args.compile,  # saved-tensor hooks would see the compiled graph's choice
     )
 
 
@@ -320,6 +328,8 @@ def run(args) -> dict:
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
     model, adapted = build(model, spec)
+    if args.compile:  # in place: the same module, parameters and state-dict keys
+        model.compile(fullgraph=True)
     what = (
         f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
         if prompt
