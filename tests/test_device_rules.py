@@ -19,9 +19,9 @@ from minipeft import IA3Config, LoraConfig, inject, ops
 from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_tuning
 from models import attention as att
 from models.bert import BertConfig, BertForSequenceClassification, BertForTokenClassification
+from models.config import MobileBertConfig
 from models.distilbert import DistilBertConfig, DistilBertForSequenceClassification
 from models.mobilebert import MobileBertForSequenceClassification
-from models.mobilebert_config import MobileBertConfig
 
 # ops that read a value into Python, or whose output shape depends on values (the host must wait
 # for the count): each is a host-device synchronisation on a GPU
