@@ -317,3 +317,76 @@ def test_finetune_compile_gives_the_eager_run(tmp_path, make_tiny_model, monkeyp
             if isinstance(value, float):
                 assert docs["compiled"][split][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (split, key)
     assert (tmp_path / "compiled" / "adapter" / "adapter_model.safetensors").exists()
+
+
+# ---- what a dispatch mode cannot see on a CPU, and the trainer around the step -----------------
+# `.tolist()`, `.numpy()` and `.cpu()` of a CPU tensor read its memory without an ATen op, so the
+# counter above would miss them; on a GPU each is a copy to the host, a synchronisation. None may
+# appear in the model and adapter code that runs inside forward and backward.
+STEP_FILES = {  # path: whole file (step code only), or only its `forward` methods
+    "models/attention.py": "file",
+    "models/common.py": "file",
+    "models/dropout.py": "file",
+    "minipeft/ops.py": "file",
+    "models/bert.py": "forward",
+    "models/distilbert.py": "forward",
+    "models/mobilebert.py": "forward",
+    "minipeft/lora.py": "forward",
+    "minipeft/ia3.py": "forward",
+    "minipeft/prompt.py": "forward",
+}
+HOST_READS = {"item", "tolist", "numpy", "cpu", "nonzero"}
+
+
+def _host_reads(tree):
+    import ast
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr in HOST_READS:
+            yield f"line {node.lineno}: {ast.unparse(node)[:60]}"
+        # bool() of an expression (bool(t.all()), bool(x > 0)); bool(flag) of a plain name is a flag
+        elif (
+            isinstance(f, ast.Name)
+            and f.id == "bool"
+            and node.args
+            and not isinstance(node.args[0], ast.Name)
+        ):
+            yield f"line {node.lineno}: {ast.unparse(node)[:60]}"
+
+
+@pytest.mark.parametrize("path", list(STEP_FILES))
+def test_step_code_has_no_host_read_in_its_source(path):
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parent.parent / path).read_text(encoding="utf-8"))
+    scopes = [tree]
+    if STEP_FILES[path] == "forward":
+        scopes = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "forward"]
+        assert scopes, f"{path}: no forward method found"
+    assert [hit for scope in scopes for hit in _host_reads(scope)] == []
+
+
+def test_trainer_stops_on_a_non_finite_loss_before_the_optimiser_moves_a_weight():
+    """The trainer reads the loss once per optimiser step (with the gradient norm, on the host after
+    all micro-batches); a non-finite loss still stops the run before any weight changes."""
+    from test_train import TRAIN, VAL, Toy, eval_fn
+
+    from minipeft.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = Toy()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def nan_loss(model, batch):
+        return F.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), batch["label"]) * float(
+            "nan"
+        )
+
+    cfg = TrainConfig(epochs=1, batch_size=4, grad_accum=2, progress=False)
+    with pytest.raises(FloatingPointError, match="loss is nan at optimiser step 0"):
+        train(model, TRAIN, VAL, nan_loss, eval_fn, cfg)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
