@@ -32,17 +32,12 @@ of full fine-tuning's step. "faults" is the median number of minor page faults p
 memory touched for the first time; Linux/macOS).
 "Activation bytes" are the unique storages autograd saves for backward during one forward,
 parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
-<<<<<<< HEAD
 With --compile, every variant of ours (not hf-peft) also runs as "<variant>+c", a second copy of the
 model under torch.compile(fullgraph=True) (Inductor), in the same round-robin, and a second table
 gives per variant: the compile time (the first compiled step minus the eager median), eager and
 compiled medians, compiled ÷ eager (median of per-round ratios) and the steps it takes to pay the
 compile time back ("never" when compiled is not faster). Under compile attention is SDPA and
 dropout F.dropout / rand (traceable); activation bytes are those of the eager model.
-=======
-With --compile, the seed draw of models.attention.recompute_attention and the random draws of
-models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
->>>>>>> main
 
 The default of the config's recompute_attention (True) comes from this benchmark: compare
 full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.
@@ -75,9 +70,6 @@ VARIANTS = (
 )
 
 
-<<<<<<< HEAD
-def _ours(kind, path, args, first_position_only=True, recompute_attention=True):
-=======
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.train_step",
@@ -115,7 +107,12 @@ def parse_args(argv=None):
     ap.add_argument(
         "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
     )
-    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run each variant of ours compiled (torch.compile, fullgraph) side by side, and "
+        "print the compile time and the steps that pay it back",
+    )
     ap.add_argument(
         "--optimizer",
         choices=("fused", "foreach"),
@@ -146,8 +143,7 @@ import torch.nn.functional as F
 from benchmarks.ops import saved_bytes, summarize
 
 
-def _ours(kind, path, args):
->>>>>>> main
+def _ours(kind, path, args, first_position_only=True, recompute_attention=True):
     from minipeft import IA3Config, LoraConfig, inject
     from models import load_pretrained
 
