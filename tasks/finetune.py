@@ -130,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--compile",
         action="store_true",
-        help="run the model under torch.compile(fullgraph=True): a one-off compile (about a minute on "
-        "a CPU, again for eval mode and new lengths) that long runs pay back (docs/cuda.md); "
-        "saved-bytes accounting is then off",
+        help="torch.compile, whole graph (docs/cuda.md)",
     )
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
