@@ -9,17 +9,17 @@ torch's fused kernel for every variant, as minipeft's training loop and HF Train
 use it; `--optimizer foreach` runs torch's multi-tensor AdamW instead (much slower on a CPU for
 full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
   full            full fine-tuning, every parameter trainable
-  full-all        the same with the sequence head's first_position_only off: the last layer
+  full-all        the same with the config's first_position_only off: the last layer
                   computes every position, as HF's does (ours computes only the [CLS] row the
                   pooler reads by default)
-  full-sdpa       full with models.attention's recompute switch off (SDPA keeps probabilities)
+  full-sdpa       full with the config's recompute_attention off (SDPA keeps probabilities)
   frozen          no adapter: the base frozen but for layer 0's query/key/value biases (and the
                   classifier), so backward runs through every layer as it does for LoRA on
                   query,key,value: the floor any adapter adds its own cost to
   lora-plain      LoRA r=8 on query,key,value, dropout 0.1, composed path (LoraConfig(fused=False))
   lora-fused      the same through minipeft.ops (LoraConfig(fused=True))
   lora-fused-all  lora-fused with first_position_only off, as full-all
-  lora-fused-sdpa lora-fused with the recompute switch off
+  lora-fused-sdpa lora-fused with recompute_attention off
   ia3             IA³ on key,value,output.dense (fused)
   dora-plain      DoRA r=8 on the LoRA targets, composed path (DoraConfig(fused=False))
   dora            the same through minipeft.ops.dora_linear (DoraConfig(fused=True))
@@ -35,10 +35,14 @@ of full fine-tuning's step. "faults" is the median number of minor page faults p
 memory touched for the first time; Linux/macOS).
 "Activation bytes" are the unique storages autograd saves for backward during one forward,
 parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
-With --compile, the seed draw of models.attention.recompute_attention and the random draws of
-models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
+With --compile, every variant of ours (not hf-peft) also runs as "<variant>+c", a second copy of the
+model under torch.compile(fullgraph=True) (Inductor), in the same round-robin, and a second table
+gives per variant: the compile time (the first compiled step minus the eager median), eager and
+compiled medians, compiled ÷ eager (median of per-round ratios) and the steps it takes to pay the
+compile time back ("never" when compiled is not faster). Under compile attention is SDPA and
+dropout F.dropout / rand (traceable); activation bytes are those of the eager model.
 
-The default of models.attention.RECOMPUTE_BACKWARD (True) comes from this benchmark: compare
+The default of the config's recompute_attention (True) comes from this benchmark: compare
 full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one JSON document.
 """
 
@@ -109,7 +113,12 @@ def parse_args(argv=None):
     ap.add_argument(
         "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
     )
-    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run each variant of ours compiled (torch.compile, fullgraph) side by side, and "
+        "print the compile time and the steps that pay it back",
+    )
     ap.add_argument(
         "--optimizer",
         choices=("fused", "foreach"),
@@ -140,11 +149,17 @@ import torch.nn.functional as F
 from benchmarks.ops import saved_bytes, summarize
 
 
-def _ours(kind, path, args):
+def _ours(kind, path, args, first_position_only=True, recompute_attention=True):
     from minipeft import DoraConfig, IA3Config, LoraConfig, VeraConfig, inject
     from models import load_pretrained
 
-    model = load_pretrained(path, head="sequence-classification", num_labels=2)
+    model = load_pretrained(
+        path,
+        head="sequence-classification",
+        num_labels=2,
+        first_position_only=first_position_only,
+        recompute_attention=recompute_attention,
+    )
     if kind.startswith("lora"):
         inject(
             model,
@@ -193,10 +208,10 @@ def _hf_peft(path, args):
 
 
 class Runner:
-    """One variant: its model, optimizer, and the attention switch it runs under."""
+    """One variant: its model and optimizer; `forward` is the model or its compiled wrapper."""
 
-    def __init__(self, name, model, recompute, note="", optimizer="fused"):
-        self.name, self.model, self.recompute, self.note = name, model, recompute, note
+    def __init__(self, name, model, note="", optimizer="fused"):
+        self.name, self.model, self.note = name, model, note
         self.model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(
@@ -205,13 +220,7 @@ class Runner:
         self.forward = model
 
     def loss(self, batch, labels):
-        from models import attention
-
-        before, attention.RECOMPUTE_BACKWARD = attention.RECOMPUTE_BACKWARD, self.recompute
-        try:
-            out = self.forward(**batch)
-        finally:
-            attention.RECOMPUTE_BACKWARD = before
+        out = self.forward(**batch)
         logits = out.logits if hasattr(out, "logits") else out  # (batch, 2)
         return F.cross_entropy(logits, labels)
 
@@ -246,13 +255,19 @@ def build(args, path):
             if model is None:
                 continue
         else:
-            model, note = _ours(name.replace("-sdpa", "").replace("-all", ""), path, args), ""
-            model.first_position_only = not name.endswith("-all")
-        r = Runner(name, model, recompute=not name.endswith("-sdpa"), note=note, optimizer=args.optimizer)
-        if args.compile:
-            r.forward = torch.compile(model)
-        runners.append(r)
+            model, note = _our_variant(name, path, args), ""
+        runners.append(Runner(name, model, note=note, optimizer=args.optimizer))
+        if args.compile and name != "hf-peft":
+            torch.manual_seed(0)
+            r = Runner(name + "+c", _our_variant(name, path, args), note="compiled", optimizer=args.optimizer)
+            r.forward = torch.compile(r.model, fullgraph=True)
+            runners.append(r)
     return runners, notes
+
+
+def _our_variant(name, path, args):
+    kind = name.replace("-sdpa", "").replace("-all", "")
+    return _ours(kind, path, args, not name.endswith("-all"), not name.endswith("-sdpa"))
 
 
 def minor_faults():
@@ -292,9 +307,12 @@ def main(argv=None):
         }
         for r in runners
     }
-    for _ in range(args.warmup):
+    for i in range(max(args.warmup, 1 if args.compile else 0)):
         for r in runners:
+            t0 = time.perf_counter()
             r.step(batch, labels)
+            if i == 0:  # the compiled variants compile here
+                res[r.name]["first_step_s"] = time.perf_counter() - t0
     for i in range(args.repeats):
         # round-robin (side by side), the starting variant rotated every round, so no variant
         # always runs first or always follows the same other one
@@ -319,13 +337,39 @@ def main(argv=None):
                 for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"])
             )
     for name in res:
+        res[name]["times_raw"] = list(res[name]["times"])
         res[name].update(summarize(res[name].pop("times")))
         faults = res[name].pop("faults")
         res[name]["minor_faults_per_step"] = statistics.median(faults) if None not in faults else None
     if args.profile:
         for r in runners:
             res[r.name]["profile_ms_per_step"] = profile_step(r, batch, labels, args.profile)
-    report(res, notes, args)
+    compiled = compile_summary(res)
+    report(res, notes, args, compiled)
+
+
+def compile_summary(res) -> dict:
+    """Per variant with a compiled twin "<name>+c": compile seconds (its first step minus the eager
+    median), eager and compiled medians, compiled ÷ eager (median of per-round ratios, from the
+    paired times) and the steps to pay the compile time back (None: compiled is not faster)."""
+    out = {}
+    for name, r in res.items():
+        c = res.get(name + "+c")
+        if c is None:
+            continue
+        eager_s, comp_s = r["median_ms"] / 1e3, c["median_ms"] / 1e3
+        compile_s = c["first_step_s"] - eager_s
+        gain = eager_s - comp_s
+        out[name] = {
+            "compile_s": compile_s,
+            "eager_ms": r["median_ms"],
+            "compiled_ms": c["median_ms"],
+            "compiled_over_eager_paired": statistics.median(
+                a / b for a, b in zip(c["times_raw"], r["times_raw"])
+            ),
+            "payback_steps": compile_s / gain if gain > 0 else None,
+        }
+    return out
 
 
 # kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
@@ -361,7 +405,7 @@ def _count(n):
     return "-" if n is None else f"{n:.0f}"
 
 
-def report(res, notes, args):
+def report(res, notes, args, compiled=None):
     full = res.get("full")
     hf = res.get("hf-peft")
     print(
@@ -383,6 +427,17 @@ def report(res, notes, args):
         )
     for name, note in notes.items():
         print(f"note {name}: {note}")
+    if compiled:
+        print(
+            f"\n{'compiled':16} {'compile s':>10} {'eager ms':>10} {'compiled ms':>12} "
+            f"{'c/eager':>8} {'payback steps':>14}"
+        )
+        for name, c in compiled.items():
+            pay = "never" if c["payback_steps"] is None else f"{c['payback_steps']:.0f}"
+            print(
+                f"{name:16} {c['compile_s']:10.1f} {c['eager_ms']:10.1f} {c['compiled_ms']:12.1f} "
+                f"{c['compiled_over_eager_paired']:8.2f} {pay:>14}"
+            )
     for name, r in res.items():
         if "profile_ms_per_step" in r:
             p = r["profile_ms_per_step"]
@@ -399,7 +454,8 @@ def report(res, notes, args):
                 "threads": torch.get_num_threads(),
                 "cpu": platform.processor() or platform.machine(),
                 "notes": notes,
-                "results": res,
+                "results": {k: {f: v for f, v in r.items() if f != "times_raw"} for k, r in res.items()},
+                "compiled": compiled,
             }
         )
     )

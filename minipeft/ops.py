@@ -7,21 +7,20 @@ GPU and oneDNN/BLAS on a CPU. What they keep for backward is the point:
   same hidden states, so the three share one saved x), A, B, W, and, when dropout is active, the
   keep-mask as uint8 0/1 (1 byte per element). It never saves x·Aᵀ (recomputed, N·in·r flops)
   nor the dropped copy of x.
-* `ia3_linear` with input scaling saves x (∂l needs it, as the plain path). With output scaling,
-  ∂l needs y_base = x Wᵀ + b: the op keeps its own output y (which its consumer, attention, keeps
-  anyway, so the storage is shared) and uses ∂l = Σ dy ⊙ y / l in backward: no extra GEMM, no
-  extra (N, out) tensor. Entries with l = 0 exactly are recomputed from x, which is then kept too.
-  (Recomputing y_base from x instead would cost one more GEMM per backward: measured slower.)
-  Input scaling puts l on whichever of x or W is smaller. Output scaling multiplies the GEMM's
-  fresh output in place, and backward forms dy ⊙ y (for ∂l) and then dy ⊙ l in one (N, out)
-  buffer: the same two elementwise passes as the plain path, one temporary fewer. (Scaling W
-  instead, an (out, in) copy in forward and again in backward, measured no faster.)
+* `ia3_linear` with input scaling saves x (∂l needs it, as the plain path) and puts l on
+  whichever of x or W is smaller. With output scaling, ∂l needs y_base = x Wᵀ + b: the op keeps
+  the GEMM's output y_base and l, as the plain path does, and returns y = y_base ⊙ l. (It once kept
+  y alone and divided by l in backward, which needs a Python branch on whether l holds an exact
+  zero: a host synchronisation per layer, see docs/cuda.md.) Backward forms dy ⊙ y_base for ∂l
+  and then dy ⊙ l for ∂y_base in one (N, out) buffer.
 
-Dropout mask (fused path), see `dropout_mask`: 16 random bits per element, four elements per
-64-bit draw of the default generator of x's device (about 10× cheaper on a CPU than `rand`), so
-`torch.manual_seed` reproduces it. The drop probability is p rounded to a multiple of 2⁻¹⁶
-(0.1 → 0.1000061) and the kept values are scaled by the matching 1/(1-p'). This is a different
-random stream from `nn.Dropout`; compare runs of the same path.
+Dropout mask (fused path), see `dropout_mask`: in eager mode 16 random bits per element, four
+elements per 64-bit draw of the default generator of x's device (about 10× cheaper on a CPU than
+`rand`), so `torch.manual_seed` reproduces it. The drop probability is p rounded to a multiple of
+2⁻¹⁶ (0.1 → 0.1000061) and the kept values are scaled by the matching 1/(1-p'). This is a
+different random stream from `nn.Dropout`; compare runs of the same path. Under `torch.compile`
+the mask is `rand(shape) >= p` instead (exactly p, scale 1/(1-p)): an op the compiler traces and,
+on a GPU, fuses into its kernels (the in-place int64 `random_` of the eager path is a graph break).
 """
 
 from __future__ import annotations
@@ -34,7 +33,11 @@ def dropout_mask(shape, p: float, device=None, generator=None):
     """(keep, keep_scale): a uint8 0/1 tensor, 0 with probability p' = round(p·2¹⁶)/2¹⁶, and 1/(1-p').
 
     Each element compares 16 bits of a full-range int64 draw (four elements per draw). Kept as
-    uint8 (1 byte per element); the op turns it into x's dtype before multiplying by it."""
+    uint8 (1 byte per element); the op turns it into x's dtype before multiplying by it.
+    Under torch.compile: `rand(shape) >= p` and 1/(1-p) (traceable; see the module docstring)."""
+    if torch.compiler.is_compiling():
+        keep = (torch.rand(shape, device=device, generator=generator) >= p).to(torch.uint8)
+        return keep, 1.0 / (1.0 - p)  # (*shape) uint8 0/1
     t = min(round(p * 65536), 65535)
     n = 1
     for d in shape:
@@ -156,25 +159,21 @@ class _IA3Linear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, scale, feedforward):
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         if feedforward:
-            # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ
+            # scale whichever of x or W is smaller: (x ⊙ l) Wᵀ == x (W ⊙ l)ᵀ (a shape test, not a value test)
             xs, w = (x2, weight * scale) if x2.shape[0] > weight.shape[0] else (x2 * scale, weight)
             out = torch.addmm(bias, xs, w.t()) if bias is not None else xs @ w.t()  # (N, out)
+            ctx.save_for_backward(x, weight, scale, None)
         else:
-            out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-            out.mul_(scale)  # (N, out), in place: the GEMM's fresh output, still in cache
-        y = out.view(*x.shape[:-1], weight.shape[0])  # (..., out)
-        # output scaling keeps y itself (its consumer, e.g. attention, keeps it anyway) and
-        # recovers y_base = y / l in backward; x only for a trainable W or an exact zero in l
-        ctx.has_zero = (not feedforward) and not bool(scale.all())
-        keep_x = feedforward or ctx.needs_input_grad[1] or ctx.has_zero
-        ctx.save_for_backward(x if keep_x else None, weight, bias, scale, None if feedforward else y)
+            base = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()  # (N, out)
+            out = base * scale  # (N, out); base kept for ∂l, x only for a trainable W
+            ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight, scale, base)
         ctx.feedforward = feedforward
-        return y
+        return out.view(*x.shape[:-1], weight.shape[0])  # (..., out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        x, weight, bias, scale, y = ctx.saved_tensors
+        x, weight, scale, base = ctx.saved_tensors
         need_x, need_w, need_b, need_l = ctx.needs_input_grad[:4]
         dy2 = dy.reshape(-1, dy.shape[-1])  # (N, out)
         x2 = None if x is None else x.reshape(-1, x.shape[-1])  # (N, in)
@@ -187,30 +186,17 @@ class _IA3Linear(torch.autograd.Function):
             dw = dy2.t() @ (x2 * scale) if need_w else None  # (out, in)
             db = dy2.sum(0) if need_b else None
         else:
-            # one (N, out) buffer: first dy ⊙ y for ∂l, then, overwritten, ∂y_base = dy ⊙ l
+            # one (N, out) buffer: first dy ⊙ y_base for ∂l, then, overwritten, ∂y_base = dy ⊙ l
             t = None
             if need_l:
-                t = dy2 * y.reshape(dy2.shape)  # (N, out)
-                dl = _scale_grad(t, dy2, x2, weight, bias, scale, ctx.has_zero)
+                t = dy2 * base  # (N, out)
+                dl = t.sum(0)  # (out,)
             if need_x or need_w or need_b:
                 t = dy2 * scale if t is None else torch.mul(dy2, scale, out=t)  # (N, out) ∂y_base
                 dx = _mm_into(dy.shape[:-1] + weight.shape[1:], t, weight)[0] if need_x else None  # (..., in)
                 dw = t.t() @ x2 if need_w else None  # (out, in)
                 db = t.sum(0) if need_b else None  # (out,)
         return dx, dw, db, dl, None
-
-
-def _scale_grad(dy_y, dy, x2, weight, bias, scale, has_zero):
-    """∂l = Σ_n dy ⊙ y_base with y_base = y / l, from dy_y = dy ⊙ y: the division moves after the
-    row sum (l is per column), so it costs (out,) divisions. Columns with l = 0 are recomputed from x."""
-    dl = dy_y.sum(0).div_(scale)  # (out,)
-    if has_zero:
-        zero = (scale == 0).nonzero().flatten()
-        yb = x2 @ weight[zero].t()  # (N, zeros)
-        if bias is not None:
-            yb += bias[zero]
-        dl[zero] = (dy[:, zero] * yb).sum(0)
-    return dl
 
 
 def ia3_linear(x, weight, bias, scale, feedforward: bool):

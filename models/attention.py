@@ -4,8 +4,14 @@
 
 Inference, and training without attention dropout, run in `torch.nn.functional.scaled_dot_product_attention`:
 this file splits and merges heads and turns the (batch, seq) 0/1 padding mask into the boolean key
-mask SDPA expects. Training with dropout on a CPU runs `recompute_attention` (below), which keeps
-q, k, v and a seed for backward instead of the (b, n, tq, tk) probabilities.
+mask SDPA expects. Training with dropout on a CPU runs `recompute_attention` (below) when the model
+asks for it (`recompute_attention` in the model config, True by default), which keeps q, k, v and
+the random generator's state for backward instead of the (b, n, tq, tk) probabilities.
+
+Device rules (docs/cuda.md): nothing here reads a tensor's value into Python. The key mask is
+always built when a padding mask is given (no `.all()` test for "no padding"), and the dropout
+mask of the recompute path is regenerated from the saved generator state, not from a seed read
+with `.item()`. Under `torch.compile` attention is always SDPA, which the compiler traces.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def key_mask(attention_mask: torch.Tensor | None, prefix_len: int = 0) -> torch.Tensor | None:
     """(batch, keys) 0/1 mask -> (batch, 1, 1, prefix + keys) boolean mask, True = attend.
 
-    `prefix_len` extra always-visible keys are prepended (learned key/value prefixes). A mask with
-    no padding at all gives None: the same attention, without a masking pass over the scores."""
-    if attention_mask is None or bool(attention_mask.all()):
+    `prefix_len` extra always-visible keys are prepended (learned key/value prefixes). A mask
+    without padding is kept too: testing for that would read a value into Python (a host
+    synchronisation on a GPU, a graph break under torch.compile); collate may pass None instead."""
+    if attention_mask is None:
         return None
     keep = attention_mask.bool()  # (batch, keys)
     if prefix_len:
@@ -59,16 +66,21 @@ def attention(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     dropout_p: float = 0.0,
-    recompute: bool | None = None,
+    recompute: bool = False,
 ) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v over heads; q (b, n, tq, d), k and v (b, n, tk, d), mask bool
     broadcastable to (b, n, tq, tk) or None. `dropout_p` is applied to the probabilities (pass 0 in eval).
 
-    `recompute` (default `RECOMPUTE_BACKWARD` on CPU, False elsewhere) routes training with dropout to
-    `recompute_attention`; SDPA's fused kernels already recompute without dropout, and with it on CUDA."""
-    if recompute is None:
-        recompute = RECOMPUTE_BACKWARD and q.device.type == "cpu"
-    if recompute and dropout_p > 0 and torch.is_grad_enabled():
+    `recompute` routes training with dropout on a CPU to `recompute_attention` (the encoders pass
+    their config's `recompute_attention`). Elsewhere SDPA runs: its fused kernels already recompute
+    without dropout, and with it on CUDA; under torch.compile the compiler decides what to keep."""
+    if (
+        recompute
+        and dropout_p > 0
+        and torch.is_grad_enabled()
+        and q.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+    ):
         return recompute_attention(q, k, v, mask, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (b, n, tq, d)
 
@@ -76,15 +88,15 @@ def attention(
 # ---- memory-saving variant: backward recomputes the probabilities (as flash attention does) ----------
 # Plain attention with dropout keeps the probabilities, the dropout mask and the dropped probabilities
 # for backward, three (b, n, tq, tk) tensors per layer, growing with the square of the length. This
-# variant keeps q, k, v, the mask and one integer seed; backward recomputes softmax(q kᵀ/√d + M) and
-# regenerates the dropout mask from the seed. Selected by `attention(..., recompute=...)`; the default
-# `RECOMPUTE_BACKWARD` is set from benchmarks/train_step.py numbers (see that file's docstring).
+# variant keeps q, k, v, the mask and the random generator's state; backward recomputes
+# softmax(q kᵀ/√d + M) and regenerates the dropout mask from the generator state. Selected by
+# `attention(..., recompute=...)`; the encoders' default (config field `recompute_attention`, True)
+# is set from benchmarks/train_step.py numbers (see that file's docstring).
 #
 # Both directions work through the (batch · heads) rows a block at a time, a block holding about
 # BLOCK_ELEMENTS scores (1 MiB in fp32): the scores, probabilities, mask and their gradients of one
 # block stay in a core's cache through the five or so elementwise passes over them, instead of
 # streaming (b, n, tq, tk) tensors through main memory once per pass.
-RECOMPUTE_BACKWARD = True
 BLOCK_ELEMENTS = 1 << 18
 
 
@@ -140,12 +152,26 @@ def _block_probs(q, k, add, blk, scale):
     return torch.softmax(s, dim=-1)
 
 
-def _lanes(shape, p, seed, device):
-    """models.dropout.random_lanes for the whole (b, n, tq, tk) tensor, drawn once from a private
-    generator seeded with `seed`: (int16 lanes viewed as (b·n, tq, tk), threshold, keep_scale)."""
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    lanes, threshold, keep_scale = random_lanes(shape, p, device, generator=g)
+def _generator(device: torch.device, state=None) -> torch.Generator:
+    """The default generator of `device` (state None), or a private one set to `state`."""
+    if state is not None:
+        g = torch.Generator(device=device)
+        g.set_state(state)
+        return g
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else 0]
+    raise ValueError(
+        f"recompute_attention: no default generator known for device {device.type!r}; "
+        f"call attention(..., recompute=False) there (SDPA)"
+    )
+
+
+def _lanes(shape, p, generator, device):
+    """models.dropout.random_lanes for the whole (b, n, tq, tk) tensor, drawn once from `generator`:
+    (int16 lanes viewed as (b·n, tq, tk), threshold, keep_scale)."""
+    lanes, threshold, keep_scale = random_lanes(shape, p, device, generator=generator)
     return lanes.view(-1, shape[2], shape[3]), threshold, keep_scale
 
 
@@ -158,11 +184,17 @@ def _keep(lanes, threshold, blk, n, like):
 
 class _RecomputeAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, dropout_p, seed):
+    def forward(ctx, q, k, v, mask, dropout_p, rng_state):
+        """rng_state None: draw the dropout mask from the device's default generator and keep its
+        state before the draw (a small CPU tensor) for backward; else draw from that state."""
         b, n, tq, d = q.shape
         tk = k.shape[2]
         add = _additive(mask, q.dtype)
-        lanes = _lanes((b, n, tq, tk), dropout_p, seed, q.device) if dropout_p > 0 else None
+        lanes = None
+        if dropout_p > 0:
+            gen = _generator(q.device, rng_state)
+            rng_state = gen.get_state() if rng_state is None else rng_state
+            lanes = _lanes((b, n, tq, tk), dropout_p, gen, q.device)
         keep_scale = 1.0 if lanes is None else lanes[2]
         out = _head_major(b, n, tq, d, q)  # (b, n, tq, d)
         for blk in _blocks(b, n, tq, tk):
@@ -172,7 +204,7 @@ class _RecomputeAttention(torch.autograd.Function):
             o = torch.empty(probs.shape[0], tq, d, dtype=q.dtype, device=q.device)
             _put(out, blk, o.baddbmm_(probs, _rows(v, blk), beta=0, alpha=keep_scale))
         ctx.save_for_backward(q, k, v, mask)
-        ctx.dropout_p, ctx.seed = dropout_p, seed
+        ctx.dropout_p, ctx.rng_state = dropout_p, rng_state
         return out
 
     @staticmethod
@@ -182,7 +214,9 @@ class _RecomputeAttention(torch.autograd.Function):
         tk = k.shape[2]
         scale = d**-0.5
         add = _additive(mask, q.dtype)
-        lanes = _lanes((b, n, tq, tk), ctx.dropout_p, ctx.seed, q.device) if ctx.dropout_p > 0 else None
+        lanes = None
+        if ctx.dropout_p > 0:  # the forward's mask, redrawn from the generator state it started from
+            lanes = _lanes((b, n, tq, tk), ctx.dropout_p, _generator(q.device, ctx.rng_state), q.device)
         keep_scale = 1.0 if lanes is None else lanes[2]
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         dq = _head_major(b, n, tq, d, q) if need_q else None  # (b, n, tq, d)
@@ -211,9 +245,9 @@ class _RecomputeAttention(torch.autograd.Function):
 
 
 def recompute_attention(q, k, v, mask, dropout_p: float = 0.0):
-    """Same value as `attention`, keeping only q, k, v, the mask and a seed for backward.
+    """Same value as `attention`, keeping only q, k, v, the mask and a generator state for backward.
 
-    The dropout seed is drawn from the CPU default generator, so `torch.manual_seed`
-    reproduces the mask (a different random stream from SDPA's)."""
-    seed = int(torch.randint(0, 2**62, (), device="cpu").item()) if dropout_p > 0 else 0
-    return _RecomputeAttention.apply(q, k, v, mask, float(dropout_p), seed)
+    The dropout mask is drawn from the default generator of q's device, so `torch.manual_seed`
+    reproduces it (a different random stream from SDPA's); backward redraws it from a private
+    generator set to the state the forward started from. No value is read into Python."""
+    return _RecomputeAttention.apply(q, k, v, mask, float(dropout_p), None)

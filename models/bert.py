@@ -64,6 +64,7 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_probs_dropout_prob
+        self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         q = split_heads(
@@ -73,7 +74,7 @@ class BertSelfAttention(nn.Module):
         v = split_heads(self.value(x), self.num_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)  # mask (batch, 1, 1, keys) or None
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, dropout_p=p))  # (batch, seq or 1, hidden)
+        return merge_heads(attention(q, k, v, mask, p, self.recompute))  # (batch, seq or 1, hidden)
 
 
 class BertSelfOutput(nn.Module):
@@ -200,11 +201,12 @@ class BertModel(nn.Module):
 class BertForSequenceClassification(nn.Module):
     """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob.
 
-    The pooler reads the first position only, so with `first_position_only` (True by default) the last
-    layer computes that position alone (its keys and values still read every token): the same
-    logits and gradients for about 1/num_hidden_layers less work. Set it False for the full last
-    layer (the same value up to float rounding; dropout then draws from the random stream in
-    another order)."""
+    The pooler reads the first position only, so with the config's `first_position_only` (True by
+    default) the last layer computes that position alone (its keys and values still read every
+    token): the same logits and gradients for about 1/num_hidden_layers less work. Build with
+    `first_position_only=False` in the config (or `load_pretrained(..., first_position_only=False)`)
+    for the full last layer (the same value up to float rounding; dropout then draws from the
+    random stream in another order)."""
 
     def __init__(self, cfg: BertConfig, num_labels: int = 2):
         super().__init__()
@@ -214,13 +216,17 @@ class BertForSequenceClassification(nn.Module):
         self.bert = BertModel(self.config)
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-        self.first_position_only = True
 
     def forward(
         self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
     ):
         pooled = self.bert(
-            input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv, self.first_position_only
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            prefix_kv,
+            self.config.first_position_only,
         ).pooler_output
         return self.classifier(self.dropout(pooled))  # (batch, labels)
 

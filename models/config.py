@@ -47,6 +47,11 @@ class BertConfig:
     label2id: dict | None = None  # {str: int}
     model_type: str = "bert"
     name_or_path: str = ""  # where it was read from (not an architecture field)
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
+    # first_position_only: sequence heads' last layer computes the first position only
+    recompute_attention: bool = True
+    first_position_only: bool = True
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
@@ -87,6 +92,11 @@ class DistilBertConfig:
     label2id: dict | None = None
     model_type: str = "distilbert"
     name_or_path: str = ""
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
+    # first_position_only: sequence heads' last layer computes the first position only
+    recompute_attention: bool = True
+    first_position_only: bool = True
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
@@ -144,6 +154,11 @@ class MobileBertConfig:
     label2id: dict | None = None
     model_type: str = "mobilebert"
     name_or_path: str = ""
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
+    # first_position_only: sequence heads' last layer computes the first position only
+    recompute_attention: bool = True
+    first_position_only: bool = True
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):

@@ -65,6 +65,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.v_lin = nn.Linear(cfg.dim, cfg.dim)
         self.out_lin = nn.Linear(cfg.dim, cfg.dim)
         self.dropout_p = cfg.attention_dropout
+        self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         q = split_heads(
@@ -74,7 +75,9 @@ class MultiHeadSelfAttention(nn.Module):
         v = split_heads(self.v_lin(x), self.n_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
-        return self.out_lin(merge_heads(attention(q, k, v, mask, dropout_p=p)))  # (batch, seq or 1, dim)
+        return self.out_lin(
+            merge_heads(attention(q, k, v, mask, p, self.recompute))
+        )  # (batch, seq or 1, dim)
 
 
 class FFN(nn.Module):
@@ -151,7 +154,7 @@ class DistilBertModel(nn.Module):
 
 class DistilBertForSequenceClassification(nn.Module):
     """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout.
-    `first_position_only` (True by default) as in our BERT's sequence head."""
+    the config's `first_position_only` (True by default) as in our BERT's sequence head."""
 
     def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
         super().__init__()
@@ -162,13 +165,12 @@ class DistilBertForSequenceClassification(nn.Module):
         self.pre_classifier = nn.Linear(cfg.dim, cfg.dim)
         self.classifier = nn.Linear(cfg.dim, num_labels)
         self.dropout = Dropout(cfg.seq_classif_dropout)
-        self.first_position_only = True
 
     def forward(
         self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
     ):
         h = self.distilbert(
-            input_ids, attention_mask, None, inputs_embeds, prefix_kv, self.first_position_only
+            input_ids, attention_mask, None, inputs_embeds, prefix_kv, self.config.first_position_only
         ).last_hidden_state
         pooled = torch.relu(self.pre_classifier(h[:, 0]))  # (batch, dim)
         return self.classifier(self.dropout(pooled))  # (batch, labels)

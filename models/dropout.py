@@ -9,12 +9,16 @@ It multiplies by the mask only after turning it into x's dtype: on a CPU, a mixe
 multiply runs a slow casting loop; converting first and multiplying in one dtype is much cheaper.
 The drop probability is rounded to a multiple of 2⁻¹⁶ (0.1 → 0.1000061). Same `p` attribute and
 `train()`/`eval()` behaviour as `nn.Dropout`; a different random stream.
+
+Under `torch.compile` the module runs `F.dropout` instead (exactly p): the compiler traces it and
+fuses the random numbers into its kernels; the int64 draw viewed as int16 lanes is eager only.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 
@@ -69,6 +73,8 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        if torch.compiler.is_compiling():
+            return F.dropout(x, self.p, training=True)  # traceable (see the module docstring)
         keep, keep_scale = keep_mask(x.shape, self.p, x.device)  # (*x.shape) uint8
         return _Dropout.apply(x, keep, keep_scale)
 

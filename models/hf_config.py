@@ -15,7 +15,8 @@ from pathlib import Path
 
 from models.common import ACTIVATIONS
 
-NOT_ARCHITECTURE = ("extra", "name_or_path")
+# fields that are not architecture: never read from config.json nor written to it
+NOT_ARCHITECTURE = ("extra", "name_or_path", "recompute_attention", "first_position_only")
 
 
 def split_keys(cls, d: dict, ignore=()) -> tuple:

@@ -268,13 +268,24 @@ def load_pretrained(
     seed: int = 0,
     labels=None,
     warn_untrained_head: bool = True,
+    first_position_only: bool = True,
+    recompute_attention: bool = True,
 ) -> nn.Module:
     """A BertModel (head=None), BertForSequenceClassification or BertForTokenClassification from a
-    HuggingFace folder. num_labels: the argument, else len(labels), else len(config id2label),
-    else 2. labels: the class names, in index order; they become the config's id2label, which
-    save_pretrained writes (and so a merged model carries the task's names, not LABEL_0...).
-    warn_untrained_head: a head drawn fresh (no saved one fits) warns at its first evaluation-mode
-    forward while still untrained; pass False when the caller replaces or redraws it anyway."""
+    HuggingFace folder (or the DistilBERT/MobileBERT counterpart), in evaluation mode as
+    transformers returns it: call `.train()` before training. num_labels: the argument, else
+    len(labels), else len(config id2label), else 2. labels: the class names, in index order; they
+    become the config's id2label, which save_pretrained writes (and so a merged model carries the
+    task's names, not LABEL_0...). warn_untrained_head: a head drawn fresh (no saved one fits)
+    warns at its first evaluation-mode forward while still untrained; pass False when the caller
+    replaces or redraws it anyway.
+
+    Runtime settings (config fields, not architecture; never written to config.json):
+      first_position_only  sequence heads: the last layer computes the first position only
+                           (the same logits and gradients, less work); False for the full layer
+      recompute_attention  training with attention dropout on a CPU keeps q, k, v and the random
+                           generator's state, and recomputes the probabilities in backward
+                           (less memory); False: SDPA keeps its (batch, heads, seq, seq) tensors"""
     if head not in HEADS:
         raise ValueError(f"head={head!r} is not known; expected one of {list(HEADS)}")
     path = Path(path)
@@ -284,7 +295,12 @@ def load_pretrained(
         )
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
-    cfg = replace(cfg, name_or_path=str(path))
+    cfg = replace(
+        cfg,
+        name_or_path=str(path),
+        first_position_only=bool(first_position_only),
+        recompute_attention=bool(recompute_attention),
+    )
     if labels is not None and head is not None:
         cfg = _with_label_names(cfg, labels, num_labels)
         num_labels = len(cfg.id2label)
@@ -316,7 +332,7 @@ def load_pretrained(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     assert not left, f"tensors never loaded nor initialised: {left[:3]}"
     model.name_or_path = str(path)
-    return model.to(dtype)
+    return model.to(dtype).eval()
 
 
 def _architecture(model: nn.Module) -> str:

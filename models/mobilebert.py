@@ -99,6 +99,7 @@ class MobileBertSelfAttention(nn.Module):
         self.key = nn.Linear(b, b)
         self.value = nn.Linear(b if cfg.use_bottleneck_attention else cfg.hidden_size, b)
         self.dropout_p = cfg.attention_probs_dropout_prob
+        self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, q_in, k_in, v_in, attention_mask=None, prefix_kv=None):
         q = split_heads(self.query(q_in), self.num_heads)  # (batch, heads, seq, head_dim)
@@ -106,7 +107,7 @@ class MobileBertSelfAttention(nn.Module):
         v = split_heads(self.value(v_in), self.num_heads)
         k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, dropout_p=p))  # (batch, seq, true_hidden)
+        return merge_heads(attention(q, k, v, mask, p, self.recompute))  # (batch, seq, true_hidden)
 
 
 class MobileBertSelfOutput(nn.Module):
@@ -312,8 +313,8 @@ class MobileBertModel(nn.Module):
 
 
 class MobileBertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(pooled) + b_c; `first_position_only` (True by default) as in our BERT's
-    sequence head."""
+    """logits = W_c · Dropout(pooled) + b_c; the config's `first_position_only` (True by default) as
+    in our BERT's sequence head."""
 
     def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
         super().__init__()
@@ -323,13 +324,17 @@ class MobileBertForSequenceClassification(nn.Module):
         self.mobilebert = MobileBertModel(self.config)
         self.dropout = Dropout(classifier_dropout(cfg))
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-        self.first_position_only = True
 
     def forward(
         self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
     ):
         out = self.mobilebert(
-            input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv, self.first_position_only
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            prefix_kv,
+            self.config.first_position_only,
         )
         return self.classifier(self.dropout(out.pooler_output))  # (batch, labels)
 

@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimiser steps between resumable checkpoints (default 0: at epoch ends only)",
     )
     a("--grad-checkpointing", action="store_true", help="recompute activations in backward (less memory)")
+    a(
+        "--compile",
+        action="store_true",
+        help="torch.compile, whole graph (docs/cuda.md)",
+    )
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
     a("--no-progress", action="store_true", help="no progress bars")
@@ -386,6 +391,7 @@ def train_config(args, task, lr: float) -> TrainConfig:
         keep_checkpoints=True,  # deleted by write_outputs once every output is on disk
         progress=not args.no_progress,
         loraplus_ratio=args.loraplus_ratio,
+        measure_memory=not args.compile,  # saved-tensor hooks would see the compiled graph's choice
     )
 
 
@@ -459,6 +465,8 @@ def run(args) -> dict:
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, labels=data.labels, seed=args.seed)
     model, adapted = build(model, spec)
+    if args.compile:  # in place: the same module, parameters and state-dict keys
+        model.compile(fullgraph=True)
     what = (
         f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
         if prompt

@@ -35,6 +35,16 @@ def test_pad_collate_rejects_mismatched_keys():
         PadCollate()([{"input_ids": [1]}, {"input_ids": [1], "label": 0}])
 
 
+def test_pad_collate_refuses_a_row_of_padding_only():
+    """The forward never reads values (no host synchronisation), so an example with no token, which
+    would attend to nothing, is refused where the batch is built, by index."""
+    with pytest.raises(ValueError, match="example 1 of the batch has no token"):
+        PadCollate()([{"input_ids": [1, 2]}, {"input_ids": []}])
+    given = {"input_ids": [1, 2], "attention_mask": [0, 0]}
+    with pytest.raises(ValueError, match="example 0 of the batch has no token"):
+        PadCollate()([given, {"input_ids": [3, 4], "attention_mask": [1, 1]}])
+
+
 def _lengths(n=437, seed=0):
     rng = random.Random(seed)
     return [rng.randint(1, 300) for _ in range(n)]

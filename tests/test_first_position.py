@@ -3,6 +3,8 @@
 with padding, a key/value prefix, checkpointing and adapters, and the last layer's feed-forward
 really runs on one position."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -105,10 +107,20 @@ def _perturb(model):
             p.add_(torch.randn_like(p) * 0.1)
 
 
-def _run(model, first, ids, mask, prefix, last_ffn):
-    """(logits, loss, every parameter's gradient, positions the last feed-forward saw)."""
-    model.first_position_only = first
-    model.zero_grad()
+def _with_setting(model, first: bool):
+    """The same weights in a model built with the config's `first_position_only` set to `first`."""
+    cfg = dataclasses.replace(model.config, first_position_only=first)
+    other = type(model)(cfg, num_labels=model.num_labels).train(model.training)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def _run(model, first, ids, mask, prefix, last_ffn, encoder):
+    """(logits, every parameter's gradient, positions the last feed-forward saw), run by a copy of
+    `model` built with `first_position_only=first`."""
+    checkpointing = encoder(model).gradient_checkpointing
+    model = _with_setting(model, first)
+    encoder(model).gradient_checkpointing = checkpointing
     seen = []
     hook = last_ffn(model).register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
     try:
@@ -135,9 +147,10 @@ def test_first_position_only_gives_the_full_last_layers_logits_and_gradients(fam
     pkv = None
     if prefix:  # (batch, heads, prefix, head_dim)
         pkv = [(torch.randn(3, heads, 2, head_dim), torch.randn(3, heads, 2, head_dim)) for _ in range(3)]
-    logits_all, grads_all, seen_all = _run(model, False, ids, mask, pkv, last_ffn)
-    logits_first, grads_first, seen_first = _run(model, True, ids, mask, pkv, last_ffn)
-    assert model.first_position_only is True and seen_first == [1] * len(seen_first) and seen_all[0] == 9
+    logits_all, grads_all, seen_all = _run(model, False, ids, mask, pkv, last_ffn, encoder)
+    logits_first, grads_first, seen_first = _run(model, True, ids, mask, pkv, last_ffn, encoder)
+    assert model.config.first_position_only is True  # the default
+    assert seen_first == [1] * len(seen_first) and seen_all[0] == 9
     torch.testing.assert_close(logits_first, logits_all, rtol=1e-5, atol=1e-6)
     for (name, _), a, b in zip(model.named_parameters(), grads_first, grads_all):
         assert (a is None) == (b is None), name
@@ -148,20 +161,22 @@ def test_first_position_only_gives_the_full_last_layers_logits_and_gradients(fam
 @pytest.mark.parametrize("config", [LoraConfig(r=4, alpha=8, targets=("query", "value")), IA3Config()])
 def test_real_checkpoint_with_an_adapter_same_logits_either_way(minilm_dir, config):
     """all-MiniLM-L6-v2 with an adapter, eval mode, padding: logits equal with and without the cut."""
-    torch.manual_seed(0)
-    model = load_pretrained(minilm_dir, head="sequence-classification", num_labels=2)
-    inject(model, config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name or "ia3_l" in name:
-                p.add_(torch.randn_like(p) * 0.05)  # adapters that change something
-    model.eval()
+    models = []
+    for first in (False, True):
+        torch.manual_seed(0)
+        model = load_pretrained(
+            minilm_dir, head="sequence-classification", num_labels=2, first_position_only=first
+        )
+        assert model.config.first_position_only is first and not model.training  # eval mode, as HF
+        inject(model, config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name or "ia3_l" in name:
+                    p.add_(torch.randn_like(p) * 0.05)  # adapters that change something (same seed)
+        models.append(model)
     ids = torch.randint(1000, 30000, (2, 40))
     mask = torch.ones(2, 40, dtype=torch.long)
     mask[0, 25:] = 0
     with torch.no_grad():
-        model.first_position_only = False
-        full = model(ids, mask)
-        model.first_position_only = True
-        cut = model(ids, mask)
+        full, cut = (m(ids, mask) for m in models)
     torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)

@@ -32,6 +32,11 @@ def padding_mask(b=2, t=7):
     return att.key_mask(am)  # (b, 1, 1, t) bool
 
 
+def _state(seed):
+    """A generator state: _RecomputeAttention then draws its dropout mask from it (fixed mask)."""
+    return torch.Generator().manual_seed(seed).get_state()
+
+
 def ref_attention(q, k, v, mask, p, keep):
     s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     if mask is not None:
@@ -61,18 +66,15 @@ def test_no_dropout_equals_sdpa(mask_kind):
 
 
 def test_dropout_equals_reference_with_the_regenerated_mask():
-    """The seed comes from the default CPU generator; the mask from 16-bit lanes of full-range int64
-    draws of a generator seeded with it, dropped below round(p·2¹⁶) (written out here)."""
+    """The mask comes from 16-bit lanes of full-range int64 draws of the default CPU generator,
+    dropped below round(p·2¹⁶) (written out here)."""
     q, k, v = qkv()
     mask, p, dout = padding_mask(), 0.25, torch.randn(2, 3, 7, 4)
     torch.manual_seed(11)
     got = run(lambda q, k, v: att.attention(q, k, v, mask, p, recompute=True), q, k, v, dout)
     torch.manual_seed(11)
-    seed = int(torch.randint(0, 2**62, ()).item())
     t = round(p * 65536)
-    bits = torch.empty(2 * 3 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
-        -(2**63), None, generator=torch.Generator().manual_seed(seed)
-    )
+    bits = torch.empty(2 * 3 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(-(2**63), None)
     drop = bits.view(torch.int16)[: 2 * 3 * 7 * 7].view(2, 3, 7, 7) < t - 32768
     keep = (~drop).float() * (65536 / (65536 - t)) * (1 - p)  # ref divides by (1 - p)
     assert 0 < drop.sum() < drop.numel()
@@ -101,7 +103,8 @@ def test_same_seed_reproduces_and_other_seed_differs():
 def test_gradcheck_float64_with_dropout_and_mask():
     q, k, v = (t.detach().double().requires_grad_(True) for t in qkv(b=1, n=2, t=4, d=3))
     mask = padding_mask(b=1, t=4)
-    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.3, 1234)
+    state = torch.Generator().manual_seed(1234).get_state()  # one fixed mask for every evaluation
+    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.3, state)
     assert torch.autograd.gradcheck(f, (q, k, v))
 
 
@@ -118,12 +121,27 @@ def test_saves_no_square_tensor():
     assert sdpa >= 2 * 16 * 16 * q.shape[0] * q.shape[1] * 4
 
 
-def test_default_switch_routes_training_with_dropout_only():
+def test_switch_routes_training_with_dropout_on_a_cpu_only():
     q, k, v = qkv()
-    assert att.RECOMPUTE_BACKWARD in (True, False)
-    out = att.attention(q, k, v, None, 0.1)
-    assert ("RecomputeAttention" in type(out.grad_fn).__name__) == att.RECOMPUTE_BACKWARD
-    assert "RecomputeAttention" not in type(att.attention(q, k, v, None, 0.0).grad_fn).__name__
+    name = lambda out: type(out.grad_fn).__name__
+    assert "RecomputeAttention" in name(att.attention(q, k, v, None, 0.1, recompute=True))
+    assert "RecomputeAttention" not in name(att.attention(q, k, v, None, 0.1, recompute=False))
+    assert "RecomputeAttention" not in name(att.attention(q, k, v, None, 0.0, recompute=True))
+    with torch.no_grad():
+        assert att.attention(q, k, v, None, 0.1, recompute=True).grad_fn is None
+
+
+def test_recompute_reads_no_value_and_keeps_the_default_stream():
+    """The mask comes from the default generator (manual_seed reproduces it) and backward redraws it
+    from the saved state: drawing it advances the default stream once, backward not at all."""
+    q, k, v = qkv()
+    torch.manual_seed(7)
+    out = att.recompute_attention(q, k, v, padding_mask(), 0.5)
+    after_forward = torch.get_rng_state()
+    out.sum().backward()
+    assert torch.equal(torch.get_rng_state(), after_forward)
+    torch.manual_seed(7)
+    assert torch.equal(att.recompute_attention(q, k, v, padding_mask(), 0.5), out)
 
 
 @pytest.mark.parametrize("block", [7 * 7, 2 * 7 * 7, 3 * 7 * 7, 4 * 7 * 7, 1 << 18])
@@ -139,7 +157,8 @@ def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_k
     }[mask_kind]
     p, dout = 0.25, torch.randn(3, 4, 7, 4)
     monkeypatch.setattr(att, "BLOCK_ELEMENTS", block)
-    got = run(lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, p, 99), q, k, v, dout)
+    state = torch.Generator().manual_seed(99).get_state()
+    got = run(lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, p, state), q, k, v, dout)
     t = round(p * 65536)
     bits = torch.empty(3 * 4 * 7 * 7 // 4 + 1, dtype=torch.int64).random_(
         -(2**63), None, generator=torch.Generator().manual_seed(99)
@@ -151,12 +170,15 @@ def test_blocks_of_rows_give_the_same_values_and_mask(monkeypatch, block, mask_k
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_a_mask_without_padding_is_dropped():
-    assert att.key_mask(torch.ones(2, 5, dtype=torch.long)) is None
-    assert att.key_mask(torch.ones(2, 5, dtype=torch.long), prefix_len=3) is None
-    am = torch.ones(2, 5, dtype=torch.long)
+def test_a_mask_without_padding_is_kept_without_reading_it():
+    """No `.all()` test (a host synchronisation): a padding mask becomes a key mask whatever it holds."""
+    ones = torch.ones(2, 5, dtype=torch.long)
+    assert att.key_mask(None) is None
+    assert torch.equal(att.key_mask(ones), torch.ones(2, 1, 1, 5, dtype=torch.bool))
+    assert torch.equal(att.key_mask(ones, prefix_len=3), torch.ones(2, 1, 1, 8, dtype=torch.bool))
+    am = ones.clone()
     am[0, 4] = 0
-    assert att.key_mask(am, prefix_len=3).shape == (2, 1, 1, 8)
+    assert att.key_mask(am, prefix_len=3)[:, 0, 0].tolist() == [[True] * 7 + [False], [True] * 8]
 
 
 def test_blocks_cover_every_row_once():
@@ -171,11 +193,13 @@ def test_blocks_cover_every_row_once():
 def test_only_the_inputs_that_need_a_gradient_get_one():
     q, k, v = qkv()
     q = q.detach()
-    out = att._RecomputeAttention.apply(q, k, v, padding_mask(), 0.1, 5)
+    out = att._RecomputeAttention.apply(q, k, v, padding_mask(), 0.1, _state(5))
     out.sum().backward()
     assert q.grad is None and k.grad is not None and v.grad is not None
     k2, v2 = (t.detach().clone().requires_grad_(True) for t in (k, v))
-    ref = att._RecomputeAttention.apply(q.clone().requires_grad_(True), k2, v2, padding_mask(), 0.1, 5)
+    ref = att._RecomputeAttention.apply(
+        q.clone().requires_grad_(True), k2, v2, padding_mask(), 0.1, _state(5)
+    )
     ref.sum().backward()
     torch.testing.assert_close(k.grad, k2.grad)
     torch.testing.assert_close(v.grad, v2.grad)
@@ -185,7 +209,7 @@ def test_only_the_inputs_that_need_a_gradient_get_one():
 def test_half_dtypes_follow_the_float32_result(dtype, tol):
     q, k, v = qkv()
     mask, dout = padding_mask(), torch.randn(2, 3, 7, 4)
-    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.2, 7)
+    f = lambda q, k, v: att._RecomputeAttention.apply(q, k, v, mask, 0.2, _state(7))
     want = run(f, q, k, v, dout)
     got = run(f, *(t.detach().to(dtype) for t in (q, k, v)), dout.to(dtype))
     for a, b in zip(got, want):
@@ -204,12 +228,12 @@ def test_head_split_views_work_in_place_and_merge_without_a_copy(monkeypatch, bl
     mask, p, dout = padding_mask(b=3), 0.2, torch.randn(3, 7, 16, generator=g)
     views = [att.split_heads(x, 4) for x in xs]  # (b, n, t, d) views
     assert not views[0].is_contiguous()
-    out = att._RecomputeAttention.apply(*views, mask, p, 11)
+    out = att._RecomputeAttention.apply(*views, mask, p, _state(11))
     merged = att.merge_heads(out)
     assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()  # a view, no copy
     merged.backward(dout)
     copies = [v.detach().contiguous().requires_grad_(True) for v in views]
-    ref = att._RecomputeAttention.apply(*copies, mask, p, 11)
+    ref = att._RecomputeAttention.apply(*copies, mask, p, _state(11))
     ref.backward(dout.view(3, 7, 4, 4).transpose(1, 2))
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
     for x, c in zip(xs, copies):

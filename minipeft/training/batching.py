@@ -69,7 +69,21 @@ class PadCollate:
             lengths = torch.tensor([len(ex[self.length_key]) for ex in examples])  # (batch,)
             seq = batch[self.length_key].shape[1]
             batch["attention_mask"] = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (batch, seq)
+        _check_no_empty_rows(batch.get("attention_mask"))
         return batch
+
+
+def _check_no_empty_rows(mask: torch.Tensor | None) -> None:
+    """A row of padding only would attend to nothing (softmax over no key: NaN). Checked here, on the
+    host where the batch is built, because the model's forward never reads values (docs/cuda.md)."""
+    if mask is None or mask.dim() != 2:
+        return
+    empty = (mask.sum(1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"PadCollate: example {empty[0]} of the batch has no token (attention_mask all 0, "
+            f"{len(empty)} such example(s)); drop empty examples before batching"
+        )
 
 
 def _pad(rows: list[list], value) -> torch.Tensor:

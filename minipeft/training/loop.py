@@ -157,7 +157,7 @@ class Loop:
     def _step(self, indices: list[int], step: int) -> tuple[float, float, float]:
         """Forward/backward over the micro-batches of `indices`, clip, AdamW. Returns (loss, lr, norm)."""
         params = [p for _, p in self.named]
-        loss_sum = 0.0
+        loss_sum = None  # stays on the device: read once per optimiser step, with the norm
         # distributed hook: this rank's share of the step, weight |micro|/N (× world size for DDP's mean)
         for micro, weight in self.dist.micro_batches(
             indices, self.cfg.batch_size, self.train_model, seed=(self.cfg.seed, step)
@@ -169,20 +169,23 @@ class Loop:
                 self.saved_bytes_max = max(self.saved_bytes_max, self.meter.bytes)
             else:
                 loss = self.loss_fn(self.train_model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at optimiser step {step}; lower the "
-                    f"learning rate (now {self.cfg.lr}) or check the inputs"
-                )
             (loss * weight).backward()
-            loss_sum += loss.item() * weight
-        loss_sum = self.dist.mean(loss_sum)  # distributed hook: the global batch's mean loss
+            part = loss.detach().float() * weight
+            loss_sum = part if loss_sum is None else loss_sum + part
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf)
+        # the step's one read of device values (one host synchronisation on a GPU, docs/cuda.md)
+        loss_value, norm_value = torch.stack([loss_sum, norm.float().to(loss_sum.device)]).tolist()
+        if not math.isfinite(loss_value):  # checked before the optimiser touches a weight
+            raise FloatingPointError(
+                f"loss is {loss_value} at optimiser step {step}; lower the "
+                f"learning rate (now {self.cfg.lr}) or check the inputs"
+            )
+        loss_value = self.dist.mean(loss_value)  # distributed hook: the global batch's mean loss
         lr = self.cfg.lr * linear_warmup_factor(step, self.total_steps, self.warmup)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, lr, float(norm)
+        return loss_value, lr, norm_value
 
     # ---------------------------------------------------------------- epochs
     def _memory(self) -> dict:
