@@ -1,0 +1,215 @@
+"""report.md and the short stdout summary of benchmarks.internals, in sentences made from the numbers.
+
+Each section states the question, our numbers, the paper's finding and whether ours agrees.
+The figures are drawn by benchmarks.internals_figures.
+"""
+
+from __future__ import annotations
+
+from benchmarks.internals_analyse import short
+
+PAPERS = {
+    "hu": "Hu et al. 2021, LoRA (arXiv 2106.09685)",
+    "biderman": "Biderman et al. 2024, LoRA Learns Less and Forgets Less (arXiv 2405.09673)",
+    "shuttle": "Shuttleworth et al. 2024, LoRA vs Full Fine-tuning: An Illusion of Equivalence (arXiv 2410.21228)",
+    "roy": "Roy & Vetterli 2007, The effective rank",
+}
+
+
+def _f(x, nd=2) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def _modules(doc) -> list[str]:
+    return [short(m) for m in doc["modules"]]
+
+
+def similarity_section(doc) -> list[str]:
+    h = doc["headline"]["phi11"]
+    lines = ["## 1. Subspace similarity (" + PAPERS["hu"] + ", §7.2)", ""]
+    lines.append(
+        "Question: do adapters trained at different ranks, or from different seeds, learn the same top "
+        "directions? φ(A₁, A₂, i, j) = ‖U₁⁽ⁱ⁾ᵀU₂⁽ʲ⁾‖²_F / min(i, j) over the right-singular vectors of A; "
+        "1 means the same subspace, random directions give max(i, j)/d."
+    )
+    if not h:
+        return lines + ["", "Not computed: it needs at least two LoRA adapters on the same modules."]
+    chance = doc["similarity"][0]["chance11"]
+    lines.append("")
+    for key, v in h.items():
+        kind, module = key.split(":")
+        what = {"rank": "between the two ranks (same seed)", "other": "between other pairs"}.get(
+            kind, f"between two seeds at {kind.split()[-1]}"
+        )
+        lines.append(
+            f"- W_{module}: φ at i = j = 1 {what} is {_f(v, 3)} (mean over layers and pairs; "
+            f"random directions: {_f(chance, 4)})."
+        )
+    rank = [v for k, v in h.items() if k.startswith("rank:")]
+    if rank:
+        ok = min(rank) > 0.5
+        lines += [
+            "",
+            f"Paper: the top direction is shared between r=8 and r=64 (φ > 0.5 at i = j = 1). Ours: "
+            f"{'agrees' if ok else 'does not agree'} (smallest module mean {_f(min(rank), 3)}"
+            f"{'' if ok else ', at or below 0.5'}).",
+        ]
+    return lines
+
+
+def amplification_section(doc) -> list[str]:
+    h = doc["headline"]["amplification"]
+    lines = ["", "## 2. Amplification factor (" + PAPERS["hu"] + ", §7.3)", ""]
+    lines.append(
+        "Question: does ΔW amplify directions W already has? Factor = ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the "
+        "top-r singular vectors of ΔW; beside it the same ratio with W's own top-r directions and with "
+        "random directions. A factor far above 1 means ΔW boosts directions W holds but does not emphasise."
+    )
+    if not h:
+        return lines + ["", "Not computed: no LoRA adapter or full fine-tune."]
+    lines += [
+        "",
+        "| update : module | ΔW's directions | W's top-r directions | random directions |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, v in h.items():
+        lines.append(
+            f"| {key.replace(':', ' : W_')} | {_f(v['delta_directions'])} | {_f(v['w_directions'], 3)} "
+            f"| {_f(v['random_directions'])} |"
+        )
+    lora = {k: v["delta_directions"] for k, v in h.items() if k.startswith("LoRA")}
+    ranks = sorted({int(k.split("=")[1].split(":")[0]) for k in lora})
+    lines.append("")
+    if len(ranks) >= 2:
+        lo, hi = ranks[0], ranks[-1]
+        for m in _modules(doc):
+            a, b = lora.get(f"LoRA r={lo}:{m}"), lora.get(f"LoRA r={hi}:{m}")
+            if a is None or b is None:
+                continue
+            ok = a > b and a > 1
+            lines.append(
+                f"- W_{m}: {_f(a)} at r={lo} against {_f(b)} at r={hi}. Paper (GPT-3, W_q): about 21.5 at "
+                f"r=4 and much smaller at r=64 (≈1.9): {'agrees' if ok else 'does not agree'} "
+                f"({'the factor is larger at the smaller rank' if a > b else 'the factor is not larger at the smaller rank'})."
+            )
+    return lines
+
+
+def spectrum_section(doc) -> list[str]:
+    h = doc["headline"]["rank90_median"]
+    lines = ["", "## 3. Spectrum and rank of the update (" + PAPERS["biderman"] + ")", ""]
+    lines.append(
+        "Question: how many directions does each update use? The 90%-variance rank is the smallest k whose "
+        f"top-k singular values hold 90% of Σσ²; median over the {', '.join('W_' + m for m in _modules(doc))} "
+        f"matrices of all layers. Stable and effective rank ({PAPERS['roy']}) are in internals.json."
+    )
+    lines += [""] + [f"- {k}: median 90%-variance rank {v:g}." for k, v in h.items()]
+    full = h.get("full")
+    loras = {k: v for k, v in h.items() if k.startswith("LoRA")}
+    if full is not None and loras:
+        ratios = {k: full / v for k, v in loras.items() if v}
+        text = ", ".join(f"{_f(r, 1)}x that of {k}" for k, r in ratios.items())
+        ok = min(ratios.values()) >= 10
+        lines += [
+            "",
+            f"Paper: full fine-tuning's ΔW has 10-100x the rank of typical LoRA configurations. Ours: the full "
+            f"update's rank is {text}: {'agrees' if ok else 'agrees in direction, not in size' if min(ratios.values()) > 1 else 'does not agree'}.",
+        ]
+    return lines
+
+
+def intruder_section(doc) -> list[str]:
+    h, eps = doc["headline"]["intruders_mean_total"], doc["headline"]["intruders_at_eps"]
+    n = doc["headline"]["matrices_per_update"]
+    lines = ["", "## 4. Intruder dimensions (" + PAPERS["shuttle"] + ")", ""]
+    lines.append(
+        f"Question: does fine-tuning create new dominant directions? Among the top {doc['top_k']} left-singular "
+        f"vectors of W0 + ΔW, count those whose largest cosine similarity with every singular vector of W0 "
+        f"is below ε; summed over the {n} compared matrices of one update, mean over seeds."
+    )
+    lines += [""] + [f"- {k}: {_f(v, 1)} intruder dimensions at ε = {eps}." for k, v in h.items()]
+    full, loras = h.get("full"), {k: v for k, v in h.items() if k.startswith("LoRA")}
+    if full is not None and loras:
+        ok = all(v > full for v in loras.values())
+        lines += [
+            "",
+            f"Paper: LoRA creates intruder dimensions and full fine-tuning hardly does. Ours: "
+            f"{'agrees' if ok else 'does not agree'} (full: {_f(full, 1)}; LoRA: "
+            f"{', '.join(f'{k} {_f(v, 1)}' for k, v in loras.items())}). The counts for every ε are in "
+            "intruders.png and internals.json.",
+        ]
+    return lines
+
+
+def sizes_section(doc) -> list[str]:
+    lines = ["", "## 5. Where the change is", ""]
+    lines.append(
+        "Question: which layers and modules does each update change most? Relative change ‖ΔW‖_F / ‖W0‖_F:"
+    )
+    lines.append("")
+    for u in doc["updates"]:
+        rows = [r for r in doc["sizes"] if r["name"] == u["name"]]
+        if rows:
+            top = max(rows, key=lambda r: r["relative"])
+            mean = sum(r["relative"] for r in rows) / len(rows)
+            lines.append(
+                f"- {u['name']}: mean {mean:.2e} over {len(rows)} matrices; largest {top['relative']:.2e} "
+                f"at layer {top['layer']} {top['module']}."
+            )
+    if doc["ia3"]:
+        lines += [
+            "",
+            "IA³ vectors (|l − 1| per layer and module):",
+            "",
+            "| adapter | layer | module | mean | max | moved > 5% |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['name']} | {r['layer']} | {r['module']} | {r['mean_abs_dev']:.4f} | {r['max_abs_dev']:.4f} | "
+            f"{100 * r['share_moved']:.1f}% |"
+            for r in doc["ia3"]
+        ]
+    return lines
+
+
+def markdown(doc: dict, figures: dict) -> str:
+    lines = ["# Adapter internals", ""]
+    lines.append(f"Base model: `{doc['model']}`. Updates analysed:")
+    lines.append("")
+    for u in doc["updates"]:
+        m = u["metrics"]
+        extra = f", test AUROC {m['test_auroc']:.3f}" if m.get("test_auroc") is not None else ""
+        rank = f", r={u['rank']}" if u["rank"] else ""
+        seed = f", seed {u['seed']}" if u["seed"] is not None else ""
+        lines.append(f"- {u['name']}: {u['kind']}{rank}{seed}{extra} (`{u['source']}`)")
+    lines += [
+        "",
+        f"Heatmaps and spectra show layer {doc['figure_layer']}; wall time {doc['wall_seconds']:.0f} s.",
+        "",
+    ]
+    for section in (
+        similarity_section,
+        amplification_section,
+        spectrum_section,
+        intruder_section,
+        sizes_section,
+    ):
+        lines += section(doc)
+    lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(doc: dict) -> str:
+    h = doc["headline"]
+    parts = [f"phi(1,1) {k}: {_f(v, 3)}" for k, v in h["phi11"].items()]
+    parts += [
+        f"amplification {k}: {_f(v['delta_directions'])}"
+        for k, v in h["amplification"].items()
+        if k.startswith("LoRA")
+    ]
+    parts += [f"90%-rank {k}: {v:g}" for k, v in h["rank90_median"].items()]
+    parts += [
+        f"intruders (eps {h['intruders_at_eps']}) {k}: {_f(v, 1)}"
+        for k, v in h["intruders_mean_total"].items()
+    ]
+    return "\n".join(parts)
