@@ -16,6 +16,7 @@ from minipeft import analysis
 EPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # intruder thresholds (Shuttleworth et al.: 0.1-0.9)
 HEADLINE_EPS = 0.5
 FULL_RANKS = (1, 2, 4, 8, 16, 32, 64)  # r at which full fine-tuning's ΔW is projected
+AMP_FIELDS = ("proj_delta", "proj_w", "proj_random", "norm_delta", "norm_w")
 
 
 def short(module: str) -> str:
@@ -89,10 +90,7 @@ def _amp_row(u, module: str, r: int) -> dict | None:
     if not keys:
         return None
     amps = {k[0]: analysis.amplification(u.deltas[k], u.base[k], r, seed=k[0]) for k in keys}
-    avg = {
-        f: _mean(getattr(a, f) for a in amps.values())
-        for f in ("norm_delta", "norm_w", "proj_delta", "proj_w", "proj_random")
-    }
+    avg = {f: _mean(getattr(a, f) for a in amps.values()) for f in AMP_FIELDS}
     return {
         "name": u.name,
         "kind": u.kind,
@@ -191,11 +189,7 @@ def headline(doc: dict) -> dict:
             group(r["kind"], r["r"]) if r["kind"] == "LORA" else f"full r={r['r']}",
             short(r["module"]),
         ),
-        lambda r: (
-            r["factor_mean"],
-            r["norm_delta_mean"] / r["proj_w_mean"],
-            r["norm_delta_mean"] / r["proj_random_mean"],
-        ),
+        lambda r: r,
     )
     rank90 = _by_group(
         [r for r in doc["sizes"] if r["module"] in modules],
@@ -209,9 +203,8 @@ def headline(doc: dict) -> dict:
         "phi11": {f"{k[0]}:{k[1]}": _r(_mean(v), 3) for k, v in sorted(phi.items())},
         "amplification": {
             f"{k[0]}:{k[1]}": {
-                "delta_directions": _r(_mean(x[0] for x in v), 2),
-                "w_directions": _r(_mean(x[1] for x in v), 3),
-                "random_directions": _r(_mean(x[2] for x in v), 2),
+                "factor": _r(_mean(x["factor_mean"] for x in v), 3),
+                **{f: _r(_mean(x[f"{f}_mean"] for x in v), 4) for f in AMP_FIELDS},
             }
             for k, v in sorted(amp.items())
         },

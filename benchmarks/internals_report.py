@@ -24,6 +24,17 @@ def _modules(doc) -> list[str]:
     return [short(m) for m in doc["modules"]]
 
 
+PAIR_ORDER = {"rank": 0, "seed": 1, "other": 2}
+
+
+def _pair_text(kind: str) -> str:
+    if kind == "rank":
+        return "between the two ranks (same seed)"
+    if kind == "other":
+        return "between adapters that differ in rank and seed"
+    return f"between two seeds at {kind.split()[-1]}"
+
+
 def similarity_section(doc) -> list[str]:
     h = doc["headline"]["phi11"]
     lines = ["## 1. Subspace similarity (" + PAPERS["hu"] + ", §7.2)", ""]
@@ -35,15 +46,15 @@ def similarity_section(doc) -> list[str]:
     if not h:
         return lines + ["", "Not computed: it needs at least two LoRA adapters on the same modules."]
     chance = doc["similarity"][0]["chance11"]
+    keys = sorted(h, key=lambda k: (PAIR_ORDER.get(k.split(":")[0].split()[0], 3), k))
+    if any(not k.startswith("other") for k in keys):  # differ in rank and seed at once: JSON only
+        keys = [k for k in keys if not k.startswith("other")]
     lines.append("")
-    for key, v in h.items():
+    for key in keys:
         kind, module = key.split(":")
-        what = {"rank": "between the two ranks (same seed)", "other": "between other pairs"}.get(
-            kind, f"between two seeds at {kind.split()[-1]}"
-        )
         lines.append(
-            f"- W_{module}: φ at i = j = 1 {what} is {_f(v, 3)} (mean over layers and pairs; "
-            f"random directions: {_f(chance, 4)})."
+            f"- W_{module}: φ at i = j = 1 {_pair_text(kind)} is {_f(h[key], 3)} (mean over layers and "
+            f"pairs; random directions: {_f(chance, 4)})."
         )
     rank = [v for k, v in h.items() if k.startswith("rank:")]
     if rank:
@@ -51,8 +62,8 @@ def similarity_section(doc) -> list[str]:
         lines += [
             "",
             f"Paper: the top direction is shared between r=8 and r=64 (φ > 0.5 at i = j = 1). Ours: "
-            f"{'agrees' if ok else 'does not agree'} (smallest module mean {_f(min(rank), 3)}"
-            f"{'' if ok else ', at or below 0.5'}).",
+            f"{'agrees' if ok else 'does not agree'}: the lowest module mean is {_f(min(rank), 3)}, "
+            f"{'above' if ok else 'at or below'} 0.5 and {min(rank) / chance:.0f}x the random level.",
         ]
     return lines
 
@@ -61,38 +72,55 @@ def amplification_section(doc) -> list[str]:
     h = doc["headline"]["amplification"]
     lines = ["", "## 2. Amplification factor (" + PAPERS["hu"] + ", §7.3)", ""]
     lines.append(
-        "Question: does ΔW amplify directions W already has? Factor = ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the "
-        "top-r singular vectors of ΔW; beside it the same ratio with W's own top-r directions and with "
-        "random directions. A factor far above 1 means ΔW boosts directions W holds but does not emphasise."
+        "Question: does ΔW amplify directions W already has? ‖UᵀWV‖_F projects W onto r directions: "
+        "ΔW's own top-r singular vectors, W's top-r, or random ones (as their Table 7); the factor is "
+        "‖ΔW‖_F / ‖UᵀWV‖_F with ΔW's directions. A factor far above 1 means ΔW boosts directions that W "
+        "holds but does not emphasise. Means over layers and seeds."
     )
     if not h:
         return lines + ["", "Not computed: no LoRA adapter or full fine-tune."]
     lines += [
         "",
-        "| update : module | ΔW's directions | W's top-r directions | random directions |",
-        "|---|---:|---:|---:|",
+        "| update : module | ‖UᵀWV‖ ΔW dirs | ‖UᵀWV‖ W dirs | ‖UᵀWV‖ random | ‖W‖_F | ‖ΔW‖_F | factor |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, v in h.items():
         lines.append(
-            f"| {key.replace(':', ' : W_')} | {_f(v['delta_directions'])} | {_f(v['w_directions'], 3)} "
-            f"| {_f(v['random_directions'])} |"
+            f"| {key.replace(':', ' : W_')} | {_f(v['proj_delta'], 3)} | {_f(v['proj_w'])} | "
+            f"{_f(v['proj_random'], 3)} | {_f(v['norm_w'])} | {_f(v['norm_delta'], 3)} | {_f(v['factor'])} |"
         )
-    lora = {k: v["delta_directions"] for k, v in h.items() if k.startswith("LoRA")}
-    ranks = sorted({int(k.split("=")[1].split(":")[0]) for k in lora})
-    lines.append("")
-    if len(ranks) >= 2:
-        lo, hi = ranks[0], ranks[-1]
-        for m in _modules(doc):
-            a, b = lora.get(f"LoRA r={lo}:{m}"), lora.get(f"LoRA r={hi}:{m}")
-            if a is None or b is None:
-                continue
-            ok = a > b and a > 1
-            lines.append(
-                f"- W_{m}: {_f(a)} at r={lo} against {_f(b)} at r={hi}. Paper (GPT-3, W_q): about 21.5 at "
-                f"r=4 and much smaller at r=64 (≈1.9): {'agrees' if ok else 'does not agree'} "
-                f"({'the factor is larger at the smaller rank' if a > b else 'the factor is not larger at the smaller rank'})."
-            )
-    return lines
+    lines += [
+        "",
+        "Paper (GPT-3, W_q): factor about 21.5 at r=4 and about 1.9 at r=64, ΔW's directions "
+        "projecting far less than W's own but more than random ones.",
+    ]
+    lines += [_amp_verdict(h, m) for m in _modules(doc)]
+    return [line for line in lines if line is not None]
+
+
+def _amp_verdict(h: dict, module: str) -> str | None:
+    lora = {
+        int(k.split("=")[1].split(":")[0]): v
+        for k, v in h.items()
+        if k.startswith("LoRA") and k.endswith(":" + module)
+    }
+    if len(lora) < 2:
+        return None
+    lo, hi = lora[min(lora)], lora[max(lora)]
+    falls, amplifies = lo["factor"] > hi["factor"], lo["factor"] > 1
+    between = lo["proj_random"] < lo["proj_delta"] < lo["proj_w"]
+    verdict = (
+        "agrees"
+        if falls and amplifies and between
+        else "partly agrees"
+        if falls or amplifies
+        else "does not agree"
+    )
+    return (
+        f"- W_{module}: factor {_f(lo['factor'])} at r={min(lora)} and {_f(hi['factor'])} at r={max(lora)} "
+        f"({'falls' if falls else 'does not fall'} with rank, {'above' if amplifies else 'not above'} 1; ΔW's "
+        f"directions project {'between' if between else 'not between'} random and W's own): {verdict}."
+    )
 
 
 def spectrum_section(doc) -> list[str]:
@@ -203,7 +231,7 @@ def summary_text(doc: dict) -> str:
     h = doc["headline"]
     parts = [f"phi(1,1) {k}: {_f(v, 3)}" for k, v in h["phi11"].items()]
     parts += [
-        f"amplification {k}: {_f(v['delta_directions'])}"
+        f"amplification {k}: {_f(v['factor'])}"
         for k, v in h["amplification"].items()
         if k.startswith("LoRA")
     ]

@@ -85,9 +85,31 @@ def lora_factors(module: nn.Module, path: str = "module") -> tuple[torch.Tensor,
 # ---------------------------------------------------------------- spectra and ranks
 
 
+def svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (U, S, Vᵀ) of m (out, in) in float64. A non-square m is first reduced by QR to its
+    k x k factor, k = min(out, in), so that LAPACK works on a square matrix (a wide 768 x 3072
+    matrix straight into gesdd takes a minute on some CPU builds, this way about a second):
+        tall  m = Q R:        R = U' S Vᵀ   ->  U = Q U'
+        wide  mᵀ = Q R:       Rᵀ = U S V'ᵀ  ->  Vᵀ = V'ᵀ Qᵀ"""
+    m = _f64(m)
+    out_dim, in_dim = m.shape
+    if out_dim > in_dim:
+        q, r = torch.linalg.qr(m)  # (out, in), (in, in)
+        u, s, vh = torch.linalg.svd(r)
+        return q @ u, s, vh
+    if in_dim > out_dim:
+        q, r = torch.linalg.qr(m.T)  # (in, out), (out, out)
+        u, s, vh = torch.linalg.svd(r.T)
+        return u, s, vh @ q.T
+    return torch.linalg.svd(m)
+
+
 def singular_values(m: torch.Tensor) -> torch.Tensor:
-    """Singular values of m in float64, descending."""
-    return torch.linalg.svdvals(_f64(m))
+    """Singular values of m in float64, descending (square QR factor first, as `svd`)."""
+    m = _f64(m)
+    if m.shape[0] != m.shape[1]:
+        m = torch.linalg.qr(m if m.shape[0] > m.shape[1] else m.T, mode="r").R
+    return torch.linalg.svdvals(m)
 
 
 def variance_rank(s: torch.Tensor, share: float = 0.9) -> int:
@@ -124,7 +146,7 @@ def effective_rank(s: torch.Tensor) -> float:
 
 def right_singular_vectors(a: torch.Tensor) -> torch.Tensor:
     """Columns of V (in, k) of a = U Σ Vᵀ, float64, ordered by singular value."""
-    return torch.linalg.svd(_f64(a), full_matrices=False).Vh.T  # (in, k)
+    return svd(a)[2].T  # (in, k)
 
 
 def subspace_similarity(a1: torch.Tensor, a2: torch.Tensor, i: int, j: int) -> float:
@@ -169,7 +191,7 @@ class Amplification:
 
 
 def _top(m: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    u, _, vh = torch.linalg.svd(m, full_matrices=False)
+    u, _, vh = svd(m)
     return u[:, :r], vh[:r].T  # (out, r), (in, r)
 
 
@@ -206,8 +228,8 @@ def amplification(delta: torch.Tensor, w: torch.Tensor, r: int, seed: int = 0) -
 def max_cosines(w_ft: torch.Tensor, w0: torch.Tensor, k: int = 10) -> torch.Tensor:
     """For each of the top-k left-singular vectors of W_ft, its largest |cosine| with any
     left-singular vector of W₀ (float64, shape (k,))."""
-    u_ft = torch.linalg.svd(_f64(w_ft), full_matrices=False).U[:, :k]  # (out, k)
-    u0 = torch.linalg.svd(_f64(w0), full_matrices=False).U  # (out, n)
+    u_ft = svd(w_ft)[0][:, :k]  # (out, k)
+    u0 = svd(w0)[0]  # (out, n)
     return (u0.T @ u_ft).abs().amax(0)  # unit vectors: the dot product is the cosine
 
 
