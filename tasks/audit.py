@@ -5,9 +5,10 @@
 Lists each tensor with its role (base, lora, ia3, prompt, head), kind, shape, dtype, numel, trainable flag
 and SHA-256; totals by role, each tensor once (tied/shared tensors are named); the paper-style
 summary; the base fingerprint; and, with --adapter, whether its manifest verifies against the
-adapter file and this base, with the provenance it records. A prefix/prompt-tuning adapter
-(peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as minipeft.prompt_io.load_prompt does,
-so its tensor names carry the wrapper's `base_model.` prefix.
+adapter file and this base, with the provenance it records, and what a LoRA/IA³ adapter changes:
+‖ΔW‖_F and ‖ΔW‖_F / ‖W0‖_F per adapted module (ΔW = merged minus base weight, minipeft.analysis).
+A prefix/prompt-tuning adapter (peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as
+minipeft.prompt_io.load_prompt does, so its tensor names carry the wrapper's `base_model.` prefix.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from minipeft import fingerprint, param_table, summary
+from minipeft import analysis, fingerprint, param_table, summary
 from minipeft.files import write_text
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
 from models import load_pretrained
@@ -80,6 +81,10 @@ def build_report(
             warnings.simplefilter("always")
             model, check = attach(model, adapter_dir, allow_base_mismatch)
     rows = param_table(model, buffers=True)
+    updates = [
+        {k: r[k] for k in ("path", "shape", "delta_fro", "relative", "stable_rank", "rank90")}
+        for r in analysis.update_sizes(model)
+    ]
     return {
         "model": str(model_dir),
         "adapter": str(adapter_dir) if adapter_dir else None,
@@ -91,6 +96,7 @@ def build_report(
         "adapter_check": check,
         "warnings": [str(w.message) for w in caught],
         "tensors": [asdict(r) for r in rows],
+        "updates": updates,
     }
 
 
@@ -100,6 +106,26 @@ def _verdict(check: dict | None) -> str:
     if not check["verified"]:
         return "UNVERIFIED (no manifest)"
     return "verified, BASE MISMATCH overridden" if check["base_mismatch"] else "verified (tensors and base)"
+
+
+def updates_markdown(rep: dict) -> list[str]:
+    """What the adapter changes in each adapted module (none for prefix/prompt tuning)."""
+    if not rep.get("updates"):
+        return []
+    lines = [
+        "",
+        "What the adapter changes (ΔW = merged weight − base weight; relative = ‖ΔW‖_F / ‖W0‖_F; "
+        "rank90: directions holding 90% of ‖ΔW‖²_F):",
+        "",
+        "| adapted module | shape | ‖ΔW‖_F | relative | stable rank | rank90 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for u in rep["updates"]:
+        lines.append(
+            f"| `{u['path']}` | {tuple(u['shape'])} | {u['delta_fro']:.4g} | {u['relative']:.3e} | "
+            f"{u['stable_rank']:.2f} | {u['rank90']} |"
+        )
+    return lines
 
 
 def to_markdown(rep: dict) -> str:
@@ -126,6 +152,7 @@ def to_markdown(rep: dict) -> str:
             "Shared tensors (counted once): "
             + ", ".join(f"`{s['name']}` = `{s['same_tensor_as']}`" for s in rep["shared"]),
         ]
+    lines += updates_markdown(rep)
     lines += [
         "",
         "| name | kind | role | shape | dtype | numel | trainable | sha256 |",
