@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha-policy",
         choices=("fixed", "proportional", "rslora"),
         default=d["alpha_policy"],
-        help="LoRA scaling: fixed alpha/r (default, Hu et al.'s), proportional (alpha=r), rslora alpha/sqrt(r)",
+        help="LoRA scaling: fixed alpha/r (default, Hu et al.'s), proportional (alpha=r), "
+        "rslora alpha/sqrt(r)",
     )
     a(
         "--alpha",
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail if an adapter is not LoRA (default: IA3 adapters get the IA3 statistics and are "
         "left out of the LoRA-only analyses, subspace similarity and amplification)",
     )
+    a("--no-figures", action="store_true", help="write no PNG figures (report.md and internals.json only)")
     a("--out", default="runs/internals", help="output folder (default runs/internals)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -203,7 +205,7 @@ def run(args) -> dict:
     doc["wall_seconds"] = round(time.perf_counter() - started, 1)
     doc["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     out.mkdir(parents=True, exist_ok=True)
-    figures = internals_figures.figures(doc, out)
+    figures = {} if args.no_figures else internals_figures.figures(doc, out)
     files.write_json(out / "internals.json", doc)
     files.write_text(out / "report.md", internals_report.markdown(doc, figures))
     print(internals_report.summary_text(doc), flush=True)

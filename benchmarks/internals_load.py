@@ -18,7 +18,6 @@ from torch import nn
 from minipeft import adapters, analysis, load_adapter
 from minipeft.audit import MANIFEST_FILE
 from minipeft.io import CONFIG_FILE
-from minipeft.lora import LoRALinear
 from models import load_pretrained
 from tasks.adapters import load_base_for_adapter, peft_type
 from tasks.audit import adapter_head
@@ -123,7 +122,7 @@ def load_adapter_update(bases: BaseCache, adapter_dir) -> Update:
             continue
         upd.deltas[key] = analysis.delta_weight(m)
         upd.base[key] = m.weight.detach()
-        if isinstance(m, LoRALinear):
+        if m.ROLE == "lora":
             upd.lora_a[key] = analysis.lora_factors(m, path)[0]
     upd.ia3 = analysis.ia3_statistics(model)
     return upd

@@ -11,7 +11,8 @@ from benchmarks.internals_analyse import short
 PAPERS = {
     "hu": "Hu et al. 2021, LoRA (arXiv 2106.09685)",
     "biderman": "Biderman et al. 2024, LoRA Learns Less and Forgets Less (arXiv 2405.09673)",
-    "shuttle": "Shuttleworth et al. 2024, LoRA vs Full Fine-tuning: An Illusion of Equivalence (arXiv 2410.21228)",
+    "shuttle": "Shuttleworth et al. 2024, LoRA vs Full Fine-tuning: An Illusion of Equivalence "
+    "(arXiv 2410.21228)",
     "roy": "Roy & Vetterli 2007, The effective rank",
 }
 
@@ -118,7 +119,8 @@ def _amp_verdict(h: dict, module: str) -> str | None:
     )
     return (
         f"- W_{module}: factor {_f(lo['factor'])} at r={min(lora)} and {_f(hi['factor'])} at r={max(lora)} "
-        f"({'falls' if falls else 'does not fall'} with rank, {'above' if amplifies else 'not above'} 1; ΔW's "
+        f"({'falls' if falls else 'does not fall'} with rank, "
+        f"{'above' if amplifies else 'not above'} 1; ΔW's "
         f"directions project {'between' if between else 'not between'} random and W's own): {verdict}."
     )
 
@@ -128,7 +130,8 @@ def spectrum_section(doc) -> list[str]:
     lines = ["", "## 3. Spectrum and rank of the update (" + PAPERS["biderman"] + ")", ""]
     lines.append(
         "Question: how many directions does each update use? The 90%-variance rank is the smallest k whose "
-        f"top-k singular values hold 90% of Σσ²; median over the {', '.join('W_' + m for m in _modules(doc))} "
+        "top-k singular values hold 90% of Σσ²; median over the "
+        f"{', '.join('W_' + m for m in _modules(doc))} "
         f"matrices of all layers. Stable and effective rank ({PAPERS['roy']}) are in internals.json."
     )
     lines += [""] + [f"- {k}: median 90%-variance rank {v:g}." for k, v in h.items()]
@@ -138,10 +141,17 @@ def spectrum_section(doc) -> list[str]:
         ratios = {k: full / v for k, v in loras.items() if v}
         text = ", ".join(f"{_f(r, 1)}x that of {k}" for k, r in ratios.items())
         ok = min(ratios.values()) >= 10
+        verdict = (
+            "agrees"
+            if ok
+            else "agrees in direction, not in size"
+            if min(ratios.values()) > 1
+            else "does not agree"
+        )
         lines += [
             "",
-            f"Paper: full fine-tuning's ΔW has 10-100x the rank of typical LoRA configurations. Ours: the full "
-            f"update's rank is {text}: {'agrees' if ok else 'agrees in direction, not in size' if min(ratios.values()) > 1 else 'does not agree'}.",
+            "Paper: full fine-tuning's ΔW has 10-100x the rank of typical LoRA configurations. "
+            f"Ours: the full update's rank is {text}: {verdict}.",
         ]
     return lines
 
@@ -151,7 +161,8 @@ def intruder_section(doc) -> list[str]:
     n = doc["headline"]["matrices_per_update"]
     lines = ["", "## 4. Intruder dimensions (" + PAPERS["shuttle"] + ")", ""]
     lines.append(
-        f"Question: does fine-tuning create new dominant directions? Among the top {doc['top_k']} left-singular "
+        "Question: does fine-tuning create new dominant directions? Among the top "
+        f"{doc['top_k']} left-singular "
         f"vectors of W0 + ΔW, count those whose largest cosine similarity with every singular vector of W0 "
         f"is below ε; summed over the {n} compared matrices of one update, mean over seeds."
     )
@@ -193,7 +204,8 @@ def sizes_section(doc) -> list[str]:
             "|---|---:|---|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['name']} | {r['layer']} | {r['module']} | {r['mean_abs_dev']:.4f} | {r['max_abs_dev']:.4f} | "
+            f"| {r['name']} | {r['layer']} | {r['module']} | {r['mean_abs_dev']:.4f} | "
+            f"{r['max_abs_dev']:.4f} | "
             f"{100 * r['share_moved']:.1f}% |"
             for r in doc["ia3"]
         ]
@@ -231,9 +243,7 @@ def summary_text(doc: dict) -> str:
     h = doc["headline"]
     parts = [f"phi(1,1) {k}: {_f(v, 3)}" for k, v in h["phi11"].items()]
     parts += [
-        f"amplification {k}: {_f(v['factor'])}"
-        for k, v in h["amplification"].items()
-        if k.startswith("LoRA")
+        f"amplification {k}: {_f(v['factor'])}" for k, v in h["amplification"].items() if k.startswith("LoRA")
     ]
     parts += [f"90%-rank {k}: {v:g}" for k, v in h["rank90_median"].items()]
     parts += [

@@ -142,9 +142,10 @@ def train_all(args, out: Path) -> dict:
     runs = plan_runs(sargs)
     pending = [r for r in runs if r.key not in done or not _adapter_done(out, r)]
     full_pending = not args.no_full and not (out / FULL_DIR / "result.json").is_file()
+    reused_full = "" if args.no_full or full_pending else " and the full fine-tune"
     print(
         f"internals: {len(runs)} LoRA runs and {'no' if args.no_full else 'one'} full fine-tune planned; "
-        f"{len(runs) - len(pending)} LoRA runs{' and the full fine-tune' if not args.no_full and not full_pending else ''} "
+        f"{len(runs) - len(pending)} LoRA runs{reused_full} "
         f"already in {out} (reused), {len(pending) + full_pending} to train now",
         flush=True,
     )
@@ -155,14 +156,16 @@ def train_all(args, out: Path) -> dict:
         rows = [r for r in rows if sweep_io.run_key(r) != run.key] + [row]
         sweep_io.write_runs(out / "runs.csv", rows)
         print(
-            f"  LoRA r={run.rank} seed={run.seed}: test AUROC {row['test_auroc']:.3f}, {row['run_seconds']:.0f} s",
+            f"  LoRA r={run.rank} seed={run.seed}: test AUROC {row['test_auroc']:.3f}, "
+            f"{row['run_seconds']:.0f} s",
             flush=True,
         )
     if full_pending:
         t0 = time.perf_counter()
         full = train_full(ctx, sargs, out, args.seeds[0])
         print(
-            f"  full fine-tune seed={args.seeds[0]}: test AUROC {full['test_auroc']:.3f}, {time.perf_counter() - t0:.0f} s",
+            f"  full fine-tune seed={args.seeds[0]}: test AUROC {full['test_auroc']:.3f}, "
+            f"{time.perf_counter() - t0:.0f} s",
             flush=True,
         )
     metrics = {}

@@ -7,7 +7,8 @@
     amplification(ΔW, W0, r)                        # Hu et al. 2021, §7.3
     intruder_dimensions(W_ft, W0, k=10, eps)        # Shuttleworth et al. 2024
 
-Pure functions on tensors and on our adapter modules (LoRALinear, IA3Linear), so they work on any
+Pure functions on tensors and on adapter layers (minipeft.adapter.AdapterLayer: LoRA, IA³ and any
+registered type; the LoRA- and IA³-only measures select layers by their ROLE), so they work on any
 nn.Module with minipeft adapters. Every SVD runs in float64 on the CPU copy of the tensor (a
 768 x 3072 matrix takes well under a second). ΔW of a LoRA or IA³ layer is defined as its merged
 weight minus its base weight, i.e. exactly what `merge(model)` changes.
@@ -23,9 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minipeft.ia3 import IA3Linear
 from minipeft.inject import adapters
-from minipeft.lora import LoRALinear
+from minipeft.registry import layer_types
 
 F64 = torch.float64
 
@@ -38,22 +38,19 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
 
 
 def delta_weight(module: nn.Module) -> torch.Tensor:
-    """ΔW (out, in) of one adapted layer, in float64: merged weight minus base weight.
+    """ΔW (out, in) of one adapter layer, in float64: its merged weight minus its base weight.
 
     LoRA:  ΔW = (alpha/r) · B A          (the merge, W + s·BA, is rounded to W's dtype first)
     IA³:   ΔW = diag(l) W − W  or  W diag(l) − W  (feed-forward targets)
-    The merged weight is the one `merge(model)` writes, so `merge(model)`'s weight minus the base
-    weight equals this tensor exactly."""
-    if isinstance(module, LoRALinear):
-        merged = module.merged_weight()
-    elif isinstance(module, IA3Linear):
-        merged = module.merged()[0]
-    else:
+    Any registered adapter type (minipeft.registry) works: it goes through the layer's `merged()`,
+    the very weight `merge(model)` writes, so `merge(model)`'s weight minus the base weight
+    equals this tensor exactly (the layer's own `delta_weight()` is the same before rounding)."""
+    if not isinstance(module, layer_types()):
         raise ValueError(
-            f"delta_weight takes a LoRALinear or IA3Linear, found {type(module).__name__}; "
-            "for full fine-tuning use full_delta(w_finetuned, w_base)"
+            f"delta_weight takes an adapter layer ({', '.join(t.__name__ for t in layer_types())}), "
+            f"found {type(module).__name__}; for full fine-tuning use full_delta(w_finetuned, w_base)"
         )
-    return _f64(merged) - _f64(module.weight)  # (out, in)
+    return _f64(module.merged()[0]) - _f64(module.weight)  # (out, in)
 
 
 def update_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +70,7 @@ def full_delta(w_finetuned: torch.Tensor, w_base: torch.Tensor, name: str = "wei
 
 def lora_factors(module: nn.Module, path: str = "module") -> tuple[torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r)) of a LoRA layer, float64; anything else raises."""
-    if not isinstance(module, LoRALinear):
+    if getattr(module, "ROLE", None) != "lora":  # the adapter protocol's role, not a class test
         raise ValueError(
             f"{path} is a {type(module).__name__}, not a LoRA layer: subspace similarity and the "
             "amplification factor need LoRA's A and B matrices (IA³ learns one vector per layer); "
@@ -284,7 +281,7 @@ def ia3_statistics(model: nn.Module, threshold: float = 0.05) -> list[dict]:
     """Per IA³ layer: mean and largest |l − 1| and the share of entries with |l − 1| > threshold."""
     rows = []
     for path, m in adapters(model):
-        if isinstance(m, IA3Linear):
+        if m.ROLE == "ia3":
             dev = (_f64(m.ia3_l) - 1).abs()
             layer, module = layer_and_module(path)
             rows.append(

@@ -178,7 +178,7 @@ def test_lora_only_functions_refuse_ia3_and_bad_shapes():
     inject(model, IA3Config(targets=("query",), feedforward=()))
     with pytest.raises(ValueError, match="layer.0.query is a IA3Linear, not a LoRA layer"):
         analysis.lora_factors(model.get_submodule("layer.0.query"), "layer.0.query")
-    with pytest.raises(ValueError, match="takes a LoRALinear or IA3Linear"):
+    with pytest.raises(ValueError, match="takes an adapter layer"):
         analysis.delta_weight(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="differs from the base"):
         analysis.full_delta(torch.zeros(2, 3), torch.zeros(3, 2))
