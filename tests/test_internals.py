@@ -182,7 +182,6 @@ def test_trains_analyses_and_resumes(tmp_path, tiny_model, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_rank_sweep_keep_adapters_saves_each_run(tmp_path, tiny_model):
     data = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "sweep"
