@@ -43,6 +43,7 @@ def _adapter_done(out: Path, run: Run) -> bool:
 
 def train_full(ctx, args, out: Path, seed: int) -> dict:
     """One full fine-tune of a copy of the base (every parameter trains), saved to out/full/model."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     model = copy.deepcopy(ctx.model)
     seed_everything(seed)
     rank_sweep.reset_head(model, seed)
@@ -79,6 +80,8 @@ def train_full(ctx, args, out: Path, seed: int) -> dict:
         "test_auroc": test["roc_auc"],
         "test_accuracy": test["accuracy"],
         "train_seconds": round(result.train_seconds, 2),
+        "run_seconds": round(time.perf_counter() - wall0, 2),
+        "cpu_seconds": round(time.process_time() - cpu0, 2),
         "trainable_params": result.trainable_params,
         "threads": torch.get_num_threads(),
     }
