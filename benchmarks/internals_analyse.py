@@ -19,6 +19,19 @@ FULL_RANKS = (1, 2, 4, 8, 16, 32, 64)  # r at which full fine-tuning's ΔW is pr
 AMP_FIELDS = ("proj_delta", "proj_w", "proj_random", "norm_delta", "norm_w")
 
 
+class BaseSVD:
+    """svd(W0) per (layer, module), computed once: every update shares the base weights (checked)."""
+
+    def __init__(self):
+        self.done = {}
+
+    def get(self, key, w0):
+        hit = self.done.get(key)
+        if hit is None or not torch.equal(hit[0], w0):
+            hit = self.done[key] = (w0, analysis.svd(w0))
+        return hit[1]
+
+
 def short(module: str) -> str:
     return module.rsplit(".", 1)[-1]
 
@@ -84,12 +97,17 @@ def similarity(updates, fig_layer: int) -> list[dict]:
     return rows
 
 
-def _amp_row(u, module: str, r: int) -> dict | None:
+def _amp_row(u, module: str, r: int, svds: dict, bases: BaseSVD) -> dict | None:
     keys = sorted(k for k in u.deltas if k[1] == module)
     keys = [k for k in keys if r <= min(u.deltas[k].shape)]
     if not keys:
         return None
-    amps = {k[0]: analysis.amplification(u.deltas[k], u.base[k], r, seed=k[0]) for k in keys}
+    amps = {}
+    for k in keys:
+        if k not in svds:
+            svds[k] = analysis.svd(u.deltas[k])
+        w_svd = bases.get(k, u.base[k])
+        amps[k[0]] = analysis.amplification(u.deltas[k], u.base[k], r, k[0], svds[k], w_svd)
     avg = {f: _mean(getattr(a, f) for a in amps.values()) for f in AMP_FIELDS}
     return {
         "name": u.name,
@@ -102,13 +120,14 @@ def _amp_row(u, module: str, r: int) -> dict | None:
     }
 
 
-def amplification(updates) -> list[dict]:
+def amplification(updates, bases: BaseSVD) -> list[dict]:
     """Hu et al. §7.3 at each LoRA adapter's own rank, and full fine-tuning's ΔW at FULL_RANKS."""
     rows = []
     for u in updates:
         ranks = [u.rank] if u.kind == "LORA" else FULL_RANKS if u.kind == "FULL" else []
+        svds = {}  # svd(ΔW) per (layer, module), shared by the ranks
         for module in compared_modules(updates):
-            rows += [row for r in ranks if (row := _amp_row(u, module, r)) is not None]
+            rows += [row for r in ranks if (row := _amp_row(u, module, r, svds, bases)) is not None]
     return rows
 
 
@@ -134,13 +153,14 @@ def sizes(updates, fig_layer: int) -> tuple[list[dict], list[dict]]:
     return rows, spectra
 
 
-def intruders(updates, k: int) -> list[dict]:
+def intruders(updates, k: int, bases: BaseSVD) -> list[dict]:
     """Shuttleworth et al. 2024: intruder counts among the top-k singular vectors of W0 + ΔW, per ε."""
     rows = []
     for u in updates:
         for (layer, module), d in sorted(u.deltas.items()):
             w0 = u.base[(layer, module)].to(torch.float64)
-            counts = analysis.intruder_dimensions(w0 + d, w0, k, EPS)
+            u0 = bases.get((layer, module), u.base[(layer, module)])[0]
+            counts = analysis.intruder_dimensions(w0 + d, w0, k, EPS, u0)
             rows.append(
                 {
                     "name": u.name,
@@ -224,7 +244,8 @@ def analyse(updates, fig_layer: int | None, k: int) -> dict:
         raise ValueError(f"--layer {fig_layer}: the updates have layers {layers[0]}..{layers[-1]}")
     modules = compared_modules(updates)
     size_rows, spectra = sizes(updates, fig_layer)
-    intr = intruders(updates, k)
+    bases = BaseSVD()
+    intr = intruders(updates, k, bases)
     doc = {
         "updates": [
             {
@@ -244,7 +265,7 @@ def analyse(updates, fig_layer: int | None, k: int) -> dict:
         "top_k": k,
         "eps": list(EPS),
         "similarity": similarity(updates, fig_layer),
-        "amplification": amplification(updates),
+        "amplification": amplification(updates, bases),
         "sizes": size_rows,
         "spectra": spectra,
         "intruders": intr,

@@ -187,16 +187,19 @@ class Amplification:
         return self.norm_delta / self.proj_delta if self.proj_delta > 0 else math.inf
 
 
-def _top(m: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    u, _, vh = svd(m)
+def _top(m: torch.Tensor, r: int, done=None) -> tuple[torch.Tensor, torch.Tensor]:
+    u, _, vh = done if done is not None else svd(m)
     return u[:, :r], vh[:r].T  # (out, r), (in, r)
 
 
-def amplification(delta: torch.Tensor, w: torch.Tensor, r: int, seed: int = 0) -> Amplification:
+def amplification(
+    delta: torch.Tensor, w: torch.Tensor, r: int, seed: int = 0, svd_delta=None, svd_w=None
+) -> Amplification:
     """Hu et al. 2021 (§7.3): how strongly ΔW amplifies directions of W. Project W onto the
     r-dimensional subspace of ΔW, ‖Uᵀ W V‖_F, and compare with ‖ΔW‖_F; a large factor means ΔW
     amplifies directions that W holds but does not emphasise. W's own top-r directions and random
-    directions give the scale of the projection for comparison."""
+    directions give the scale of the projection for comparison. `svd_delta` / `svd_w`: the
+    (U, S, Vᵀ) of `svd(delta)` / `svd(w)` when already computed (e.g. for several r)."""
     d, w = _f64(delta), _f64(w)
     if d.shape != w.shape:
         raise ValueError(f"ΔW has shape {tuple(d.shape)} and W {tuple(w.shape)}; they must match")
@@ -213,8 +216,8 @@ def amplification(delta: torch.Tensor, w: torch.Tensor, r: int, seed: int = 0) -
         r=r,
         norm_delta=float(torch.linalg.matrix_norm(d)),
         norm_w=float(torch.linalg.matrix_norm(w)),
-        proj_delta=proj(*_top(d, r)),
-        proj_w=proj(*_top(w, r)),
+        proj_delta=proj(*_top(d, r, svd_delta)),
+        proj_w=proj(*_top(w, r, svd_w)),
         proj_random=proj(rand_u, rand_v),
     )
 
@@ -222,23 +225,23 @@ def amplification(delta: torch.Tensor, w: torch.Tensor, r: int, seed: int = 0) -
 # ---------------------------------------------------------------- intruder dimensions (Shuttleworth et al.)
 
 
-def max_cosines(w_ft: torch.Tensor, w0: torch.Tensor, k: int = 10) -> torch.Tensor:
+def max_cosines(w_ft: torch.Tensor, w0: torch.Tensor, k: int = 10, u0=None) -> torch.Tensor:
     """For each of the top-k left-singular vectors of W_ft, its largest |cosine| with any
-    left-singular vector of W₀ (float64, shape (k,))."""
+    left-singular vector of W₀ (float64, shape (k,)); `u0`: W₀'s U when already computed."""
     u_ft = svd(w_ft)[0][:, :k]  # (out, k)
-    u0 = svd(w0)[0]  # (out, n)
+    u0 = svd(w0)[0] if u0 is None else u0  # (out, n)
     return (u0.T @ u_ft).abs().amax(0)  # unit vectors: the dot product is the cosine
 
 
 def intruder_dimensions(
-    w_ft: torch.Tensor, w0: torch.Tensor, k: int = 10, eps: float | Sequence[float] = 0.5
+    w_ft: torch.Tensor, w0: torch.Tensor, k: int = 10, eps: float | Sequence[float] = 0.5, u0=None
 ) -> int | list[int]:
     """Shuttleworth et al. 2024 (Algorithm 1): the number of the top-k singular vectors of the
     fine-tuned W whose largest cosine similarity with every singular vector of W₀ is below ε.
     One count per ε when eps is a sequence."""
     if tuple(w_ft.shape) != tuple(w0.shape):
         raise ValueError(f"W_ft {tuple(w_ft.shape)} and W0 {tuple(w0.shape)} must have the same shape")
-    cos = max_cosines(w_ft, w0, k)
+    cos = max_cosines(w_ft, w0, k, u0)
     if isinstance(eps, (int, float)):
         return int((cos < eps).sum())
     return [int((cos < e).sum()) for e in eps]

@@ -205,3 +205,15 @@ def test_svd_reduces_to_a_square_factor_without_losing_accuracy(shape):
     assert torch.allclose(u.T @ u, torch.eye(k, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(vh @ vh.T, torch.eye(k, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(analysis.singular_values(m), torch.linalg.svdvals(m), atol=1e-12)
+
+
+def test_precomputed_svds_give_the_same_answers():
+    w, u, _, v = planted_w()
+    delta = 0.5 * torch.outer(u[:, 3], v[:, 3]) + 0.2 * torch.outer(u[:, 15], v[:, 15])
+    plain = analysis.amplification(delta, w, r=2, seed=1)
+    cached = analysis.amplification(delta, w, 2, 1, analysis.svd(delta), analysis.svd(w))
+    assert plain == cached
+    w_ft = w + delta
+    assert analysis.intruder_dimensions(w_ft, w, 5, [0.3, 0.9]) == analysis.intruder_dimensions(
+        w_ft, w, 5, [0.3, 0.9], u0=analysis.svd(w)[0]
+    )
