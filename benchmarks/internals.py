@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import internals_analyse, internals_figures, internals_load, internals_report, internals_train
-from benchmarks.rank_sweep import _ints, _names
+from benchmarks.rank_sweep import _ints, _names, _positive_int
 from minipeft import files
 from models.assets import MINILM, asset_dir
 from tasks.cli import run_or_exit
@@ -188,6 +188,10 @@ def run(args) -> dict:
     else:
         trained = internals_train.train_all(args, out)
         adapter_dirs, full_dir = trained["adapters"], trained["full"]
+    if args.threads == "auto":  # float64 SVDs of these sizes gain little from threads, lose much when shared
+        torch.set_num_threads(1)
+    elif trained is None:
+        torch.set_num_threads(_positive_int(args.threads, "--threads"))
     print(
         f"analysing {len(adapter_dirs)} adapter(s){' and a full fine-tune' if full_dir else ''} ...",
         flush=True,

@@ -38,13 +38,17 @@ def _pick(rows, kind):
 
 def similarity_figure(doc, path: Path) -> str | None:
     """Heatmaps of φ(i, j) (Hu et al. Fig. 3 and 4): rank pair and seed pair, one column per module."""
-    panels = [r for kind in ("rank", "seed", "other") for r in _pick(doc["similarity"], kind)][:6]
+    rows = sorted(doc["similarity"], key=lambda r: -(r["rank_a"] or 0))  # seed pairs: highest rank (Fig. 4)
+    panels = [r for kind in ("rank", "seed") for r in _pick(rows, kind)] or _pick(rows, "other")
+    panels = panels[:6]
     if not panels:
         return None
     plt = _plt()
     cols = min(len(panels), 2 if len(panels) <= 4 else 3)
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False, layout="constrained"
+    )
     for ax, r in zip(axes.flat, panels):
         im = ax.imshow(
             r["grid"],
@@ -58,7 +62,7 @@ def similarity_figure(doc, path: Path) -> str | None:
         ax.set_title(f"W_{short(r['module'])}, layer {r['layer']}: {r['a']} vs {r['b']}", fontsize=9)
         ax.set_xlabel(f"j ({r['b']})")
         ax.set_ylabel(f"i ({r['a']})")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="φ(i, j)")
+        fig.colorbar(im, ax=ax, label="φ(i, j)")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("Subspace similarity of LoRA's A matrices (Hu et al. 2021, §7.2)")

@@ -224,7 +224,8 @@ def markdown(doc: dict, figures: dict) -> str:
         lines.append(f"- {u['name']}: {u['kind']}{rank}{seed}{extra} (`{u['source']}`)")
     lines += [
         "",
-        f"Heatmaps and spectra show layer {doc['figure_layer']}; wall time {doc['wall_seconds']:.0f} s.",
+        f"Heatmaps and spectra show layer {doc['figure_layer']}; this analysis took "
+        f"{doc['wall_seconds']:.0f} s (training times: runs.csv, full/result.json).",
         "",
     ]
     for section in (
