@@ -21,7 +21,8 @@ from benchmarks import rank_sweep, sweep_io
 from benchmarks.sweep_plan import Run, estimate_seconds, plan_runs
 from minipeft import files
 from minipeft.io import CONFIG_FILE, WEIGHTS_FILE
-from minipeft.train import TrainConfig, evaluate, seed_everything, to_device, train
+from minipeft.training import LengthBucketSampler, TrainConfig, evaluate, seed_everything, train
+from minipeft.training.batching import to_device
 from models import save_pretrained
 from tasks.objective import seq_cls_eval, seq_cls_loss
 
@@ -92,8 +93,6 @@ def train_full(ctx, args, out: Path, seed: int) -> dict:
 def calibrate_full(ctx, args) -> float:
     """Seconds per padded token of a full fine-tuning step (forward + backward of every weight,
     x1.1 for AdamW's update of every parameter), measured now on 3 batches."""
-    from minipeft.batching import LengthBucketSampler
-
     model, enc = ctx.model, ctx.encoded["train"]
     lengths = [len(e["input_ids"]) for e in enc]
     flags = [p.requires_grad for p in model.parameters()]
