@@ -27,7 +27,7 @@ from models import save_pretrained
 from tasks.objective import seq_cls_eval, seq_cls_loss
 
 FULL_DIR = "full"
-ANALYSIS_SECONDS = 30.0  # loading the saved runs and every SVD, measured on MiniLM (2 cores)
+ANALYSIS_SECONDS = 30.0  # load + SVDs + figures on MiniLM: 8 s CPU, 70 s wall on a shared machine
 
 
 def sweep_args(args, out: Path) -> argparse.Namespace:
