@@ -275,6 +275,17 @@ def update_row(path: str, delta: torch.Tensor, w0: torch.Tensor) -> dict:
     }
 
 
+def update_norms(model: nn.Module) -> list[dict]:
+    """Per adapted layer, without an SVD: path, shape, ‖ΔW‖_F and ‖ΔW‖_F / ‖W₀‖_F (for audits)."""
+    rows = []
+    for path, m in adapters(model):
+        d, base = delta_weight(m), float(torch.linalg.matrix_norm(_f64(m.weight)))
+        norm = float(torch.linalg.matrix_norm(d))
+        rel = norm / base if base > 0 else math.inf
+        rows.append({"path": path, "shape": list(d.shape), "delta_fro": norm, "relative": rel})
+    return rows
+
+
 def update_sizes(model: nn.Module) -> list[dict]:
     """update_row for every adapted layer of `model`, in model order."""
     return [update_row(p, delta_weight(m), m.weight) for p, m in adapters(model)]

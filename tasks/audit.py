@@ -81,10 +81,7 @@ def build_report(
             warnings.simplefilter("always")
             model, check = attach(model, adapter_dir, allow_base_mismatch)
     rows = param_table(model, buffers=True)
-    updates = [
-        {k: r[k] for k in ("path", "shape", "delta_fro", "relative", "stable_rank", "rank90")}
-        for r in analysis.update_sizes(model)
-    ]
+    updates = analysis.update_norms(model)
     return {
         "model": str(model_dir),
         "adapter": str(adapter_dir) if adapter_dir else None,
@@ -115,16 +112,13 @@ def updates_markdown(rep: dict) -> list[str]:
     lines = [
         "",
         "What the adapter changes (ΔW = merged weight − base weight; relative = ‖ΔW‖_F / ‖W0‖_F; "
-        "rank90: directions holding 90% of ‖ΔW‖²_F):",
+        "spectra and ranks: python -m benchmarks.internals --adapters DIR):",
         "",
-        "| adapted module | shape | ‖ΔW‖_F | relative | stable rank | rank90 |",
-        "|---|---|---:|---:|---:|---:|",
+        "| adapted module | shape | ‖ΔW‖_F | relative |",
+        "|---|---|---:|---:|",
     ]
     for u in rep["updates"]:
-        lines.append(
-            f"| `{u['path']}` | {tuple(u['shape'])} | {u['delta_fro']:.4g} | {u['relative']:.3e} | "
-            f"{u['stable_rank']:.2f} | {u['rank90']} |"
-        )
+        lines.append(f"| `{u['path']}` | {tuple(u['shape'])} | {u['delta_fro']:.4g} | {u['relative']:.3e} |")
     return lines
 
 

@@ -217,3 +217,13 @@ def test_precomputed_svds_give_the_same_answers():
     assert analysis.intruder_dimensions(w_ft, w, 5, [0.3, 0.9]) == analysis.intruder_dimensions(
         w_ft, w, 5, [0.3, 0.9], u0=analysis.svd(w)[0]
     )
+
+
+def test_update_norms_agree_with_update_sizes():
+    model = Toy()
+    inject(model, LoraConfig(r=2, alpha=4, targets=("query", "value")))
+    _train_a_little(model)
+    for cheap, full in zip(analysis.update_norms(model), analysis.update_sizes(model)):
+        assert cheap["path"] == full["path"] and cheap["shape"] == full["shape"]
+        assert cheap["delta_fro"] == pytest.approx(full["delta_fro"], rel=1e-12)  # ‖ΔW‖_F = ‖σ‖₂
+        assert cheap["relative"] == pytest.approx(full["relative"], rel=1e-12)
