@@ -94,6 +94,21 @@ class BaseCache:
         return self.models[(head, labels)]
 
 
+def _loaded(bases: BaseCache, adapter_dir: Path):
+    """(a copy of the base with the adapter loaded, its config); each candidate head in turn
+    (tasks.audit.adapter_head: one when the adapter records its task type)."""
+    heads, labels = adapter_head(adapter_dir, bases.model_dir)
+    for i, head in enumerate(heads):
+        model = copy.deepcopy(bases.get(head, labels))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unverified (PEFT-written) adapter is fine here
+                return model, load_adapter(model, adapter_dir)
+        except (ValueError, KeyError) as e:
+            if i == len(heads) - 1:
+                raise _named(adapter_dir, e) from None
+
+
 def load_adapter_update(bases: BaseCache, adapter_dir) -> Update:
     """Load one saved LoRA or IA³ adapter onto a copy of the base and take its ΔW per layer."""
     adapter_dir = Path(adapter_dir)
@@ -108,13 +123,7 @@ def load_adapter_update(bases: BaseCache, adapter_dir) -> Update:
             f"{adapter_dir / CONFIG_FILE}: peft_type {kind}; expected LORA or IA3 "
             "(prefix and prompt tuning change no weight matrix, so there is no ΔW to analyse)"
         )
-    model = copy.deepcopy(bases.get(*adapter_head(adapter_dir)))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an unverified (PEFT-written) adapter is fine here
-            config = load_adapter(model, adapter_dir)
-    except (ValueError, KeyError) as e:
-        raise _named(adapter_dir, e) from None
+    model, config = _loaded(bases, adapter_dir)
     upd = Update(adapter_dir.name, kind, str(adapter_dir), getattr(config, "r", None), _seed_of(adapter_dir))
     for path, m in adapters(model):
         key = _key(path)

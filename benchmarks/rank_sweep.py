@@ -18,6 +18,7 @@ import torch
 import minipeft
 from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from minipeft import files
 from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
@@ -386,6 +387,8 @@ def sweep(args) -> dict:
     if args.threads != "auto":
         torch.set_num_threads(_positive_int(args.threads, "--threads"))
     out = Path(args.out)
+    # never a folder of the user's: new, empty, or an earlier sweep's (sweep.json)
+    files.check_dir_owned(out, marker="sweep.json", program="benchmarks.rank_sweep")
     ctx = load_context(args)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_of(args, ctx)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.atomic import replace_dir
 from models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
 from models.config import BertConfig
 from models.families import ARCHITECTURES, FAMILIES, Family, family_of
@@ -36,6 +36,7 @@ HEADS = {
 }
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 WEIGHTS = "model.safetensors"
+OWNED = (WEIGHTS, "config.json", "task.json", *TOKENIZER_FILES)  # what save_pretrained may replace
 
 
 def read_safetensors(file: Path) -> dict:
@@ -52,12 +53,32 @@ def read_safetensors(file: Path) -> dict:
         )
         raise FileNotFoundError(f"{file}: no {file.name}; expected the weights as safetensors{hint}")
     try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as e:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
         raise ValueError(
-            f"{file}: not a readable safetensors file ({e}); it may be truncated or "
+            f"{file}: not a readable safetensors file ({str(e)[:200]}); it may be truncated or "
             f"corrupt, copy or download it again"
-        ) from e
+        ) from None
+    check_weights(tensors, file)
+    return tensors
+
+
+def check_weights(tensors: dict, file: Path) -> None:
+    """Refuse what would give a silently wrong model: integer or bool tensors where our models hold
+    floats (every weight; `position_ids`, dropped anyway, excepted) and NaN or inf values."""
+    ints = sorted(k for k, t in tensors.items() if not t.is_floating_point() and not k.endswith("_ids"))
+    if ints:
+        raise ValueError(
+            f"{file}: tensor {ints[0]!r} has dtype {tensors[ints[0]].dtype} ({len(ints)} such tensor(s)); "
+            "expected floating-point weights. The file was written wrongly: convert it again"
+        )
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        n = int((~torch.isfinite(tensors[bad[0]])).sum())
+        raise ValueError(
+            f"{file}: tensor {bad[0]!r} holds {n} NaN/inf value(s) ({len(bad)} tensor(s) affected); "
+            "expected finite weights. The checkpoint is damaged or diverged: use another"
+        )
 
 
 def _normalise_key(key: str, prefix: str = "bert") -> str:
@@ -266,39 +287,31 @@ def _check_plain(model: nn.Module, state: dict) -> None:
         )
 
 
-def _write_atomic(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_pretrained(model: nn.Module, out_dir, tokenizer_dir=None) -> Path:
     """Write HF's layout (config.json, model.safetensors, tokenizer files from `tokenizer_dir`)
-    so that `transformers` loads it unchanged. Each file is written to a temporary name and renamed;
-    the weights go first and config.json last, so a folder with a config is complete."""
+    so that `transformers` loads it unchanged. The folder is written beside `out_dir` and takes its
+    place as a whole (models.atomic), so a kill leaves the old folder or the new one; an existing
+    `out_dir` holding other files than these (and task.json) is refused."""
     arch = _architecture(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     _check_plain(model, state)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}  # heads: `bert.` prefix
-    _write_atomic(out / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    found = []
     if tokenizer_dir is not None:
         src = Path(tokenizer_dir)
-        found = [n for n in TOKENIZER_FILES if (src / n).exists()]
+        found = [n for n in TOKENIZER_FILES if (src / n).is_file()]
         if not found:
             raise FileNotFoundError(f"{src}: no tokenizer files; expected one of {TOKENIZER_FILES}")
-        for name in found:
-            _write_atomic(out / name, lambda p, name=name: shutil.copyfile(src / name, p))
     cfg = model.config.to_dict(architectures=[arch])
     cfg.pop("torch_dtype", None)  # a loaded checkpoint's, possibly stale; HF 5 writes `dtype`
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     if floats:
         cfg["dtype"] = str(floats[0]).removeprefix("torch.")  # e.g. "float32", as HF writes it
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
-    _write_atomic(out / "config.json", lambda p: p.write_text(text))
+    with replace_dir(out, OWNED) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        for name in found:
+            shutil.copyfile(src / name, tmp / name)
+        (tmp / "config.json").write_text(text)
     return out

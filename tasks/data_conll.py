@@ -56,6 +56,23 @@ def check_tag(tag: str, entity_types: tuple[str, ...], path: Path, line: int) ->
         )
 
 
+def check_case(found: dict[str, tuple[Path, int]]) -> None:
+    """Refuse entity types that differ only in case (B-problem and B-Problem would be two classes)."""
+    spellings: dict[str, set[str]] = {}
+    for t in found:
+        if t != "O":
+            kind = t.partition("-")[2]
+            spellings.setdefault(kind.lower(), set()).add(kind)
+    clash = sorted(sorted(v) for v in spellings.values() if len(v) > 1)
+    if clash:
+        where = {k: found.get(f"B-{k}") or found.get(f"I-{k}") for k in clash[0]}
+        shown = ", ".join(f"{k!r} ({p}: sentence at line {n})" for k, (p, n) in where.items())
+        raise ValueError(
+            f"entity types differ only in case: {shown}; expected one spelling per type. "
+            "Write every tag of a type the same way"
+        )
+
+
 def tag_list(found: set[str]) -> tuple[str, ...]:
     """`O` first, then types in order with B before I (stable across runs and machines)."""
     rest = sorted(found - {"O"}, key=lambda t: (t.partition("-")[2], t.partition("-")[0]))
@@ -68,14 +85,15 @@ def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = ()) -> Datas
         path = find_file(data_dir, names, split)
         raw[split] = (path, read_conll(path))
         files.append(path)
-    found = set()
+    found = {}
     for path, sentences in raw.values():
         for line, _, tags in sentences:
             for t in tags:
                 if t not in found:
                     check_tag(t, entity_types, path, line)
-                    found.add(t)
-    labels = tag_list(found)
+                    found[t] = (path, line)
+    check_case(found)
+    labels = tag_list(set(found))
     index = {t: i for i, t in enumerate(labels)}
     splits = {
         split: [

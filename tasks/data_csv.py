@@ -58,6 +58,13 @@ I2B2_RE = CsvLayout(text="sentence", label="labels")
 def decode_utf8(path: Path) -> str:
     """The file as text; undecodable bytes raise ValueError naming the file, line and byte."""
     data = path.read_bytes()
+    if b"\x00" in data:
+        at = data.index(b"\x00")
+        line = data[:at].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line}: a NUL byte at offset {at}; text files hold "
+            "none (is it UTF-16 or binary?). Remove it or re-save the file as UTF-8"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -80,7 +87,18 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
         raise ValueError(
             f"{path}: the file is empty; expected a header with columns {', '.join(required)}"
         ) from None
+    except csv.Error as e:
+        raise ValueError(
+            f"{path}: line 1: malformed CSV header ({e}); names with commas or quotes must be quoted, "
+            "and quotes inside doubled (RFC 4180)"
+        ) from None
     header = [h.strip() for h in header]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(
+            f"{path}: column(s) {', '.join(repr(h) for h in twice)} appear more than once in the header; "
+            "expected unique names (which one holds the data?). Rename or drop the duplicate"
+        )
     missing = [c for c in required if c not in header]
     if missing:
         raise KeyError(
@@ -146,9 +164,28 @@ def label_index(
     return labels.index(v)
 
 
+def check_texts(texts_at: list[tuple[int, str]], path: Path, column: str, unit: str = "line") -> None:
+    """Refuse empty or whitespace-only texts (a prediction for nothing) and NUL characters (binary
+    junk; CSV/CoNLL files are checked byte-wise already, Arrow rows here), naming count and lines."""
+    nul = [line for line, text in texts_at if "\x00" in text]
+    if nul:
+        raise ValueError(
+            f"{path}: {len(nul)} {column} value(s) hold a NUL character ({unit} {nul[0]} first); "
+            "expected plain text. Remove the NUL characters"
+        )
+    empty = [line for line, text in texts_at if not text.strip()]
+    if empty:
+        shown = ", ".join(str(n) for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(empty)} row(s) with an empty or whitespace-only {column} ({unit} {shown}); "
+            "expected text in every row. Remove those rows or fill them in"
+        )
+
+
 def examples_from_rows(
     rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str, unit: str = "line"
 ):
+    check_texts([(line, row[layout.text]) for line, row in rows], path, layout.text, unit)
     out = []
     for i, (line, row) in enumerate(rows):
         ident = row[layout.id].strip() if layout.id else f"{split}-{i}"

@@ -17,13 +17,16 @@ adapter method; full and frozen: the model in HF layout in model/), metrics.json
 needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
 column, unknown label, empty split, undecodable text) is reported before training starts. A killed
 run restarted with the same --out resumes from its last checkpoint.
+
+--out must be new, empty, or a run folder of this program with the same settings (run.json says
+so); any other folder is refused, so no file of yours is overwritten. The run is finished, and
+its checkpoints deleted, only when the adapter, task.json and metrics.json are all on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import sys
 import time
@@ -37,10 +40,11 @@ from minipeft.audit import MANIFEST_FILE, build_manifest
 from minipeft.prompt import prompt_counts
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
 from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
+from minipeft.training.checkpoint import clean_run_files
 from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import default_model_dir, sha256_file
-from tasks.cli import run_or_exit
-from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
+from tasks.cli import ArgumentParser, run_or_exit
+from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
 from tasks.methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
@@ -60,7 +64,7 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m tasks.finetune",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,6 +155,51 @@ def write_json(path: Path, doc: dict) -> None:
     files.write_json(path, doc, default=str)
 
 
+RUN_MARKER = "run.json"
+PROGRAM = "tasks.finetune"
+# flags that may change between a killed run and its resumption (they change no result)
+RESUME_FREE = ("out", "device", "no_progress", "checkpoint_every")
+
+
+def run_settings(args) -> dict:
+    """The settings run.json records; a resumption must repeat them."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
+
+
+def check_out(out: Path, args, claim: bool) -> None:
+    """--out must be new, empty, or this program's unfinished run with the same settings;
+    claim=True writes run.json (after the inputs were checked), claim=False only checks."""
+    doc = files.read_marker(out, RUN_MARKER) if out.is_dir() and not out.is_symlink() else None
+    if doc and doc.get("finished"):
+        raise FileExistsError(
+            f"{out / RUN_MARKER}: that run is finished (its outputs and metrics.json are on disk); "
+            "choose another --out"
+        )
+    files.claim_dir(out, program=PROGRAM, settings=run_settings(args), marker=RUN_MARKER, dry_run=not claim)
+
+
+POSITIVE = ("epochs", "batch_size", "grad_accum", "patience", "rank", "num_virtual_tokens")
+
+
+def check_args(args) -> None:
+    """Numbers a run cannot use, named by their flag before anything loads."""
+    for name in POSITIVE:
+        v = getattr(args, name)
+        if v < 1:
+            extra = " (0 would stop after the first epoch)" if name == "patience" else ""
+            raise ValueError(f"--{name.replace('_', '-')} {v}: expected a whole number >= 1{extra}")
+    for name in ("max_train_examples", "max_eval_examples"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {v}: expected >= 1 (or leave it out)")
+    if args.lr is not None and not (args.lr > 0 and args.lr < float("inf")):
+        raise ValueError(f"--lr {args.lr}: expected a finite number > 0, e.g. 3e-4")
+    if not 0 <= args.warmup_ratio <= 1:
+        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: expected a share in [0, 1]")
+    if not 0 <= args.weight_decay < float("inf"):
+        raise ValueError(f"--weight-decay {args.weight_decay}: expected a finite number >= 0")
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -187,27 +236,31 @@ def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict
     return target
 
 
-def save_model(model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict) -> Path:
-    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with task.json beside it."""
-    if method in PROMPT_METHODS:
-        return save_prompt_adapter(model, out / "adapter", model_dir, provenance)
-    if method in ADAPTER_METHODS:
+def save_model(
+    model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict, task_doc
+) -> Path:
+    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with
+    task.json inside; the folder replaces an earlier one as a whole (minipeft.files.replace_dir)."""
+    if method in ADAPTER_METHODS or method in PROMPT_METHODS:
         target = out / "adapter"
-        kwargs = {"task_type": "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"}
-        params = inspect.signature(minipeft.save_adapter).parameters
-        if "provenance" in params:
-            kwargs["provenance"] = provenance
-        minipeft.save_adapter(model, target, **{k: v for k, v in kwargs.items() if k in params})
-    else:
-        target = out / "model"
-        cfg = model.config
-        if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
-            f.name for f in dataclasses.fields(cfg)
-        }:
-            model.config = dataclasses.replace(
-                cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
-            )
-        save_pretrained(model, target, tokenizer_dir=model_dir)
+        with files.replace_dir(target, minipeft.io.ADAPTER_FILES, PROGRAM) as tmp:
+            if method in PROMPT_METHODS:
+                save_prompt_adapter(model, tmp, model_dir, provenance)
+            else:
+                kind = "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"
+                minipeft.save_adapter(model, tmp, task_type=kind, provenance=provenance)
+            write_json(tmp / "task.json", task_doc)
+        return target
+    target = out / "model"
+    cfg = model.config
+    if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
+        f.name for f in dataclasses.fields(cfg)
+    }:
+        model.config = dataclasses.replace(
+            cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
+        )
+    save_pretrained(model, target, tokenizer_dir=model_dir)
+    write_json(target / "task.json", task_doc)
     return target
 
 
@@ -216,9 +269,12 @@ def log(msg: str) -> None:
 
 
 def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
-    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens` positions."""
+    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
+    positions."""
     cfg_file = model_dir / "config.json"
-    limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
+    limit = read_config(model_dir).get("max_position_embeddings") if cfg_file.is_file() else None
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = None  # load_pretrained names a bad value with its file
     if max_length < 3 or (limit and max_length > limit):
         raise ValueError(
             f"--max-length {max_length}: expected 3..{limit or 512} tokens "
@@ -232,12 +288,19 @@ def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) 
         )
 
 
+def read_config(model_dir: Path) -> dict:
+    from models.hf_config import read_json_object
+
+    return read_json_object(model_dir / "config.json")
+
+
 def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
     data = load_data(task, args.data_dir, args.seed)
     for note in data.notes:
         log(note)
     tokenizer = load_tokenizer(model_dir)
+    check_vocab(tokenizer, model_dir)
     splits = {
         "train": subsample(data.train, args.max_train_examples, args.seed),
         "validation": subsample(data.validation, args.max_eval_examples, args.seed),
@@ -266,13 +329,27 @@ def train_config(args, task, lr: float) -> TrainConfig:
         grad_checkpointing=args.grad_checkpointing,
         device=args.device,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=True,  # deleted by write_outputs once every output is on disk
         progress=not args.no_progress,
     )
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """The checkpoint's folder and config.json, checked before any data is read."""
+    from models.families import family_of
+
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"--model {model_dir}: no such folder; expected a HuggingFace model folder (config.json, "
+            "model.safetensors, tokenizer files)"
+        )
+    family_of(model_dir / "config.json").config.from_json(model_dir / "config.json")
 
 
 def method_spec(args, task, model_dir: Path) -> MethodSpec:
     """The method's settings, checked (lengths, targets, adapter options) before any data is read."""
     prompt = args.method in PROMPT_METHODS
+    check_model_dir(model_dir)
     check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
     preset, targets = resolve_preset(args.targets, model_dir)
     spec = MethodSpec(
@@ -293,17 +370,19 @@ def method_spec(args, task, model_dir: Path) -> MethodSpec:
 def run(args) -> dict:
     """Check the inputs, train, evaluate the best epoch, write metrics.json and the adapter/model."""
     started, t0 = now(), time.perf_counter()
+    check_args(args)
     task = get_task(args.task)
     out = Path(args.out)
-    if (out / "metrics.json").exists():
-        raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
+    main_rank = distributed.context().is_main
+    if main_rank:
+        check_out(out, args, claim=False)
     model_dir = Path(args.model) if args.model else default_model_dir()
     spec = method_spec(args, task, model_dir)
     preset, prompt = spec.preset, args.method in PROMPT_METHODS
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     data, tokenizer, encoded = load_inputs(args, task, model_dir)
-    if distributed.context().is_main:  # distributed hook: rank 0 alone writes
-        out.mkdir(parents=True, exist_ok=True)
+    if main_rank:  # distributed hook: rank 0 alone writes
+        check_out(out, args, claim=True)
 
     seed_everything(args.seed)
     model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
@@ -380,6 +459,8 @@ def run(args) -> dict:
 
 
 def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: dict, provenance: dict) -> None:
+    """The adapter/model folder (task.json inside), task.json, metrics.json; then the run is marked
+    finished and only then are its checkpoints deleted: a kill at any point resumes or is done."""
     task_doc = {
         "task": task.name,
         "type": task.type,
@@ -389,15 +470,16 @@ def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: di
         "method": args.method,
         "base_model": str(model_dir),
     }
+    save_model(model, args.method, out, model_dir, task, labels, provenance, task_doc)
     write_json(out / "task.json", task_doc)
-    write_json(out / "metrics.json", doc)  # first: the numbers survive a failed save
-    target = save_model(model, args.method, out, model_dir, task, labels, provenance)
-    write_json(target / "task.json", task_doc)
+    write_json(out / "metrics.json", doc)
+    files.mark_finished(out, RUN_MARKER, ended=doc["ended"])
+    clean_run_files(out)
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    doc = run_or_exit(run, args, extra_errors=(FileExistsError,))
+    doc = run_or_exit(run, args)
     test = doc["test"]
     if not distributed.context().is_main:  # distributed hook: one summary line per job
         return

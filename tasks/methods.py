@@ -17,7 +17,6 @@ gets q_lin,k_lin,v_lin), `--targets preset:NAME` picks one (bert, tiny, mobile, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from minipeft import IA3Config, LoraConfig, inject
 from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_tuning
+from models.families import family_of
 from models.presets import Preset, choose_preset
 
 METHODS = ("lora", "ia3", "full", "frozen", "prefix", "prompt")
@@ -94,7 +94,7 @@ def resolve_preset(targets: tuple[str, ...], model_dir: Path) -> tuple[Preset, t
     """(preset, explicit targets) from --targets: empty or `preset` -> the paper's name rule;
     `preset:NAME` -> that preset; anything else -> explicit module names (preset for the head only)."""
     cfg_file = Path(model_dir) / "config.json"
-    model_type = json.loads(cfg_file.read_text()).get("model_type", "bert") if cfg_file.is_file() else "bert"
+    model_type = family_of(cfg_file).model_type if cfg_file.is_file() else "bert"  # names a bad file
     if len(targets) == 1 and targets[0].startswith("preset"):
         _, _, name = targets[0].partition(":")
         return choose_preset(name or "paper", str(model_dir), model_type), ()

