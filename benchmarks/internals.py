@@ -14,13 +14,7 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from benchmarks import internals_analyse, internals_figures, internals_load, internals_report, internals_train
-from benchmarks.rank_sweep import _ints, _names, _positive_int
-from minipeft import files
-from models.assets import MINILM, asset_dir
-from tasks.cli import run_or_exit
+from tasks.cli import ArgumentParser, run_or_exit
 
 DEFAULTS = dict(
     task="rotten-tomatoes",
@@ -62,8 +56,22 @@ Adapters come from tasks.finetune (<out>/adapter) or benchmarks.rank_sweep --kee
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m benchmarks.internals",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -152,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default="runs/internals", help="output folder (default runs/internals)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+
+from benchmarks import internals_analyse, internals_figures, internals_load, internals_report, internals_train
+from benchmarks.rank_sweep import _positive_int
+from minipeft import files
+from models.assets import MINILM, asset_dir
 
 
 def check_args(args) -> None:

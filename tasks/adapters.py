@@ -40,13 +40,16 @@ def is_prompt_adapter(adapter_dir: Path) -> bool:
     return peft_type(adapter_dir) in PROMPT_TYPES
 
 
-def load_base_for_adapter(model_dir, head: str | None, num_labels: int | None):
-    """load_pretrained without its "head initialised fresh" warning: the adapter brings the head."""
+def load_base_for_adapter(model_dir, head: str | None, num_labels: int | None = None, labels=None):
+    """load_pretrained without its "head initialised fresh" warning: the adapter brings the head.
+    `labels` (names in index order) become the config's id2label."""
     quiet = logging.getLogger("models.loader")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return load_pretrained(model_dir, head=head, num_labels=num_labels)
+        return load_pretrained(
+            model_dir, head=head, num_labels=num_labels, labels=labels, warn_untrained_head=False
+        )
     finally:
         quiet.setLevel(level)
 

@@ -25,6 +25,54 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from tasks.cli import ArgumentParser, run_or_exit
+
+HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
+HEADS = tuple(HEAD_OF_TASK.values())
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m tasks.audit", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model",
+        help="HF-layout model folder (config.json + model.safetensors); "
+        "default: the base the adapter records",
+    )
+    p.add_argument(
+        "--adapter",
+        help="adapter folder (adapter_config.json + adapter_model.safetensors "
+        "[+ adapter_manifest.json]) to load onto the model and verify",
+    )
+    p.add_argument(
+        "--head",
+        choices=sorted(HEAD_OF_TASK.values()),
+        default=None,
+        help="model head; default: from the adapter's task_type (or its keys), else the bare encoder",
+    )
+    p.add_argument(
+        "--num-labels",
+        type=int,
+        default=None,
+        help="head outputs; default: the adapter's saved classifier, else config.json",
+    )
+    p.add_argument(
+        "--allow-base-mismatch",
+        action="store_true",
+        help="load an adapter whose manifest names another base model (the report records it)",
+    )
+    p.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the report to this file (atomically) instead of stdout; it must be new or an "
+        "earlier report of tasks.audit",
+    )
+    return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
 from minipeft import analysis, fingerprint, param_table, summary
 from minipeft.audit import MANIFEST_FILE
 from minipeft.files import read_tensors, refuse_symlink, write_text
@@ -32,10 +80,6 @@ from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
 from models import load_pretrained
 from models.families import family_of
 from tasks.adapters import attach, is_prompt_adapter, load_base_for_adapter, read_object
-from tasks.cli import ArgumentParser, run_or_exit
-
-HEAD_OF_TASK = {"SEQ_CLS": "sequence-classification", "TOKEN_CLS": "token-classification"}
-HEADS = tuple(HEAD_OF_TASK.values())
 
 
 def _config(adapter_dir: Path) -> dict:
@@ -236,45 +280,6 @@ def to_markdown(rep: dict) -> str:
             f"{r['numel']:,} | {'yes' if r['trainable'] else 'no'} | {sha} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m tasks.audit", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model",
-        help="HF-layout model folder (config.json + model.safetensors); "
-        "default: the base the adapter records",
-    )
-    p.add_argument(
-        "--adapter",
-        help="adapter folder (adapter_config.json + adapter_model.safetensors "
-        "[+ adapter_manifest.json]) to load onto the model and verify",
-    )
-    p.add_argument(
-        "--head",
-        choices=sorted(HEAD_OF_TASK.values()),
-        default=None,
-        help="model head; default: from the adapter's task_type (or its keys), else the bare encoder",
-    )
-    p.add_argument(
-        "--num-labels",
-        type=int,
-        default=None,
-        help="head outputs; default: the adapter's saved classifier, else config.json",
-    )
-    p.add_argument(
-        "--allow-base-mismatch",
-        action="store_true",
-        help="load an adapter whose manifest names another base model (the report records it)",
-    )
-    p.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="write the report to this file (atomically) instead of stdout; it must be new or an "
-        "earlier report of tasks.audit",
-    )
-    return p
 
 
 def is_report(path: Path) -> bool:

@@ -3,7 +3,8 @@
 The paper's i2b2-2010 RE data is such a folder. Its layout:
 
     DIR/dataset_dict.json                     {"splits": ["train", "validation"]}
-    DIR/<split>/state.json                    {"_data_files": [{"filename": "data-00000-of-00001.arrow"}, ...]}
+    DIR/<split>/state.json                    {"_data_files": [{"filename": "data-00000-of-00001.arrow"},
+                                               ...]}
     DIR/<split>/data-0000i-of-0000n.arrow     Arrow IPC stream: one Schema message, then RecordBatch messages
 
 This file reads the Arrow IPC format (the "streaming format" save_to_disk writes; the "file format",

@@ -14,6 +14,11 @@ from tasks.data_csv import decode_utf8, find_file
 from tasks.registry import Dataset, TaggedExample
 
 CONLL_NAMES = {"train": ("train.txt.conll",), "validation": ("dev.txt.conll",), "test": ("test.txt.conll",)}
+GENERIC_NAMES = {  # the generic `conll` task: also the shorter names
+    "train": ("train.txt.conll", "train.conll"),
+    "validation": ("dev.txt.conll", "dev.conll", "valid.conll"),
+    "test": ("test.txt.conll", "test.conll"),
+}
 
 
 def read_conll(path: Path, tags_optional: bool = False) -> list[tuple[int, list[str], list[str]]]:
@@ -79,10 +84,10 @@ def tag_list(found: set[str]) -> tuple[str, ...]:
     return ("O",) + tuple(rest)
 
 
-def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = ()) -> Dataset:
+def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = (), names: dict = CONLL_NAMES) -> Dataset:
     raw, files = {}, []
-    for split, names in CONLL_NAMES.items():
-        path = find_file(data_dir, names, split)
+    for split, candidates in names.items():
+        path = find_file(data_dir, candidates, split)
         raw[split] = (path, read_conll(path))
         files.append(path)
     found = {}

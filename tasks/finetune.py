@@ -13,10 +13,11 @@ tokens that take positions: --max-length plus --num-virtual-tokens must fit the 
 max_position_embeddings (the paper: 480 + 10 <= 512).
 
 Writes into --out: the best adapter in adapter/ (PEFT layout with adapter_manifest.json, for every
-adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
-needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
-column, unknown label, empty split, undecodable text) is reported before training starts. A killed
-run restarted with the same --out resumes from its last checkpoint.
+adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and
+test), task.json (labels, max length: what tasks.predict needs), and the training loop's log.jsonl
+and result.json. Every input problem (missing file or column, unknown label, empty split,
+undecodable text) is reported before training starts. A killed run restarted with the same --out
+resumes from its last checkpoint.
 
 --out must be new, empty, or a run folder of this program with the same settings (run.json says
 so); any other folder is refused, so no file of yours is overwritten. The run is finished, and
@@ -32,16 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-import minipeft
-from minipeft import files
-from minipeft.audit import MANIFEST_FILE, build_manifest
-from minipeft.prompt import prompt_counts
-from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
-from minipeft.training.checkpoint import clean_run_files
-from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import default_model_dir, sha256_file
 from tasks.cli import ArgumentParser, run_or_exit
 from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
@@ -54,8 +45,6 @@ from tasks.methods import (
     build,
     resolve_preset,
 )
-from tasks.metrics import json_safe
-from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, subsample, task_names
 
 
@@ -76,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with your files in the task's layout (the clinical tasks); embedded "
         "defaults read the asset cache unless given",
     )
+    a("--text-column", default="text", help="--task csv: the column holding the text (default text)")
+    a("--label-column", default="label", help="--task csv: the column holding the label (default label)")
+    a("--id-column", help="--task csv: a column of row ids (default: split-row numbers)")
     a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
     a(
         "--method",
@@ -90,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         type=_csv_list,
         default=("preset",),
-        help="comma-separated module names to adapt, or "
-        "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
-        "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
+        help="comma-separated module names to adapt, or 'preset' (default: the paper's rule on the "
+        "checkpoint; BERT lora query,value, ia3 key,value,output.dense; 'tiny'/'mobile' in the name: "
+        "query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
     )
     a(
         "--feedforward",
@@ -104,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-virtual-tokens",
         type=int,
         default=10,
-        help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
-        "(default 10, the paper's)",
+        help="prefix/prompt: virtual tokens; they use positions, so max length + this "
+        "<= max_position_embeddings (default 10, the paper's)",
     )
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
@@ -124,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-alignment",
         default="all",
         choices=ALIGNMENTS,
-        help="NER: label every sub-token (all, as the paper) or only each word's first (first)",
+        help="NER: label every sub-token (all, as the paper; the default) or only each word's first (first)",
     )
     a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
     a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
@@ -140,6 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-progress", action="store_true", help="no progress bars")
     a("--out", required=True, help="output folder (reused with the same arguments: resume)")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+from safetensors.torch import load_file
+
+import minipeft
+from minipeft import files
+from minipeft.audit import MANIFEST_FILE, build_manifest
+from minipeft.prompt import prompt_counts
+from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
+from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
+from minipeft.training.checkpoint import clean_run_files
+from models import load_pretrained, load_tokenizer, save_pretrained
+from tasks.metrics import json_safe
+from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 
 
 def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
@@ -268,6 +277,37 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
+def describe_adapted(method: str, adapted: list[str], head: tuple[str, ...]) -> str:
+    """'12 LoRA layers + head': the adapter layers counted apart from the trained head."""
+    if method == "full":
+        return "every parameter trains"
+    if method == "frozen":
+        return "the base frozen, the head trains"
+    layers = [p for p in adapted if p not in head]
+    name = {"lora": "LoRA", "ia3": "IA³"}.get(method, method)
+    return f"{len(layers)} {name} layer{'s' if len(layers) != 1 else ''}" + (
+        " + head" if len(layers) < len(adapted) else ""
+    )
+
+
+def ner_selection_warnings(history: list[dict], best_epoch, best_metric, metric: str) -> list[str]:
+    """What a person must know when NER picked a suspicious epoch: the validation score is 0 (no
+    entity found), or the first epoch won although later ones ran (rare entities often appear only
+    after many epochs, and early stopping can end the run before they do)."""
+    out = []
+    if best_metric is not None and best_metric == 0:
+        out.append(
+            f"the best validation {metric} is 0: the model finds no entity. Rare entity types may need "
+            "many more epochs: raise --epochs and --patience"
+        )
+    if len(history) > 1 and best_epoch == history[0]["epoch"]:
+        out.append(
+            f"the first epoch had the best validation {metric} of {len(history)} run, so the model "
+            "returned is the one after one epoch: raise --patience (and --epochs), or check the data"
+        )
+    return out
+
+
 def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
     """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
     positions."""
@@ -296,7 +336,12 @@ def read_config(model_dir: Path) -> dict:
 
 def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
-    data = load_data(task, args.data_dir, args.seed)
+    columns = {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "id_column": args.id_column,
+    }
+    data = load_data(task, args.data_dir, args.seed, **columns)
     for note in data.notes:
         log(note)
     tokenizer = load_tokenizer(model_dir)
@@ -385,12 +430,12 @@ def run(args) -> dict:
         check_out(out, args, claim=True)
 
     seed_everything(args.seed)
-    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
+    model = load_pretrained(model_dir, head=task.head, labels=data.labels, seed=args.seed)
     model, adapted = build(model, spec)
     what = (
         f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
         if prompt
-        else f"{len(adapted)} adapted modules"
+        else describe_adapted(args.method, adapted, spec.head)
     )
     log(f"method {args.method} (preset {preset.name}): {what}; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
@@ -420,6 +465,11 @@ def run(args) -> dict:
         desc=f"{task.name}/{args.method}",
     )
 
+    if task.type != SEQ_CLS:
+        for warning in ner_selection_warnings(
+            result.history, result.best_epoch, result.best_metric, config.select_metric
+        ):
+            log(f"WARNING: {warning}")
     metrics = {
         "test": json_safe(
             evaluate(

@@ -34,20 +34,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from minipeft.files import refuse_symlink, write_text
-from minipeft.training.batching import LengthBucketSampler, PadCollate
-from models import load_pretrained, load_tokenizer
-from tasks.adapters import attach, load_base_for_adapter
 from tasks.cli import ArgumentParser, run_or_exit
 from tasks.data_conll import read_conll
 from tasks.data_csv import read_csv
 from tasks.encode import check_vocab, encode_tagged, word_predictions
 from tasks.fetch import default_model_dir
-from tasks.metrics import ner_metrics
-from tasks.objective import model_inputs
 from tasks.registry import HEADS, SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
@@ -82,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+from tqdm import tqdm
+
+from minipeft.files import refuse_symlink, write_text
+from minipeft.training.batching import LengthBucketSampler, PadCollate
+from models import load_pretrained, load_tokenizer
+from tasks.adapters import attach, load_base_for_adapter
+from tasks.metrics import ner_metrics
+from tasks.objective import model_inputs
 
 
 def read_object(file: Path) -> dict:

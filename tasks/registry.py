@@ -83,6 +83,7 @@ class Task:
     description: str = ""
     needs_data_dir: bool = True  # False: an embedded default read from the asset cache
     entity_types: tuple[str, ...] = ()  # NER: the closed set of entity types, if known
+    options: tuple[str, ...] = ()  # keyword arguments the loader takes (the generic csv's columns)
 
     @property
     def head(self) -> str:
@@ -116,11 +117,13 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-def load_data(task: Task, data_dir: str | Path | None, seed: int) -> Dataset:
-    """Run the task's loader and check the result: three non-empty splits, labels in range."""
+def load_data(task: Task, data_dir: str | Path | None, seed: int, **options) -> Dataset:
+    """Run the task's loader and check the result: three non-empty splits, labels in range.
+    `options` are passed on when the task declares them (Task.options) and ignored otherwise."""
     if task.needs_data_dir and data_dir is None:
         raise ValueError(f"task '{task.name}' reads your own files: pass --data-dir DIR ({task.description})")
-    data = task.loader(Path(data_dir) if data_dir is not None else None, seed)
+    kwargs = {k: v for k, v in options.items() if k in task.options and v is not None}
+    data = task.loader(Path(data_dir) if data_dir is not None else None, seed, **kwargs)
     for split in SPLITS:
         if not data.split(split):
             raise ValueError(

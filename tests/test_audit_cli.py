@@ -98,6 +98,7 @@ def test_markdown_report_and_base_mismatch(tmp_path, capsys):
     assert "| parameter:lora |" in md and "| `classifier.weight` | parameter | head |" in md
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_cli_runs_as_a_module(tmp_path):
     model_dir, adapter_dir = _adapter(tmp_path)
     out = subprocess.run(

@@ -182,6 +182,7 @@ def test_word_predictions_first_subtoken_and_truncation():
     assert word_predictions([9, 2, 7, 4, 9], [-1, 0, 0, 1, -1], n_words=4, outside=0) == [2, 4, 0, 0]
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatch):
     data_dir = write_mimic(tmp_path / "data", "mp")
     extra = ("--method", "lora", "--epochs", "2", "--checkpoint-every", "1", "--lr", "3e-3")
