@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 1: this process); see benchmarks/sweep_workers.py",
     )  # --workers hook
     a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
+    a(
+        "--keep-adapters",
+        action="store_true",
+        help="save each run's trained adapter (PEFT layout, with manifest) to --out/adapters/r<rank>-s<seed>"
+        "[-t<trial>] before it is removed, e.g. for python -m benchmarks.internals --adapters (default: off)",
+    )
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -258,6 +264,24 @@ def reset_head(model, seed: int) -> None:
         init_weights(model.get_submodule(name), std, generator=g)
 
 
+def adapter_dir(out, run: Run) -> Path:
+    """Where --keep-adapters saves a run's adapter: <out>/adapters/r<rank>-s<seed>[-t<trial>]."""
+    return Path(out) / "adapters" / (f"r{run.rank}-s{run.seed}" + (f"-t{run.trial}" if run.trial else ""))
+
+
+def keep_adapter(ctx: Context, model, run: Run, args) -> None:
+    """Save the run's adapter (and head) with its provenance, for later analysis."""
+    provenance = {"task": args.task, "labels": list(ctx.labels), "base_model": str(ctx.model_dir)}
+    provenance.update(rank=run.rank, seed=run.seed, trial=run.trial, lr=run.lr, data_files=ctx.files)
+    minipeft.save_adapter(
+        model,
+        adapter_dir(args.out, run),
+        task_type="SEQ_CLS",
+        base_model_name_or_path=str(ctx.model_dir),
+        provenance=provenance,
+    )
+
+
 def run_one(ctx: Context, run: Run, args) -> dict:
     """inject -> train -> evaluate -> remove; returns the runs.csv row."""
     model = ctx.model
@@ -292,6 +316,8 @@ def run_one(ctx: Context, run: Run, args) -> dict:
             model, ctx.encoded["test"], seq_cls_eval, batch_size=cfg.eval_batch_size, collate=ctx.collate
         )
         eval_seconds = time.perf_counter() - t0
+        if getattr(args, "keep_adapters", False):
+            keep_adapter(ctx, model, run, args)
     finally:
         minipeft.remove(model)
     val = result.best_metrics

@@ -5,9 +5,10 @@
 Lists each tensor with its role (base, lora, ia3, prompt, head), kind, shape, dtype, numel, trainable flag
 and SHA-256; totals by role, each tensor once (tied/shared tensors are named); the paper-style
 summary; the base fingerprint; and, with --adapter, whether its manifest verifies against the
-adapter file and this base, with the provenance it records. A prefix/prompt-tuning adapter
-(peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as minipeft.prompt_io.load_prompt does,
-so its tensor names carry the wrapper's `base_model.` prefix.
+adapter file and this base, with the provenance it records, and what a LoRA/IA³ adapter changes:
+‖ΔW‖_F and ‖ΔW‖_F / ‖W0‖_F per adapted module (ΔW = merged minus base weight, minipeft.analysis).
+A prefix/prompt-tuning adapter (peft_type PREFIX_TUNING / PROMPT_TUNING) wraps the model as
+minipeft.prompt_io.load_prompt does, so its tensor names carry the wrapper's `base_model.` prefix.
 
 --model defaults to the base the adapter records (its manifest's provenance, else
 adapter_config.json's base_model_name_or_path). The head comes from the adapter's task_type; an
@@ -72,7 +73,7 @@ def build_parser() -> ArgumentParser:
 if __name__ == "__main__":  # --help and usage errors answer before torch loads
     build_parser().parse_args()
 
-from minipeft import fingerprint, param_table, summary
+from minipeft import analysis, fingerprint, param_table, summary
 from minipeft.audit import MANIFEST_FILE
 from minipeft.files import read_tensors, refuse_symlink, write_text
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
@@ -171,6 +172,7 @@ def build_report(
             model_dir, adapter_dir, (head,) if head else heads, num_labels or found, allow_base_mismatch
         )
     rows = param_table(model, buffers=True)
+    updates = analysis.update_norms(model)
     return {
         "model": str(model_dir),
         "adapter": str(adapter_dir) if adapter_dir else None,
@@ -182,6 +184,7 @@ def build_report(
         "adapter_check": check,
         "warnings": [str(w.message) for w in caught],
         "tensors": [asdict(r) for r in rows],
+        "updates": updates,
     }
 
 
@@ -223,6 +226,23 @@ def _verdict(check: dict | None) -> str:
     return "verified, BASE MISMATCH overridden" if check["base_mismatch"] else "verified (tensors and base)"
 
 
+def updates_markdown(rep: dict) -> list[str]:
+    """What the adapter changes in each adapted module (none for prefix/prompt tuning)."""
+    if not rep.get("updates"):
+        return []
+    lines = [
+        "",
+        "What the adapter changes (ΔW = merged weight − base weight; relative = ‖ΔW‖_F / ‖W0‖_F; "
+        "spectra and ranks: python -m benchmarks.internals --adapters DIR):",
+        "",
+        "| adapted module | shape | ‖ΔW‖_F | relative |",
+        "|---|---|---:|---:|",
+    ]
+    for u in rep["updates"]:
+        lines.append(f"| `{u['path']}` | {tuple(u['shape'])} | {u['delta_fro']:.4g} | {u['relative']:.3e} |")
+    return lines
+
+
 def to_markdown(rep: dict) -> str:
     check = rep["adapter_check"]
     lines = [
@@ -250,6 +270,7 @@ def to_markdown(rep: dict) -> str:
             "Shared tensors (counted once): "
             + ", ".join(f"`{s['name']}` = `{s['same_tensor_as']}`" for s in rep["shared"]),
         ]
+    lines += updates_markdown(rep)
     lines += [
         "",
         "| name | kind | role | shape | dtype | numel | trainable | sha256 |",

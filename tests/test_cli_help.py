@@ -16,6 +16,7 @@ COMMANDS = (
     "tasks.fetch",
     "tasks.verify_manifest",
     "benchmarks.rank_sweep",
+    "benchmarks.internals",
     "benchmarks.train_step",
     "benchmarks.ops",
     "benchmarks.encoder",
