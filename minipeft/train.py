@@ -20,6 +20,12 @@
   result.json (config, provenance, result), and while running the checkpoints of
   minipeft.checkpoint. Calling train() again with the same out_dir after a kill resumes from the
   last checkpoint and ends with the same tensors as an uninterrupted run (same machine, CPU).
+- Wall-clock budget and step-wise evaluation (the paper's time-budget study, §4.7):
+  `max_seconds` stops training after the optimiser step that brings the time spent in training
+  steps (evaluation excluded, summed across resumes) to the budget, then evaluates once more;
+  `eval_every_steps` K also evaluates every K optimiser steps inside an epoch. Every evaluation
+  joins best-state selection and `history`; `history_seconds` holds the training seconds at each
+  (the time axis of a score-against-time curve). Patience still counts epoch ends only.
 - Memory: minipeft.memory (CUDA peak; on CPU saved-for-backward bytes and peak RSS).
 - Base fingerprint: minipeft.fingerprint(model) before and after; if no base parameter was
   trainable (adapter or head-only run) and the fingerprint changed, RuntimeError.
@@ -83,6 +89,8 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda when available, else cpu
     progress: bool = True  # tqdm bars (leave=False, so they nest under a caller's bar)
     measure_memory: bool = True  # saved-for-backward bytes per step (CPU and CUDA)
+    max_seconds: float | None = None  # stop once this many seconds of training steps are spent
+    eval_every_steps: int | None = None  # also evaluate every K optimiser steps (None: epoch ends)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "bucket_batches", "log_every"):
@@ -94,13 +102,19 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.select_mode must be 'max' or 'min', got {self.select_mode!r}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"TrainConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ValueError(
+                f"TrainConfig.eval_every_steps must be >= 1 or None, got {self.eval_every_steps}"
+            )
 
 
 @dataclass
 class TrainResult:
     best_epoch: int | None  # 0-based epoch whose tensors the model holds at the end
     best_metric: float | None
-    history: list[dict]  # one dict per evaluated epoch: epoch, step, train_loss, metrics
+    history: list[dict]  # one dict per evaluation: epoch, step, train_loss, metrics
     steps: int  # optimiser steps taken
     train_seconds: float  # time in training steps (evaluation excluded), across resumes
     samples_per_second: float
@@ -111,6 +125,9 @@ class TrainResult:
     fingerprint_after: str | None
     resumed_from_step: int | None = None
     best_metrics: dict = field(default_factory=dict)
+    stopped_by_budget: bool = False  # config.max_seconds was spent before the last epoch ended
+    best_step: int | None = None  # optimiser step of the evaluation whose tensors the model holds
+    history_seconds: list = field(default_factory=list)  # training seconds at each history entry
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
