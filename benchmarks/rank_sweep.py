@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import minipeft
-from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
+from benchmarks import grid, sweep_io, sweep_report, sweep_stats
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
 from minipeft.batching import PadCollate
 from minipeft.train import TrainConfig, evaluate, seed_everything, train
@@ -45,6 +45,7 @@ DEFAULTS = dict(
     max_eval_examples=800,
 )
 HEAD = ("classifier",)
+REQUIRED = ("rank", "seed", "trial", "val_auroc", "test_auroc")  # columns a resumable runs.csv must have
 
 DESCRIPTION = """\
 The paper's LoRA rank study (Taylor et al. 2024, MIMIC mortality): AUROC at rank r minus AUROC at
@@ -66,10 +67,10 @@ first sweep) the step shrinks like 1/sqrt(r) (4x smaller at r=128 than at r=8), 
 short epoch high ranks would look worse from under-training; `proportional` (scaling 1) grows it
 like sqrt(r). (A 5-step AdamW toy, r=2..128: output change 0.36..0.06 fixed, 0.50..0.67 rslora,
 0.09..0.95 proportional.) lr 1e-3 as in the authors' first sweep (above the paper's 3e-4 default,
-since one short epoch is the whole budget); 2,000 examples reach test AUROC ~0.83 at r=8. Seed noise is as large
-as the paper's rank effect (about +-0.01 AUROC), so the summary says when a difference is within
-noise (95% paired t-interval). The paper's full protocol: --ranks 8,16,32,64,128 --epochs 5
---search 20 --max-train-examples 0 (hours, not minutes).
+since one short epoch is the whole budget); 2,000 examples reach test AUROC ~0.83 at r=8. Seed
+noise is as large as the paper's rank effect (about +-0.01 AUROC), so the summary says when a
+difference is within noise (95% paired t-interval). The paper's full protocol: --ranks
+8,16,32,64,128 --epochs 5 --search 20 --max-train-examples 0 (hours, not minutes).
 """
 
 
@@ -188,12 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 1: this process); see benchmarks/sweep_workers.py",
     )  # --workers hook
     a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
+    a(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N slices of the plan (a Slurm array task: "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); rerun without it on the same --out to write "
+        "the summary (see docs/grids.md)",
+    )
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def check_args(args) -> None:
+    grid.parse_shard(args.shard)
     if args.reference_rank not in args.ranks:
         raise ValueError(f"--reference-rank {args.reference_rank} is not in --ranks {args.ranks}; add it")
     if min(args.ranks) < 1 or args.epochs < 1 or args.batch_size < 1 or args.search < 0:
@@ -219,8 +228,8 @@ def choose_threads(ctx, pending, args) -> tuple[float, float]:
         torch.set_num_threads(1)
         one_step, one_eval = calibrate(ctx, pending, args)
         print(
-            f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms per padded training "
-            f"token; using {1 if one_step < per_step else default}",
+            f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms per padded "
+            f"training token; using {1 if one_step < per_step else default}",
             flush=True,
         )
         if one_step < per_step:
@@ -371,19 +380,13 @@ def sweep(args) -> dict:
     ctx = load_context(args)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_of(args, ctx)
-    sweep_io.check_settings(out / "sweep.json", settings)
-    rows = sweep_io.read_runs(out / "runs.csv")
+    store = grid.RunStore(out / "runs.csv", sweep_io.COLUMNS, sweep_io.run_key, "rank-sweep", REQUIRED)
+    store.check_settings(out / "sweep.json", settings)
+    rows = store.read()
     done = {sweep_io.run_key(r) for r in rows}
     runs = plan_runs(args)
-    pending = [r for r in runs if r.key not in done]
-    if args.max_runs is not None:
-        pending = pending[: args.max_runs]
-    n_done = sum(r.key in done for r in runs)
-    print(
-        f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
-        f"{len(pending)} to do now",
-        flush=True,
-    )
+    pending = grid.pending_runs(runs, done, args)
+    grid.announce("rank sweep", runs, pending, done, store, args)
     earlier = sorted({int(r["threads"]) for r in rows if str(r.get("threads", "")).isdigit()})
     if args.threads == "auto" and earlier:  # float sums depend on the thread count: keep the sweep's own
         torch.set_num_threads(earlier[0])
@@ -394,21 +397,18 @@ def sweep(args) -> dict:
         est = estimate_seconds(ctx, pending, args, per_step, per_eval)
         tokens = sum(len(e["input_ids"]) for e in ctx.encoded["train"]) / len(ctx.encoded["train"])
         print(
-            f"estimated time: {est / 60:.1f} min for {len(pending)} runs (measured now on {torch.get_num_threads()} "
-            f"threads: {per_step * 1e3:.2f} ms per padded training token, about "
+            f"estimated time: {est / 60:.1f} min for {len(pending)} runs (measured now on "
+            f"{torch.get_num_threads()} threads: {per_step * 1e3:.2f} ms per padded training token, about "
             f"{per_step * tokens * args.batch_size:.2f} s per step of {args.batch_size}; a busy machine "
             f"makes this pessimistic)",
             flush=True,
         )
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pending), desc="runs", disable=args.no_progress, dynamic_ncols=True)
-    for run, row in sweep_workers.rows(ctx, pending, args, run_one):  # --workers hook: 1 or N processes
-        bar.update(1)
-        bar.set_postfix(rank=run.rank, seed=run.seed)
-        rows.append(row)
-        sweep_io.write_runs(out / "runs.csv", rows)
-    bar.close()
+    # the grid engine: 1 or --workers processes, each row merged into runs.csv under a lock
+    label = lambda run: f"rank={run.rank} seed={run.seed}"  # noqa: E731
+    rows = grid.execute(ctx, pending, args, run_one, store, module="benchmarks.rank_sweep", label=label)
+    if args.shard:
+        print(f"shard {args.shard} done; rerun without --shard on {out} to write the grid's summary")
+        return {"benchmark": "rank_sweep", "shard": args.shard, "runs": len(rows), "out": str(out)}
     return finish(args, out, rows, settings, time.perf_counter() - started, time.process_time() - cpu_started)
 
 
@@ -419,7 +419,8 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
     sweep_io.atomic_write(
         out / "summary.md", sweep_report.markdown(summary, args.reference_rank, settings, wall, cpu)
     )
-    title = f"{args.task}: LoRA rank sweep, {Path(settings['model']).name}, {args.alpha_policy if not args.search else f'search {args.search}'}"
+    policy = args.alpha_policy if not args.search else f"search {args.search}"
+    title = f"{args.task}: LoRA rank sweep, {Path(settings['model']).name}, {policy}"
     sweep_report.plot(summary, args.reference_rank, out / "rank_sweep.png", title)
     print(sweep_report.table(summary, args.reference_rank))
     text, helps = sweep_report.verdict(summary, args.reference_rank)
