@@ -105,6 +105,7 @@ class RunStore:
 
     def add(self, row: dict) -> list[dict]:
         """Merge one finished run into runs.csv (replacing an older row of the same key); all rows."""
+        row = {k: "" if row.get(k) is None else str(row[k]) for k in self.columns}  # as read back
         with self.locked():
             rows = [r for r in self.read() if self.key(r) != self.key(row)] + [row]
             self.write(rows)
