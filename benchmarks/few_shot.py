@@ -29,7 +29,7 @@ DEFAULTS = dict(
     seeds="12,34,56",
     epochs=10,
     max_length=64,
-    max_eval_examples=200,
+    max_eval_examples=150,
     n_per_class="8,32,128",
     out="runs/few_shot",
 )
@@ -40,7 +40,7 @@ against full fine-tuning, 10 epochs, best epoch by validation, seeds 12,34,56.
 
 Default (about 12 min on 2 CPU cores; the estimate is printed first): the real all-MiniLM-L6-v2
 checkpoint on rotten-tomatoes, n = 8, 32, 128 per class, 64 tokens, validation and test subsets
-of 200 examples (evaluating the whole validation split after each of the 10 epochs would cost
+of 150 examples (evaluating the whole validation split after each of the 10 epochs would cost
 more than the training). The paper's protocol on your files:
     --tasks mimic-mp --data-dir DIR --n-per-class 16,32,64,128,256,512,1024,2048,4096
     --max-length 480 --max-eval-examples 0 --lr lora=3e-4,full=3e-5

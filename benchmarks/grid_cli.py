@@ -58,7 +58,7 @@ def add_common(p: argparse.ArgumentParser, d: dict) -> None:
     a(
         "--lr",
         help="learning rate for every method, or METHOD=LR,... over the defaults for short runs "
-        "(lora 1e-3, ia3 3e-3, full 5e-5, frozen 1e-3, prefix/prompt 3e-3; the paper's 5-epoch "
+        "(lora 2e-3, ia3 1e-2, full 5e-5, frozen 1e-3, prefix/prompt 3e-3; the paper's 5-epoch "
         "values are 3e-4 for adapters and 3e-5 for full)",
     )
     a("--batch-size", type=int, default=16, help="training batch size (default 16)")
@@ -84,7 +84,13 @@ def add_common(p: argparse.ArgumentParser, d: dict) -> None:
         "0 = whole, as the paper)",
     )
     a("--data-seed", type=int, default=0, help="seed of the data subsets and seeded splits (default 0)")
-    a("--threads", type=int, help="torch threads per process (default: torch's choice)")
+    a(
+        "--threads",
+        default="auto",
+        help="torch threads per process, or 'auto' (default): time a training step with torch's default "
+        "and with 1 thread and keep the faster (on a machine shared with other jobs one thread is often "
+        "several times faster)",
+    )
     a("--workers", type=int, default=1, help="processes to spread the runs over (default 1)")
     a(
         "--shard",
@@ -130,11 +136,31 @@ def estimate(contexts, pending, args, budget: float | None = None, every: int | 
     return total
 
 
+def choose_threads(contexts, run, args) -> None:
+    """Under --threads auto: keep torch's default or 1 thread, whichever trains `run` faster now."""
+    default = torch.get_num_threads()
+    if args.threads != "auto" or default == 1:
+        return
+    ctx = contexts.get(run.model, run.task)
+    many = grid_study.seconds_per_token(ctx, run, args)[0]
+    torch.set_num_threads(1)
+    one = grid_study.seconds_per_token(ctx, run, args)[0]
+    print(
+        f"threads: {default} -> {many * 1e3:.3f} ms, 1 -> {one * 1e3:.3f} ms per padded training token; "
+        f"using {1 if one < many else default}",
+        flush=True,
+    )
+    if one >= many:
+        torch.set_num_threads(default)
+
+
 def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None, every=None):
     """(rows of runs.csv, settings, checked inputs, wall seconds, cpu seconds); None for a shard."""
     started, cpu0 = time.perf_counter(), time.process_time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads != "auto":
+        if not str(args.threads).isdigit() or int(args.threads) < 1:
+            raise ValueError(f"--threads must be a positive integer or 'auto', got {args.threads!r}")
+        torch.set_num_threads(int(args.threads))
     inputs = grid_study.check_inputs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +173,7 @@ def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None,
     grid.announce(name, runs, pending, done, store, args)
     contexts = grid_study.Contexts(args)
     if pending:
+        choose_threads(contexts, pending[0], args)
         est = estimate(contexts, pending, args, budget, every)
         print(
             f"estimated time: {est / 60:.1f} min for {len(pending)} runs on "

@@ -29,7 +29,7 @@ from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_c
 from tasks.registry import SEQ_CLS, get_task, load_data
 
 # learning rates for the short default budgets (the paper's 3e-4 adapters / 3e-5 full are for 5 epochs)
-SHORT_LR = {"lora": 1e-3, "ia3": 3e-3, "full": 5e-5, "frozen": 1e-3, "prefix": 3e-3, "prompt": 3e-3}
+SHORT_LR = {"lora": 2e-3, "ia3": 1e-2, "full": 5e-5, "frozen": 1e-3, "prefix": 3e-3, "prompt": 3e-3}
 CLS_SCORES = ("roc_auc", "f1_macro", "f1_micro", "accuracy")
 NER_SCORES = ("entity_f1",)
 KEY = ("model", "task", "method", "n_per_class", "seed")
