@@ -1,10 +1,12 @@
 """Accounting for every parameter: roles, counts in the paper's convention, hashes, the base fingerprint.
 
-Roles come from the model's structure, never from name substrings: a LoRALinear's `lora_A` /
-`lora_B` are "lora", an IA3Linear's `ia3_l` is "ia3", a VirtualTokens table (prefix/prompt tuning)
-is "prompt", everything inside a module registered by inject(modules_to_save=...) or saved by a
-prefix/prompt wrapper is "head", the rest is "base". Tensors shared under several names
-(tied weights) get one row per name, and every later name points at the first in `shared_with`.
+Roles come from the model's structure, never from name substrings: each adapter layer's
+ADAPTER_PARAMS get its class's ROLE (a LoRALinear's `lora_A` / `lora_B` are "lora", an IA3Linear's
+`ia3_l` is "ia3", and so on for every type in minipeft.registry), a VirtualTokens table
+(prefix/prompt tuning) is "prompt", everything inside a module registered by
+inject(modules_to_save=...) or saved by a prefix/prompt wrapper is "head", the rest is "base".
+Tensors shared under several names (tied weights) get one row per name, and every later name
+points at the first in `shared_with`.
 Hashes are SHA-256 of the tensor's raw little-endian bytes, the bytes a safetensors file stores.
 """
 
@@ -21,11 +23,19 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from minipeft import registry
 from minipeft.inject import adapter_state, adapters, saved_modules
 from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
 
-ROLES = ("base", "lora", "ia3", "prompt", "head")
-ADAPTER_ROLES = ("lora", "ia3", "prompt")
+
+def adapter_roles() -> tuple[str, ...]:
+    """Roles of trained adapter tensors: every registered layer type's, then prefix/prompt tables'."""
+    return (*registry.roles(), VirtualTokens.ROLE)
+
+
+def all_roles() -> tuple[str, ...]:
+    """Every role a row can have: base, the adapter roles, head."""
+    return ("base", *adapter_roles(), "head")
 
 
 def tensor_bytes(t: torch.Tensor):
@@ -49,7 +59,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 class ParamRow:
     name: str  # as in named_parameters() / state_dict()
     kind: str  # "parameter" or "buffer"
-    role: str  # base | lora | ia3 | prompt | head
+    role: str  # one of all_roles(): base | lora | ia3 | ... | prompt | head
     shape: tuple
     dtype: str
     numel: int
@@ -74,7 +84,8 @@ def _head_paths(model: nn.Module) -> tuple[str, ...]:
 
 
 def _adapter_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """LoRA/IA3 layers (minipeft.inject.adapters) and prefix/prompt tables, each with ROLE and ADAPTER_PARAMS."""
+    """Adapter layers (minipeft.inject.adapters) and prefix/prompt tables: each has ROLE and
+    ADAPTER_PARAMS."""
     return adapters(model) + [(p, m) for p, m in model.named_modules() if isinstance(m, VirtualTokens)]
 
 
@@ -132,7 +143,8 @@ def param_table(model: nn.Module, buffers: bool = False, hashes: bool = True) ->
             )
         )
     params = [r for r in rows if r.kind == "parameter"]
-    assert sum(sum(r.role == k for r in params) for k in ROLES) == len(params), "roles outside ROLES"
+    known = all_roles()
+    assert sum(sum(r.role == k for r in params) for k in known) == len(params), "roles outside all_roles()"
     return rows
 
 
@@ -160,8 +172,8 @@ class ParamSummary:
 
 def summary(model: nn.Module) -> ParamSummary:
     rows = [r for r in param_table(model, hashes=False) if r.shared_with is None]
-    by_role = {k: sum(r.numel for r in rows if r.role == k) for k in ROLES}
-    adapter = sum(by_role[k] for k in ADAPTER_ROLES)
+    by_role = {k: sum(r.numel for r in rows if r.role == k) for k in all_roles()}
+    adapter = sum(by_role[k] for k in adapter_roles())
     return ParamSummary(
         adapter=adapter,
         head=by_role["head"],
@@ -331,7 +343,8 @@ def check_manifest(
             if not allow_base_mismatch:
                 raise ValueError(
                     f"{file}: the adapter was trained on another base model (base fingerprint "
-                    f"{manifest['base_fingerprint'][:16]}..., this model {record['base_fingerprint'][:16]}...). "
+                    f"{manifest['base_fingerprint'][:16]}..., "
+                    f"this model {record['base_fingerprint'][:16]}...). "
                     "Load the right base (in the dtype it was saved from), or pass allow_base_mismatch=True "
                     "to override (recorded)"
                 )

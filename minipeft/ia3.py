@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minipeft import ops
-from minipeft.lora import adopt_linear
+from minipeft.adapter import adopt_linear, module_names, path_matches
+from minipeft.config import IA3Config
 
 
 class IA3Linear(nn.Module):
@@ -18,16 +21,21 @@ class IA3Linear(nn.Module):
 
     W and b are the base layer's own Parameters under the same names `weight` / `bias`; the
     untouched base nn.Linear is kept (unregistered) in `base`, for `remove()`. PEFT stores l as
-    (out, 1) or (1, in); minipeft.io converts on save and load.
+    (out, 1) or (1, in); peft_tensors / load_peft_tensors convert.
+    An AdapterLayer (minipeft.adapter), registered in minipeft.registry.
     """
 
     ROLE = "ia3"
     ADAPTER_PARAMS = ("ia3_l",)
+    PEFT_TYPE = "IA3"
+    PEFT_MARKERS = {}
+    PEFT_REQUIRED = ("target_modules", "feedforward_modules")
+    PEFT_OPTIONAL = ()
 
     def __init__(self, base: nn.Linear, feedforward: bool, fused: bool = True):
         super().__init__()
         adopt_linear(self, base)
-        self.feedforward, self.fused, self.disabled = feedforward, fused, False
+        self.feedforward, self.fused = feedforward, fused
         n = self.in_features if feedforward else self.out_features
         self.ia3_l = nn.Parameter(torch.ones(n, device=base.weight.device, dtype=base.weight.dtype))
 
@@ -40,6 +48,17 @@ class IA3Linear(nn.Module):
             return F.linear(x * self.ia3_l, self.weight, self.bias)  # (..., out)
         return F.linear(x, self.weight, self.bias) * self.ia3_l  # (..., out)
 
+    @classmethod
+    def from_config(cls, base: nn.Linear, path: str, config: IA3Config) -> IA3Linear:
+        return cls(base, feedforward=path_matches(path, config.feedforward), fused=config.fused)
+
+    @torch.no_grad()
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = W·diag(l) − W (feed-forward) or diag(l)·W − W, (out, in), in fp32. The output-scaled
+        form also rescales the bias (b ⊙ l), which is not part of ΔW."""
+        w, l = self.weight.float(), self.ia3_l.float()
+        return w * ((l[None, :] if self.feedforward else l[:, None]) - 1)  # (out, in)
+
     @torch.no_grad()
     def merged(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W', b') with l folded in, in fp32 then cast: W·diag(l) for feed-forward targets,
@@ -49,6 +68,24 @@ class IA3Linear(nn.Module):
             return (w * l[None, :]).to(self.weight.dtype), self.bias
         bias = None if self.bias is None else (self.bias.float() * l).to(self.bias.dtype)
         return (w * l[:, None]).to(self.weight.dtype), bias
+
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        """PEFT stores l as (1, in) for feed-forward targets, (out, 1) otherwise."""
+        return {"ia3_l": self.ia3_l[None, :] if self.feedforward else self.ia3_l[:, None]}
+
+    @torch.no_grad()
+    def load_peft_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.ia3_l.copy_(tensors["ia3_l"].reshape(-1))
+
+    @staticmethod
+    def peft_config(config: IA3Config) -> dict:
+        return {"feedforward_modules": module_names(config.feedforward), "init_ia3_weights": True}
+
+    @staticmethod
+    def config_from_peft(d: dict, file: Path, modules_to_save: tuple[str, ...]) -> IA3Config:
+        return IA3Config(
+            targets=d["target_modules"], feedforward=d["feedforward_modules"], modules_to_save=modules_to_save
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from minipeft.config import IA3Config, LoraConfig
-from minipeft.ia3 import IA3Linear
-from minipeft.lora import LoRALinear
+from minipeft import registry
 
-ADAPTER_TYPES = (LoRALinear, IA3Linear)
+ADAPTER_TYPES = registry.ADAPTERS.values()  # a live view: every registered layer class
 STATE_ATTR = "_minipeft"
 
 
@@ -30,7 +28,7 @@ STATE_ATTR = "_minipeft"
 class AdapterState:
     """What inject() did to a model, so that save/remove/audit can undo or describe it."""
 
-    configs: list = field(default_factory=list)  # LoraConfig / IA3Config, in injection order
+    configs: list = field(default_factory=list)  # registered config objects, in injection order
     saved: tuple[str, ...] = ()  # resolved modules_to_save paths
     requires_grad: dict = field(default_factory=dict)  # parameter name -> flag before injection
     loaded_from: dict | None = None  # set by load_adapter: folder, manifest check, ...
@@ -41,8 +39,9 @@ def adapter_state(model: nn.Module) -> AdapterState | None:
 
 
 def adapters(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(path, module) of every LoRALinear / IA3Linear, in model order."""
-    return [(p, m) for p, m in model.named_modules() if isinstance(m, ADAPTER_TYPES)]
+    """(path, module) of every adapter layer (a registered layer class), in model order."""
+    types = registry.layer_types()
+    return [(p, m) for p, m in model.named_modules() if isinstance(m, types)]
 
 
 def saved_modules(model: nn.Module) -> tuple[str, ...]:
@@ -113,7 +112,7 @@ def _check_targets(model: nn.Module, matches: dict[str, list[str]]) -> list[str]
             )
         for p in found:
             m = model.get_submodule(p)
-            if isinstance(m, ADAPTER_TYPES):
+            if isinstance(m, registry.layer_types()):
                 raise ValueError(
                     f"{p!r} is already adapted ({type(m).__name__}); a layer takes one adapter. "
                     "Call remove(model) first, or target other layers"
@@ -133,16 +132,6 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def _wrap(base: nn.Linear, path: str, config) -> nn.Module:
-    if isinstance(config, LoraConfig):
-        return LoRALinear(
-            base, config.r, config.alpha, config.dropout, config.use_rslora, config.init, config.fused
-        )
-    ff = config.feedforward
-    is_ff = bool(re.fullmatch(ff, path)) if isinstance(ff, str) else any(path.endswith(f) for f in ff)
-    return IA3Linear(base, feedforward=is_ff, fused=config.fused)
-
-
 def _refreeze(model: nn.Module, state: AdapterState) -> None:
     """Everything frozen except adapter vectors/matrices and the saved modules."""
     for p in model.parameters():
@@ -155,11 +144,11 @@ def _refreeze(model: nn.Module, state: AdapterState) -> None:
             p.requires_grad_(True)
 
 
-def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[str]:
+def inject(model: nn.Module, config) -> list[str]:
     """Adapt the targeted nn.Linear layers in place, freeze the rest, make modules_to_save trainable.
-    Returns the touched paths: adapted layers (model order), then saved modules."""
-    if not isinstance(config, (LoraConfig, IA3Config)):
-        raise TypeError(f"inject() takes a LoraConfig or IA3Config, found {type(config).__name__}")
+    `config` is any registered config (LoraConfig, IA3Config, ...: minipeft.registry). Returns the
+    touched paths: adapted layers (model order), then saved modules."""
+    layer_type = registry.layer_for(config)
     state = adapter_state(model)
     saved = _check_saved(model, config.modules_to_save)
     earlier = state.saved if state else ()
@@ -169,7 +158,8 @@ def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[str]:
         model.__dict__[STATE_ATTR] = state
     for p in paths:
         base = model.get_submodule(p)
-        _set_module(model, p, _wrap(base, p, config).train(base.training))  # keep train/eval mode
+        layer = layer_type.from_config(base, p, config)
+        _set_module(model, p, layer.train(base.training))  # keep train/eval mode
     state.configs.append(config)
     state.saved = tuple(dict.fromkeys(state.saved + tuple(saved)))
     _refreeze(model, state)
@@ -203,10 +193,7 @@ def merge(model: nn.Module) -> nn.Module:
     `model` itself is untouched. requires_grad flags are those from before injection."""
     plain = copy.deepcopy(model)
     for path, m in adapters(plain):
-        if isinstance(m, LoRALinear):
-            weight, bias = m.merged_weight(), m.bias
-        else:
-            weight, bias = m.merged()
+        weight, bias = m.merged()
         base = m.base
         base.weight = nn.Parameter(weight, requires_grad=False)
         base.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)

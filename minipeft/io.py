@@ -18,18 +18,18 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from minipeft import audit
-from minipeft.config import IA3Config, LoraConfig
+from minipeft import audit, registry
+from minipeft.adapter import module_names
 from minipeft.files import save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
-from minipeft.lora import LoRALinear
 
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 TASK_TYPES = (None, "SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION")
 
-# Fields of PEFT's configs that must be empty/false/none: each one changes the math or the layout.
+# Fields of PEFT's configs that must be empty/false/none, unless the adapter type reads them (its
+# PEFT_REQUIRED / PEFT_OPTIONAL / PEFT_MARKERS): each one changes the math or the layout.
 MUST_BE_EMPTY = (
     "use_dora",
     "rank_pattern",
@@ -72,13 +72,11 @@ HARMLESS = {
     "bias",
     "modules_to_save",
 }
-LORA_FIELDS = {"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"}
-IA3_FIELDS = {"target_modules", "feedforward_modules"}
-LORA_INITS = {True: "kaiming", False: "kaiming", "gaussian": "gaussian"}  # False: B random; values are loaded
 
 
-def _names(v):
-    return v if isinstance(v, str) else sorted(v)
+def _reads(layer_type) -> set[str]:
+    """The PEFT config fields an adapter type reads."""
+    return {*layer_type.PEFT_REQUIRED, *layer_type.PEFT_OPTIONAL, *layer_type.PEFT_MARKERS}
 
 
 def peft_config(config, task_type=None, base_model_name_or_path=None) -> dict:
@@ -93,41 +91,16 @@ def peft_config(config, task_type=None, base_model_name_or_path=None) -> dict:
         "inference_mode": True,
         "modules_to_save": sorted(config.modules_to_save) or None,
         "revision": None,
-        "target_modules": _names(config.targets),
+        "target_modules": module_names(config.targets),
         "task_type": task_type,
     }
-    if isinstance(config, IA3Config):
-        return {
-            **common,
-            "peft_type": "IA3",
-            "feedforward_modules": _names(config.feedforward),
-            "init_ia3_weights": True,
-        }
-    return {
-        **common,
-        "peft_type": "LORA",
-        "r": config.r,
-        "lora_alpha": config.alpha,
-        "lora_dropout": config.dropout,
-        "use_rslora": config.use_rslora,
-        "bias": "none",
-        "init_lora_weights": True if config.init == "kaiming" else config.init,
-        "use_dora": False,
-        "lora_bias": False,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "layers_to_transform": None,
-        "layers_pattern": None,
-        "loftq_config": {},
-        "megatron_config": None,
-        "megatron_core": "megatron.core",
-        "layer_replication": None,
-    }
+    layer_type = registry.layer_for(config)
+    return {**common, "peft_type": layer_type.PEFT_TYPE, **layer_type.peft_config(config)}
 
 
-def _refuse(d: dict, file: Path) -> None:
+def _refuse(d: dict, file: Path, layer_type) -> None:
     for k in MUST_BE_EMPTY:
-        if d.get(k):
+        if d.get(k) and k not in _reads(layer_type):
             raise ValueError(
                 f"{file}: {k}={d[k]!r} is not supported by minipeft (it changes the adapter's "
                 f"math or layout); expected it empty/false. Re-train without {k}"
@@ -137,28 +110,21 @@ def _refuse(d: dict, file: Path) -> None:
             f"{file}: bias={d['bias']!r} is not supported; expected 'none' (trained biases "
             "of the base would be needed). Re-train with bias='none'"
         )
-    init = d.get("init_lora_weights", True)
-    if d.get("peft_type") == "LORA" and init not in LORA_INITS:
-        raise ValueError(
-            f"{file}: init_lora_weights={init!r} is not supported (PiSSA/OLoRA/LoftQ/... change "
-            f"the base weights too); expected one of {list(LORA_INITS)}"
-        )
 
 
 def config_from_peft(d: dict, file: Path, model: nn.Module | None = None):
-    """A LoraConfig/IA3Config from PEFT's JSON. Unknown fields warn; unsupported ones raise; with a
-    model, modules_to_save entries that match nothing (PEFT's automatic "score") are skipped."""
-    kind = d.get("peft_type")
-    if kind not in ("LORA", "IA3"):
-        raise ValueError(f"{file}: peft_type={kind!r} is not supported; expected 'LORA' or 'IA3'")
-    _refuse(d, file)
-    own = LORA_FIELDS if kind == "LORA" else IA3_FIELDS
+    """A registered config (LoraConfig, IA3Config, ...) from PEFT's JSON, through the adapter type
+    that reads d's peft_type. Unknown fields warn; unsupported ones raise; with a model,
+    modules_to_save entries that match nothing (PEFT's automatic "score") are skipped."""
+    layer_type = registry.layer_for_peft_type(d, file)
+    _refuse(d, file, layer_type)
+    own = _reads(layer_type)
     unknown = sorted(set(d) - own - HARMLESS - set(MUST_BE_EMPTY))
     if unknown:
         warnings.warn(
             f"{file}: ignoring unknown config fields {unknown} (written by a newer PEFT?)", stacklevel=2
         )
-    missing = sorted(f for f in own if d.get(f) is None and f != "use_rslora")
+    missing = sorted(f for f in layer_type.PEFT_REQUIRED if d.get(f) is None)
     if missing:
         raise KeyError(
             f"{file}: missing {missing}; minipeft needs them explicitly (PEFT's per-model "
@@ -172,30 +138,15 @@ def config_from_peft(d: dict, file: Path, model: nn.Module | None = None):
                 f"{file}: modules_to_save {skip} match no module of this model; skipped", stacklevel=2
             )
         saved = [n for n in saved if n not in skip]
-    if kind == "IA3":
-        return IA3Config(
-            targets=d["target_modules"], feedforward=d["feedforward_modules"], modules_to_save=tuple(saved)
-        )
-    return LoraConfig(
-        r=d["r"],
-        alpha=d["lora_alpha"],
-        dropout=d["lora_dropout"],
-        targets=d["target_modules"],
-        modules_to_save=tuple(saved),
-        use_rslora=bool(d.get("use_rslora", False)),
-        init=LORA_INITS[d.get("init_lora_weights", True)],
-    )
+    return layer_type.config_from_peft(d, file, tuple(saved))
 
 
 def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every tensor an adapter file holds, under PEFT's keys and in PEFT's shapes."""
     out = {}
     for path, m in adapters(model):
-        if isinstance(m, LoRALinear):
-            out[f"{PREFIX}{path}.lora_A.weight"] = m.lora_A  # (r, in)
-            out[f"{PREFIX}{path}.lora_B.weight"] = m.lora_B  # (out, r)
-        else:
-            out[f"{PREFIX}{path}.ia3_l"] = m.ia3_l[None, :] if m.feedforward else m.ia3_l[:, None]
+        for name, t in m.peft_tensors().items():
+            out[f"{PREFIX}{path}.{name}"] = t
     for path in saved_modules(model):
         for n, t in model.get_submodule(path).state_dict(keep_vars=True).items():
             out[f"{PREFIX}{path}.{n}"] = t
@@ -271,11 +222,7 @@ def _check_tensors(model: nn.Module, found: dict, file: Path) -> dict:
 @torch.no_grad()
 def _copy_in(model: nn.Module, found: dict) -> None:
     for path, m in adapters(model):
-        if isinstance(m, LoRALinear):
-            m.lora_A.copy_(found[f"{PREFIX}{path}.lora_A.weight"])
-            m.lora_B.copy_(found[f"{PREFIX}{path}.lora_B.weight"])
-        else:
-            m.ia3_l.copy_(found[f"{PREFIX}{path}.ia3_l"].reshape(-1))
+        m.load_peft_tensors({name: found[f"{PREFIX}{path}.{name}"] for name in m.peft_tensors()})
     for path in saved_modules(model):
         for n, t in model.get_submodule(path).state_dict(keep_vars=True).items():
             t.copy_(found[f"{PREFIX}{path}.{n}"])
@@ -284,7 +231,7 @@ def _copy_in(model: nn.Module, found: dict) -> None:
 def load_adapter(model: nn.Module, in_dir, allow_base_mismatch: bool = False):
     """Inject what in_dir's config says into `model` (which must hold no adapters), check the
     tensors against the manifest and the model's base fingerprint, and load them. On any error the
-    model is given back unchanged. Returns the LoraConfig / IA3Config."""
+    model is given back unchanged. Returns the config (LoraConfig, IA3Config, ...)."""
     in_dir = Path(in_dir)
     d, found = _read(in_dir)
     if adapters(model):
