@@ -221,46 +221,49 @@ def train_examples(ctx: Context, run: Run, args) -> list[dict]:
 
 
 # ---------------------------------------------------------------- one run
-def run_one(ctx: Context, run: Run, args, **config) -> dict:
-    """Fresh base model -> method -> train (best by validation) -> test; the runs.csv row."""
-    wall0 = time.perf_counter()
-    task, is_seq = ctx.task, ctx.task.type == SEQ_CLS
-    seed_everything(run.seed)
-    model = load_pretrained(run.model, head=task.head, num_labels=len(ctx.labels), seed=run.seed)
+def set_up(ctx: Context, run: Run, seed: int):
+    """The base model loaded afresh (head drawn from `seed`) with the run's method on it (paper presets)."""
+    seed_everything(seed)
+    model = load_pretrained(run.model, head=ctx.task.head, num_labels=len(ctx.labels), seed=seed)
     preset, targets = resolve_preset(("preset",), Path(run.model))
-    spec = MethodSpec(run.method, preset, targets=targets, task_type="SEQ_CLS" if is_seq else "TOKEN_CLS")
-    model, _ = build(model, spec)
-    s = minipeft.summary(model)
+    kind = "SEQ_CLS" if ctx.task.type == SEQ_CLS else "TOKEN_CLS"
+    return build(model, MethodSpec(run.method, preset, targets=targets, task_type=kind))[0]
+
+
+def run_one(ctx: Context, run: Run, args, **config) -> dict:
+    """Fresh base model -> method -> train (best by validation) -> test; the runs.csv row.
+    `config`: extra TrainConfig fields (the time budget's max_seconds, eval_every_steps)."""
+    wall0 = time.perf_counter()
+    is_seq = ctx.task.type == SEQ_CLS
+    model = set_up(ctx, run, run.seed)
     eval_fn = seq_cls_eval if is_seq else make_token_cls_eval(ctx.labels)
-    lr = learning_rate(args, run.method)
     cfg = TrainConfig(
         epochs=args.epochs,
-        lr=lr,
+        lr=learning_rate(args, run.method),
         batch_size=args.batch_size,
         seed=run.seed,
-        select_metric=task.select_by,
+        select_metric=ctx.task.select_by,
         patience=None,
         progress=not args.no_progress,
         eval_batch_size=max(64, args.batch_size),
         **config,
     )
     data = train_examples(ctx, run, args)
-    result = train(
-        model,
-        data,
-        ctx.encoded["val"],
-        seq_cls_loss if is_seq else token_cls_loss,
-        eval_fn,
-        cfg,
-        collate=ctx.collate,
-        desc=f"{Path(run.model).name} {run.task} {run.method} seed={run.seed}",
-    )
+    loss_fn = seq_cls_loss if is_seq else token_cls_loss
+    desc = f"{Path(run.model).name} {run.task} {run.method} seed={run.seed}"
+    result = train(model, data, ctx.encoded["val"], loss_fn, eval_fn, cfg, collate=ctx.collate, desc=desc)
     t0 = time.perf_counter()
     test = evaluate(model, ctx.encoded["test"], eval_fn, batch_size=cfg.eval_batch_size, collate=ctx.collate)
-    eval_seconds = time.perf_counter() - t0
-    scores = CLS_SCORES if is_seq else NER_SCORES
-    curve = [
-        [h["step"], round(sec, 3), round(h["metrics"].get("roc_auc", h["metrics"].get(task.primary)), 5)]
+    times = {"eval_seconds": time.perf_counter() - t0, "run_seconds": time.perf_counter() - wall0}
+    return row_of(ctx, run, cfg, minipeft.summary(model), len(data), result, test, times)
+
+
+def row_of(
+    ctx: Context, run: Run, cfg: TrainConfig, s, n_train: int, result, test: dict, times: dict
+) -> dict:
+    scores = CLS_SCORES if ctx.task.type == SEQ_CLS else NER_SCORES
+    curve = [  # (step, training seconds, validation AUROC or the task's headline metric)
+        [h["step"], round(sec, 3), round(h["metrics"].get("roc_auc", h["metrics"].get(ctx.task.primary)), 5)]
         for h, sec in zip(result.history, result.history_seconds)
     ]
     return {
@@ -269,9 +272,9 @@ def run_one(ctx: Context, run: Run, args, **config) -> dict:
         "method": run.method,
         "n_per_class": run.n_per_class,
         "seed": run.seed,
-        "lr": lr,
-        "epochs": args.epochs,
-        "train_examples": len(data),
+        "lr": cfg.lr,
+        "epochs": cfg.epochs,
+        "train_examples": n_train,
         "trainable_params": s.trainable,
         "model_params": s.model,
         "trainable_percent": round(100 * s.trainable / s.model, 4),
@@ -282,10 +285,9 @@ def run_one(ctx: Context, run: Run, args, **config) -> dict:
         "steps": result.steps,
         "stopped_by_budget": result.stopped_by_budget,
         "train_seconds": round(result.train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "run_seconds": round(time.perf_counter() - wall0, 2),
+        **{k: round(v, 2) for k, v in times.items()},
         "threads": torch.get_num_threads(),
-        "curve": json.dumps(curve) if config.get("eval_every_steps") else "",
+        "curve": json.dumps(curve) if cfg.eval_every_steps else "",
     }
 
 
@@ -296,13 +298,8 @@ def _padded(lengths: list[int], batches: list[list[int]]) -> int:
 
 def seconds_per_token(ctx: Context, run: Run, args) -> tuple[float, float]:
     """(training, evaluation) seconds per padded token for this model, task and method, timed now."""
-    seed_everything(0)
-    model = load_pretrained(run.model, head=ctx.task.head, num_labels=len(ctx.labels), seed=0)
-    preset, targets = resolve_preset(("preset",), Path(run.model))
+    model = set_up(ctx, run, 0)
     is_seq = ctx.task.type == SEQ_CLS
-    model, _ = build(
-        model, MethodSpec(run.method, preset, targets=targets, task_type="SEQ_CLS" if is_seq else "TOKEN_CLS")
-    )
     loss_fn = seq_cls_loss if is_seq else token_cls_loss
     data = train_examples(ctx, run, args)
     batches = LengthBucketSampler([len(e["input_ids"]) for e in data], args.batch_size, seed=0).batches(0)[:3]
