@@ -149,3 +149,14 @@ def test_bad_input_is_one_line_before_training(tmp_path, tiny_model, capsys, cha
     assert e.value.code == 2 and message in err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "runs.csv").exists(), "nothing trained"
+
+
+@pytest.mark.slow
+def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
+    data = write_mimic(tmp_path / "mimic", "mp")
+    paper_grid.main(_args(tiny_model, data, tmp_path / "one"))
+    paper_grid.main(_args(tiny_model, data, tmp_path / "two", "--workers", "2"))
+    assert "spreading 4 runs over 2 processes" in capsys.readouterr().out
+    same = ("method", "seed", "trainable_params", "val_roc_auc", "test_roc_auc", "test_f1_macro", "steps")
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [{k: r[k] for k in same} for r in one] == [{k: r[k] for k in same} for r in two]
