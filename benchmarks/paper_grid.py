@@ -83,6 +83,10 @@ def primary(task: str) -> str:
     return "roc_auc" if get_task(task).type == SEQ_CLS else "entity_f1"
 
 
+def _params(row: dict) -> str:
+    return f"{int(number(row['trainable_params'])):,} ({number(row['trainable_percent']):.2f}%)"
+
+
 def tables(rows: list[dict], models, tasks, methods) -> tuple[str, str]:
     """(markdown, CSV): one markdown table per task type, a long CSV of every cell."""
     md, long = [], []
@@ -92,7 +96,7 @@ def tables(rows: list[dict], models, tasks, methods) -> tuple[str, str]:
     ):
         if not group:
             continue
-        header = ["model", "method", "trainable params"] + [
+        header = ["model", "method", f"trainable params ({' / '.join(group)})"] + [
             f"{t} {NAMES[m]}" for t in group for m in metrics_of(t)
         ]
         body = []
@@ -101,9 +105,14 @@ def tables(rows: list[dict], models, tasks, methods) -> tuple[str, str]:
                 cells = [r for r in rows if r["model"] == model and r["method"] == method]
                 if not cells:
                     continue
-                params = int(number(cells[0]["trainable_params"]))
-                line = [model, method, f"{params:,} ({number(cells[0]['trainable_percent']):.2f}%)"]
+                by_task = {r["task"]: r for r in cells}  # the head's size differs between tasks
+                line = [
+                    model,
+                    method,
+                    " / ".join(_params(by_task[t]) for t in group if t in by_task),
+                ]
                 for t in group:
+                    params = int(number(by_task[t]["trainable_params"])) if t in by_task else 0
                     for m in metrics_of(t):
                         values = [number(r[f"test_{m}"]) for r in cells if r["task"] == t]
                         line.append(cell(values))
