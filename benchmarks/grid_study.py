@@ -19,8 +19,8 @@ import torch
 
 import minipeft
 from benchmarks import grid
-from minipeft.batching import LengthBucketSampler, PadCollate
-from minipeft.train import TrainConfig, evaluate, seed_everything, to_device, train
+from minipeft.training import LengthBucketSampler, PadCollate, TrainConfig, evaluate, seed_everything, train
+from minipeft.training.batching import to_device
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from tasks.encode import encode_tagged, encode_texts

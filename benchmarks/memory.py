@@ -1,11 +1,11 @@
-"""Does the paper's batch 32 x 480 tokens fit in memory on a BERT-base-sized model through minipeft.train?
+"""Does the paper's batch 32 x 480 tokens fit in memory on a BERT-base-sized model through our trainer?
 
     python -m benchmarks.memory [--method lora,full] [--micro 8] [--accum 4] [--checkpointing on]
                                 [--seq 480] [--layers 12] [--hidden 768] [--budget-gib 24] [--threads 1]
 
 A random BERT-base (`models.config.BertConfig()` defaults: 12 layers, hidden 768, 12 heads,
 intermediate 3072) with a 2-class `BertForSequenceClassification` head takes ONE optimiser step
-through `minipeft.train.train` on micro x accum random examples of exactly --seq tokens
+through `minipeft.training.train.train` on micro x accum random examples of exactly --seq tokens
 (TrainConfig(batch_size=micro, grad_accum=accum, grad_checkpointing=...)). Methods:
   lora  LoRA r=8, alpha=8, dropout 0.1 on query,value; the classifier trained (the paper's recipe)
   full  every parameter trained
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from minipeft import LoraConfig, inject
-from minipeft.train import TrainConfig, seed_everything, train
+from minipeft.training import TrainConfig, seed_everything, train
 from models.bert import BertForSequenceClassification
 from models.config import BertConfig
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from minipeft import ops
-from minipeft.memory import SavedTensorsMeter
+from minipeft.training.memory import SavedTensorsMeter
 from models.dropout import random_lanes
 
 SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}

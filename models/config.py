@@ -1,25 +1,34 @@
-"""`BertConfig`: the architecture settings of a HuggingFace BERT `config.json`, checked and frozen.
+"""Every model family's config in one place: BertConfig, DistilBertConfig, MobileBertConfig.
 
-Only what our encoder implements is accepted; anything else (relative position embeddings, an
-activation we do not have, another model family) is refused by name, with the fix, instead of
-silently computing something different from the checkpoint's own model.
+Each is the architecture settings of a HuggingFace `config.json`, checked and frozen: flat typed
+fields with config.json's own names, plus `model_type`, `id2label`/`label2id`, `name_or_path` and
+`extra` (unknown keys, kept and written back on save). Only what our encoders implement is accepted;
+anything else (relative position embeddings, an activation we do not have, another family) is
+refused by name, with the fix, instead of silently computing something other than the checkpoint's
+own model. Reading, writing and the checks every family shares live in models/hf_config.py
+(`validate`, `from_dict`, `to_dict`), driven by three class-level settings:
+
+    CHECK   (activation field, width field or property, heads field): width must split into heads
+    FIXED   {config.json key: the only value we implement}: absent is fine, written back on save
+    ARCHITECTURES  the `architectures` entry written by to_dict for the bare encoder
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import models.hf_config as hf_config
-from models.common import ACTIVATIONS
 
-SUPPORTED_ACTS = tuple(ACTIVATIONS)  # ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
-SUPPORTED_POSITIONS = ("absolute",)
-# model_type -> config class; other families (issue 9) register here.
-MODEL_TYPES: dict = {}
+NORMALIZATIONS = ("no_norm", "layer_norm")  # MobileBERT
 
 
 @dataclass(frozen=True)
 class BertConfig:
+    CHECK: ClassVar = ("hidden_act", "hidden_size", "num_attention_heads")
+    FIXED: ClassVar = {"position_embedding_type": "absolute"}  # relative embeddings: not implemented
+    ARCHITECTURES: ClassVar = ("BertModel",)
+
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -41,58 +50,136 @@ class BertConfig:
     extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        hf_config.check_family(
-            self,
-            "hidden_act",
-            "hidden_size",
-            "num_attention_heads",
-            SUPPORTED_ACTS,
-            fix=" (use a checkpoint with one of these activations)",
-        )
-        hf_config.normalise_labels(self, derive_label2id=False)
+        hf_config.validate(self)
+
+    head_dim = property(lambda self: self.hidden_size // self.num_attention_heads)
+
+    # config.json reading and writing: models/hf_config.py, the same for every family
+    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
+    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
+    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
+    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
+    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
+
+
+@dataclass(frozen=True)
+class DistilBertConfig:
+    """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
+
+    CHECK: ClassVar = ("activation", "dim", "n_heads")
+    FIXED: ClassVar = {}
+    ARCHITECTURES: ClassVar = ("DistilBertModel",)
+
+    vocab_size: int = 30522
+    dim: int = 768
+    n_layers: int = 6
+    n_heads: int = 12
+    hidden_dim: int = 3072
+    activation: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
+    max_position_embeddings: int = 512
+    sinusoidal_pos_embds: bool = False  # the table's values come from the checkpoint either way
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    id2label: dict | None = None
+    label2id: dict | None = None
+    model_type: str = "distilbert"
+    name_or_path: str = ""
+    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
+
+    def __post_init__(self):
+        hf_config.validate(self)
+
+    # BERT-style names, so generic code (prefix sizes, presets) reads every family the same way
+    hidden_size = property(lambda self: self.dim)
+    num_hidden_layers = property(lambda self: self.n_layers)
+    num_attention_heads = property(lambda self: self.n_heads)
+    head_dim = property(lambda self: self.dim // self.n_heads)
+
+    # config.json reading and writing: models/hf_config.py, the same for every family
+    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
+    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
+    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
+    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
+    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
+
+
+@dataclass(frozen=True)
+class MobileBertConfig:
+    """Defaults are google/mobilebert-uncased: 24 layers, body 512, bottleneck ("true hidden") 128,
+    128-wide trigram embeddings, 4 heads, FFN 512, 4 stacked feed-forward blocks, NoNorm.
+    `true_hidden_size` is derived as in HF (intra_bottleneck_size with bottlenecks, else
+    hidden_size); a config.json that states a different value is refused."""
+
+    CHECK: ClassVar = ("hidden_act", "true_hidden_size", "num_attention_heads")
+    FIXED: ClassVar = {}
+    ARCHITECTURES: ClassVar = ("MobileBertModel",)
+
+    vocab_size: int = 30522
+    hidden_size: int = 512
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    embedding_size: int = 128
+    trigram_input: bool = True
+    use_bottleneck: bool = True
+    intra_bottleneck_size: int = 128
+    use_bottleneck_attention: bool = False
+    key_query_shared_bottleneck: bool = True
+    num_feedforward_networks: int = 4
+    normalization_type: str = "no_norm"
+    classifier_activation: bool = True  # pooler = tanh(dense(h[:, 0])); False: h[:, 0]
+    classifier_dropout: float | None = None  # None: use hidden_dropout_prob
+    id2label: dict | None = None
+    label2id: dict | None = None
+    model_type: str = "mobilebert"
+    name_or_path: str = ""
+    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
+
+    def __post_init__(self):
+        hf_config.validate(self)
+        if self.normalization_type not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization_type={self.normalization_type!r}; expected one of {NORMALIZATIONS}"
+            )
+        if (
+            self.use_bottleneck
+            and not self.use_bottleneck_attention
+            and not self.key_query_shared_bottleneck
+            and self.intra_bottleneck_size != self.hidden_size
+        ):
+            raise ValueError(
+                "use_bottleneck without use_bottleneck_attention or key_query_shared_bottleneck "
+                f"feeds the {self.hidden_size}-wide body into {self.intra_bottleneck_size}-wide "
+                "query/key layers (HF fails on it too); set one of the two to true"
+            )
+        stated = self.extra.get("true_hidden_size")
+        if stated is not None and stated != self.true_hidden_size:
+            raise ValueError(
+                f"true_hidden_size={stated} in the config, but use_bottleneck={self.use_bottleneck} "
+                f"makes it {self.true_hidden_size}; fix the config.json"
+            )
 
     @property
-    def num_labels(self) -> int | None:
-        return len(self.id2label) if self.id2label else None
+    def true_hidden_size(self) -> int:
+        """Width of the attention and feed-forward blocks (the bottleneck)."""
+        return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    head_dim = property(lambda self: self.true_hidden_size // self.num_attention_heads)
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> BertConfig:
-        """Build from a config.json dict; `source` names the file in error messages."""
-        model_type = d.get("model_type", "bert")
-        if model_type != "bert":
-            known = ", ".join(sorted({"bert", *MODEL_TYPES}))
-            raise ValueError(
-                f"{source}: model_type={model_type!r} is not supported by BertConfig; "
-                f"supported model types: {known}"
-            )
-        pos = d.get("position_embedding_type", "absolute") or "absolute"
-        if pos not in SUPPORTED_POSITIONS:
-            raise ValueError(
-                f"{source}: position_embedding_type={pos!r} is not supported; expected "
-                f"'absolute' (or the key absent). Relative position embeddings are not implemented"
-            )
-        if d.get("hidden_act", "gelu") not in SUPPORTED_ACTS:
-            raise ValueError(
-                f"{source}: hidden_act={d.get('hidden_act')!r} is not supported; "
-                f"expected one of {SUPPORTED_ACTS}"
-            )
-        known, extra = hf_config.split_keys(cls, d, ignore=("position_embedding_type",))
-        n = extra.pop("num_labels", None)  # HF writes id2label; num_labels is derived from it
-        if n is not None and not known.get("id2label"):
-            known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
-        return hf_config.construct(cls, known, extra, d, source)
-
-    # config.json reading and writing: models/hf_config.py (shared with DistilBERT and MobileBERT)
-    from_json = classmethod(hf_config.from_json)  # (path) -> BertConfig
-    with_labels = hf_config.with_labels  # (num_labels) -> BertConfig
-
-    def to_dict(self, architectures=("BertModel",)) -> dict:
-        return hf_config.to_dict(self, architectures, position_embedding_type="absolute")
-
-
-def _replace(cfg: BertConfig, **changes) -> BertConfig:
-    return replace(cfg, **changes)
+    # config.json reading and writing: models/hf_config.py, the same for every family
+    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
+    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
+    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
+    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
+    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)

@@ -14,12 +14,9 @@ ignored: DistilBERT has no segment embeddings (HF's DistilBERT tokenizer does no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-import models.hf_config as hf_config
 from models.attention import attention, merge_heads, split_heads, with_prefix
 from models.common import (
     ACTIVATIONS,
@@ -30,50 +27,8 @@ from models.common import (
     queries,
     run_layers,
 )
+from models.config import DistilBertConfig
 from models.dropout import Dropout
-
-
-@dataclass(frozen=True)
-class DistilBertConfig:
-    """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
-
-    vocab_size: int = 30522
-    dim: int = 768
-    n_layers: int = 6
-    n_heads: int = 12
-    hidden_dim: int = 3072
-    activation: str = "gelu"
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    seq_classif_dropout: float = 0.2
-    max_position_embeddings: int = 512
-    sinusoidal_pos_embds: bool = False  # the table's values come from the checkpoint either way
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
-    id2label: dict | None = None
-    label2id: dict | None = None
-    model_type: str = "distilbert"
-    name_or_path: str = ""
-    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
-
-    def __post_init__(self):
-        hf_config.check_family(self, "activation", "dim", "n_heads", ACTIVATIONS)
-        hf_config.normalise_labels(self)
-
-    # BERT-style names, so generic code (prefix sizes, presets) reads every family the same way
-    hidden_size = property(lambda self: self.dim)
-    num_hidden_layers = property(lambda self: self.n_layers)
-    num_attention_heads = property(lambda self: self.n_heads)
-    head_dim = property(lambda self: self.dim // self.n_heads)
-    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
-
-    # config.json reading and writing: models/hf_config.py (shared with BERT)
-    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> DistilBertConfig
-    from_json = classmethod(hf_config.from_json)  # (path) -> DistilBertConfig
-    with_labels = hf_config.with_labels  # (num_labels) -> DistilBertConfig
-
-    def to_dict(self, architectures=("DistilBertModel",)) -> dict:
-        return hf_config.to_dict(self, architectures)
 
 
 class Embeddings(nn.Module):

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import bert, distilbert, mobilebert
-from models.config import BertConfig
-from models.distilbert import DistilBertConfig
-from models.mobilebert_config import MobileBertConfig
+from models.config import BertConfig, DistilBertConfig, MobileBertConfig
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""config.json reading and writing shared by the BERT, DistilBERT and MobileBERT config dataclasses.
+"""config.json reading, writing and checking, shared by every family's config (models/config.py).
 
 Plain functions over a frozen dataclass with the fields `id2label`, `label2id`, `model_type`,
-`name_or_path` and `extra` (unknown keys, kept and written back), so each family keeps its own
-flat config class and its own checks, with no base class. BertConfig keeps its own `from_dict`
-(position-embedding check, its num_labels rule) and builds with `split_keys` and `construct`.
+`name_or_path` and `extra` (unknown keys, kept and written back) and the class-level settings
+CHECK, FIXED and ARCHITECTURES, so each family keeps one flat config class, no base class.
+`validate` is the one check every config's __post_init__ runs; a family adds its own after it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+
+from models.common import ACTIVATIONS
 
 NOT_ARCHITECTURE = ("extra", "name_or_path")
 
@@ -32,15 +34,24 @@ def construct(cls, known: dict, extra: dict, d: dict, source: str):
 
 
 def from_dict(cls, d: dict, source: str = "config"):
-    """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file."""
+    """Build `cls` from a config.json dict; unknown keys go to `extra`; `source` names the file.
+    HF writes id2label; a bare num_labels (older files) becomes LABEL_0..LABEL_{n-1}."""
     expected = cls.__dataclass_fields__["model_type"].default
     if d.get("model_type", expected) != expected:
         raise ValueError(
-            f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads model_type {expected!r} only"
+            f"{source}: model_type={d.get('model_type')!r}; {cls.__name__} reads model_type {expected!r} "
+            f"only (load_pretrained picks the config class from model_type)"
         )
-    known, extra = split_keys(cls, d)
-    if "num_labels" in extra and "id2label" not in known:  # HF writes id2label, but be lenient
-        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(extra.pop("num_labels")))}
+    for key, only in cls.FIXED.items():
+        if d.get(key) not in (None, only):
+            raise ValueError(
+                f"{source}: {key}={d[key]!r} is not supported; expected {only!r} (or the key absent): "
+                f"our {cls.__name__.removesuffix('Config')} implements only that"
+            )
+    known, extra = split_keys(cls, d, ignore=tuple(cls.FIXED))
+    n = extra.pop("num_labels", None)
+    if n is not None and not known.get("id2label"):
+        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
     return construct(cls, known, extra, d, source)
 
 
@@ -59,8 +70,11 @@ def from_json(cls, path):
     return cls.from_dict(d, source=str(path))
 
 
-def to_dict(cfg, architectures, **fixed) -> dict:
-    """HF's config.json layout (what `transformers` reads back); `fixed` keys follow `architectures`."""
+def to_dict(cfg, architectures=None) -> dict:
+    """HF's config.json layout (what `transformers` reads back). architectures: default the class's
+    ARCHITECTURES (the bare encoder); the FIXED keys follow it."""
+    architectures = architectures or type(cfg).ARCHITECTURES
+    fixed = type(cfg).FIXED
     d = {k: v for k, v in asdict(cfg).items() if k not in NOT_ARCHITECTURE}
     out = {
         k: v
@@ -76,26 +90,30 @@ def to_dict(cfg, architectures, **fixed) -> dict:
     return out
 
 
-def check_family(cfg, act: str, width: str, heads: str, activations, fix: str = "") -> None:
-    """The checks every family's __post_init__ makes: its own model_type, a known activation in the
-    field `act`, and a `width` (field or property) that splits evenly into `heads` attention heads."""
+def validate(cfg) -> None:
+    """The checks and normalisation every family's __post_init__ runs first: its own model_type, a
+    known activation, a width that splits evenly into the attention heads (the class's CHECK =
+    (activation field, width field or property, heads field)), then labels with int/str keys."""
+    act, width, heads = type(cfg).CHECK
     expected = type(cfg).__dataclass_fields__["model_type"].default
     if cfg.model_type != expected:
         raise ValueError(f"{type(cfg).__name__} got model_type={cfg.model_type!r}; expected {expected!r}")
-    if getattr(cfg, act) not in activations:
+    if getattr(cfg, act) not in ACTIVATIONS:
         raise ValueError(
-            f"{act}={getattr(cfg, act)!r} is not supported; expected one of {tuple(activations)}{fix}"
+            f"{act}={getattr(cfg, act)!r} is not supported; expected one of {tuple(ACTIVATIONS)} "
+            f"(use a checkpoint with one of these activations)"
         )
     if getattr(cfg, width) % getattr(cfg, heads):
         raise ValueError(f"{width}={getattr(cfg, width)} is not a multiple of {heads}={getattr(cfg, heads)}")
+    _normalise_labels(cfg)
 
 
-def normalise_labels(cfg, derive_label2id: bool = True) -> None:
-    """JSON keys are strings: id2label -> {int: str}, label2id -> {str: int} (in __post_init__);
-    a missing label2id is derived from id2label (not for BertConfig, which keeps it None)."""
+def _normalise_labels(cfg) -> None:
+    """JSON keys are strings: id2label -> {int: str}, label2id -> {str: int}; a missing label2id
+    is derived from id2label."""
     if cfg.id2label is not None:
         object.__setattr__(cfg, "id2label", {int(k): str(v) for k, v in cfg.id2label.items()})
-        if cfg.label2id is None and derive_label2id:
+        if cfg.label2id is None:
             object.__setattr__(cfg, "label2id", {v: k for k, v in cfg.id2label.items()})
     if cfg.label2id is not None:
         object.__setattr__(cfg, "label2id", {str(k): int(v) for k, v in cfg.label2id.items()})

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
-from models.config import BertConfig, _replace
+from models.config import BertConfig
 from models.families import ARCHITECTURES, FAMILIES, Family, family_of
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def load_pretrained(
         )
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
-    cfg = _replace(cfg, name_or_path=str(path))
+    cfg = replace(cfg, name_or_path=str(path))
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(
         read_safetensors(file), file, drop_pooler=head == "token-classification", family=family

@@ -29,8 +29,8 @@ from models.common import (
     queries,
     run_layers,
 )
+from models.config import MobileBertConfig
 from models.dropout import Dropout
-from models.mobilebert_config import MobileBertConfig
 
 
 class NoNorm(nn.Module):

@@ -29,8 +29,7 @@ import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from models.assets import asset_dir
-from tasks.fetch import DRUG_REVIEWS, ROTTEN_TOMATOES
+from models.assets import DRUG_REVIEWS, ROTTEN_TOMATOES, asset_dir
 from tasks.registry import Dataset, TextExample
 
 SPLIT_SEED = 20240215  # fixed: the splits never depend on the run's --seed

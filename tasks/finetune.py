@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import inspect
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -33,17 +32,15 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 import minipeft
-from minipeft import distributed, files
+from minipeft import files
 from minipeft.audit import MANIFEST_FILE, build_manifest
-from minipeft.batching import PadCollate
 from minipeft.prompt import prompt_counts
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
 from models import load_pretrained, load_tokenizer, save_pretrained
-from models.assets import sha256_file
+from models.assets import default_model_dir, sha256_file
 from tasks.cli import run_or_exit
 from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
-from tasks.fetch import default_model_dir
 from tasks.methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
@@ -55,7 +52,7 @@ from tasks.methods import (
 )
 from tasks.metrics import json_safe
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
-from tasks.registry import SEQ_CLS, get_task, load_data, task_names
+from tasks.registry import SEQ_CLS, get_task, load_data, subsample, task_names
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -139,15 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-progress", action="store_true", help="no progress bars")
     a("--out", required=True, help="output folder (reused with the same arguments: resume)")
     return p
-
-
-def subsample(examples: list, n: int | None, seed: int) -> list:
-    if n is None or n >= len(examples):
-        return examples
-    if n < 1:
-        raise ValueError(f"--max-train-examples/--max-eval-examples must be >= 1, got {n}")
-    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in keep]
 
 
 def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:

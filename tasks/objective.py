@@ -1,6 +1,6 @@
 """Loss and evaluation functions that the generic training loop calls, per task type.
 
-The loop hands batches from `minipeft.batching.PadCollate`: model inputs (`input_ids`,
+The loop hands batches from `minipeft.training.PadCollate`: model inputs (`input_ids`,
 `attention_mask`, `token_type_ids`) plus task keys (`label` for a note; `labels` per sub-token,
 `word_ids` and `word_tags` per word for NER), which never reach the model.
 """
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minipeft.training import Evaluator
 from tasks.encode import IGNORE, word_predictions
 from tasks.metrics import classification_metrics, ner_metrics
 
@@ -32,38 +33,44 @@ def token_cls_loss(model, batch) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
 
 
-def seq_cls_probs(model, batches) -> tuple[np.ndarray, np.ndarray, float]:
-    """(gold labels (n,), softmax probabilities (n, labels), mean cross-entropy) over all batches."""
-    gold, probs, loss_sum = [], [], 0.0
-    for batch in batches:
-        logits = model(**model_inputs(batch)).float()  # (batch, labels)
-        loss_sum += F.cross_entropy(logits, batch["label"], reduction="sum").item()
-        probs.append(torch.softmax(logits, dim=-1).cpu().double().numpy())
-        gold.append(batch["label"].cpu().numpy())
-    y = np.concatenate(gold)
-    return y, np.concatenate(probs), loss_sum / len(y)
+def seq_cls_predict(model, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch: (gold labels (batch,), softmax probabilities (batch, labels), cross-entropy (batch,))."""
+    logits = model(**model_inputs(batch)).float()  # (batch, labels)
+    loss = F.cross_entropy(logits, batch["label"], reduction="none")  # (batch,)
+    probs = torch.softmax(logits, dim=-1).double()  # (batch, labels)
+    return batch["label"].cpu().numpy(), probs.cpu().numpy(), loss.double().cpu().numpy()
 
 
-def seq_cls_eval(model, batches) -> dict[str, float]:
-    y, p, loss = seq_cls_probs(model, batches)
+def seq_cls_score(outputs: list) -> dict[str, float]:
+    """Classification metrics and the mean cross-entropy over every batch's seq_cls_predict output."""
+    y = np.concatenate([o[0] for o in outputs])
+    p = np.concatenate([o[1] for o in outputs])
+    loss = float(np.concatenate([o[2] for o in outputs]).mean())
     return {**classification_metrics(y, p), "loss": loss}
 
 
-def make_token_cls_eval(labels: tuple[str, ...]):
+# eval_fn for sequence classification; an Evaluator, so torchrun's processes share the batches
+seq_cls_eval = Evaluator(seq_cls_predict, seq_cls_score)
+
+
+def make_token_cls_eval(labels: tuple[str, ...]) -> Evaluator:
     """An eval_fn that scores per word: the tag predicted at each word's first sub-token."""
     outside = labels.index("O") if "O" in labels else 0
 
-    def token_cls_eval(model, batches) -> dict[str, float]:
+    def predict(model, batch) -> tuple[list, list]:
+        """One batch: (gold tags, predicted tags) per sentence, as label strings."""
+        tokens = model(**model_inputs(batch)).argmax(dim=-1).cpu().tolist()  # (batch, seq)
+        word_ids = batch["word_ids"].cpu().tolist()
+        word_tags = batch["word_tags"].cpu().tolist()
         gold, pred = [], []
-        for batch in batches:
-            tokens = model(**model_inputs(batch)).argmax(dim=-1).cpu().tolist()  # (batch, seq)
-            word_ids = batch["word_ids"].cpu().tolist()
-            word_tags = batch["word_tags"].cpu().tolist()
-            for toks, wids, tags in zip(tokens, word_ids, word_tags):
-                tags = [t for t in tags if t != IGNORE]
-                words = word_predictions(toks, wids, len(tags), outside)
-                gold.append([labels[t] for t in tags])
-                pred.append([labels[t] for t in words])
-        return ner_metrics(gold, pred)
+        for toks, wids, tags in zip(tokens, word_ids, word_tags):
+            tags = [t for t in tags if t != IGNORE]
+            words = word_predictions(toks, wids, len(tags), outside)
+            gold.append([labels[t] for t in tags])
+            pred.append([labels[t] for t in words])
+        return gold, pred
 
-    return token_cls_eval
+    def score(outputs: list) -> dict[str, float]:
+        return ner_metrics([g for o in outputs for g in o[0]], [p for o in outputs for p in o[1]])
+
+    return Evaluator(predict, score)

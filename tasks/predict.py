@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minipeft.batching import LengthBucketSampler, PadCollate
 from minipeft.files import write_text
+from minipeft.training.batching import LengthBucketSampler, PadCollate
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter
 from tasks.cli import run_or_exit

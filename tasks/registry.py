@@ -11,6 +11,7 @@ whose three splits are validated here, before any training starts.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,17 @@ def load_data(task: Task, data_dir: str | Path | None, seed: int) -> Dataset:
             found = (ex.label,) if isinstance(ex, TextExample) else ex.tags
             assert all(0 <= i < n for i in found), (task.name, split, ex.id)  # loaders map labels
     return data
+
+
+def subsample(examples: list, n: int | None, seed: int) -> list:
+    """n examples drawn without replacement by random.Random(seed), kept in their original order;
+    all of them when n is None, 0 or at least len(examples). The same seed draws the same subset
+    in tasks.finetune and benchmarks.rank_sweep, so their runs see the same data."""
+    if n is not None and n < 0:
+        raise ValueError(f"--max-train-examples/--max-eval-examples must be >= 0 (0: all), got {n}")
+    if not n or n >= len(examples):
+        return examples
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
 
 
 def _ensure_registered() -> None:

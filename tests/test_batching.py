@@ -1,11 +1,11 @@
-"""Dynamic padding and length-bucketed batches (minipeft.batching)."""
+"""Dynamic padding and length-bucketed batches (minipeft.training.batching)."""
 
 import random
 
 import pytest
 import torch
 
-from minipeft.batching import IGNORE_INDEX, LengthBucketSampler, PadCollate, split_micro
+from minipeft.training.batching import IGNORE_INDEX, LengthBucketSampler, PadCollate, split_micro
 
 
 def test_pad_collate_pads_to_longest_in_batch():

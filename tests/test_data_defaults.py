@@ -8,9 +8,8 @@ import zipfile
 
 import pytest
 
-from models.assets import asset_dir
+from models.assets import DRUG_REVIEWS, ROTTEN_TOMATOES, asset_dir
 from tasks import defaults
-from tasks.fetch import DRUG_REVIEWS, ROTTEN_TOMATOES
 from tasks.registry import get_task, load_data
 
 

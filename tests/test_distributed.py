@@ -6,7 +6,8 @@ opens for writing, renames or deletes under the run directory, runs tasks.finetu
 raises on one rank at one optimiser step, and then checks distributed evaluation and gather_rows
 against the full validation set. Invariants: the 2-process adapter equals the 1-process one with
 the same global batch and seed (dropout 0; float32 sums in another order, so within 1e-6, see
-TOL), rank 1 wrote nothing, a failing rank brings the job down, and a killed job resumes.
+TOL), rank 1 wrote nothing, the metrics are computed once on rank 0 from every rank's predictions,
+a failing rank brings the job down, and a killed job resumes.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import pytest  # noqa: E402  (after the sys.path set-up above)
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from minipeft import distributed  # noqa: E402
-from minipeft.distributed import DistContext  # noqa: E402
+from minipeft.training import distributed  # noqa: E402
+from minipeft.training.distributed import DistContext  # noqa: E402
 
 # 21 training examples, global batch 10 = micro 2 × accum 5: shards 5/5 (micro-batches 2,2,1 with
 # no_sync before the last) and a last batch of 1 that leaves rank 1 empty (weight-0 stand-in).
@@ -94,15 +95,9 @@ def test_shards_weights_sum_to_world_times_one(n, micro):
     assert total == pytest.approx(world)  # Σ_r Σ W|micro|/N = W
 
 
-class _Stop(BaseException):
-    pass
-
-
-def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
-    """Two ranks simulated in one process (the collectives patched): each records its share of 5
-    length-sorted batches, the shares are gathered, and tasks.objective.seq_cls_eval (AUROC, F1) on
-    the replayed outputs equals seq_cls_eval over the whole set in one process."""
-    from tasks.objective import seq_cls_eval
+def _toy_eval_setup():
+    """A toy classifier, 13 examples and 5 length-sorted batches of them."""
+    from minipeft.training import PadCollate
 
     g = torch.Generator().manual_seed(0)
     emb = torch.nn.Embedding(30, 2)
@@ -114,33 +109,74 @@ def test_sharded_evaluation_scores_the_whole_set(monkeypatch):
         {"input_ids": torch.randint(1, 30, (int(n),), generator=g).tolist(), "label": i % 2}
         for i, n in enumerate(torch.randint(2, 9, (13,), generator=g))
     ]
-    from minipeft.batching import PadCollate
-
     collate = PadCollate()
     batches = [[12, 11, 10], [9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]
-    make = lambda idx: collate([examples[i] for i in idx])  # noqa: E731
+    return model, batches, lambda idx: collate([examples[i] for i in idx])
+
+
+def _two_ranks(monkeypatch, run):
+    """Call run() as rank 1 then rank 0 of a simulated 2-process job (collectives patched):
+    gather_object hands rank 0 both shares, broadcast_object_list keeps rank 0's object."""
+    shares, results = {}, {}
+
+    def gather_object(obj, object_gather_list=None, dst=0):
+        shares[rank] = obj
+        if object_gather_list is not None:
+            object_gather_list[:] = [shares[0], shares[1]]
+
+    monkeypatch.setattr(distributed.dist, "gather_object", gather_object)
+    monkeypatch.setattr(distributed.dist, "broadcast_object_list", lambda box, src, device=None: None)
+    for rank in (1, 0):
+        ctx = DistContext(rank=rank, world_size=2, backend="gloo")
+        monkeypatch.setattr(distributed, "_CONTEXT", ctx)  # what context() returns
+        results[rank] = run()
+    return shares, results
+
+
+def test_sharded_evaluation_scores_the_gathered_outputs_once(monkeypatch):
+    """Each rank predicts its share of 5 length-sorted batches (B[r::2]); rank 0 gathers the outputs,
+    restores the batch order and scores them once: tasks.objective.seq_cls_eval (AUROC, F1, loss) then
+    equals the same Evaluator over the whole set in one process, to the last bit."""
+    from minipeft.training import Evaluator
+    from minipeft.training.evaluation import run_eval
+    from tasks.objective import seq_cls_eval
+
+    model, batches, make = _toy_eval_setup()
+    predicted, scored = [], []
+
+    def predict(m, batch):
+        predicted.append((distributed.context().rank, len(batch["label"])))
+        return seq_cls_eval.predict(m, batch)
+
+    def score(outputs):
+        scored.append((distributed.context().rank, len(outputs)))
+        return seq_cls_eval.score(outputs)
+
+    counting = Evaluator(predict, score)
     with torch.no_grad():
         whole = seq_cls_eval(model, (make(b) for b in batches))
-        shares = {}
+        shares, got = _two_ranks(monkeypatch, lambda: run_eval(counting, model, batches, make))
+    assert [g for g, _ in shares[0]] == [0, 2, 4] and [g for g, _ in shares[1]] == [1, 3]
+    assert predicted == [(1, 3), (1, 3), (0, 3), (0, 3), (0, 1)]  # rank 1: batches 1,3; rank 0: 0,2,4
+    assert scored == [(0, 5)]  # once, on rank 0, over all 5 batches
+    assert got[0] == whole and 0 < whole["roc_auc"] < 1
 
-        def gather(out, obj):
-            shares[rank] = obj
-            if rank == 1:
-                raise _Stop
-            out[:] = [shares[0], shares[1]]
 
-        monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
-        monkeypatch.setattr(distributed.dist, "broadcast_object_list", lambda box, src, device=None: None)
-        for rank in (1, 0):
-            ctx = DistContext(rank=rank, world_size=2, backend="gloo")
-            try:
-                got = ctx.evaluate(seq_cls_eval, model, batches, make)
-            except _Stop:
-                continue
-    sizes = [[len(b["label"]) for b in shares[r][0]] for r in (0, 1)]
-    assert sizes == [[3, 3, 1], [3, 3]]  # batches 0,2,4 on rank 0; 1,3 on rank 1
-    assert got.keys() == whole.keys() and 0 < whole["roc_auc"] < 1
-    assert all(got[k] == pytest.approx(whole[k], abs=1e-12) for k in whole)
+def test_plain_eval_fn_runs_whole_set_on_every_rank(monkeypatch):
+    """A plain callable cannot be split: every rank evaluates all batches, rank 0's metrics win."""
+    from minipeft.training.evaluation import run_eval
+
+    model, batches, make = _toy_eval_setup()
+    seen = []
+
+    def eval_fn(m, stream):
+        n = sum(len(b["label"]) for b in stream)
+        seen.append(n)
+        return {"n": n}
+
+    with torch.no_grad():
+        _, got = _two_ranks(monkeypatch, lambda: run_eval(eval_fn, model, batches, make))
+    assert seen == [13, 13] and got[0] == {"n": 13}
 
 
 def test_timeout_comes_from_the_environment(monkeypatch):
@@ -267,8 +303,8 @@ def test_two_processes_match_one_and_only_rank0_writes(single, tiny_model):
     for rank in (0, 1):
         doc = json.loads(next(report.glob(f"rank{rank}-*.json")).read_text())
         assert doc["gather_rows"] == [[0.0] * 3, [1.0] * 3, [1.0] * 3]
-        assert doc["eval_batches_local"] == (2 if rank == 0 else 1)
-        assert doc["eval_fn_finished"] == [8]  # eval_fn never computed metrics on a shard
+        assert doc["eval_batches_local"] == (2 if rank == 0 else 1)  # 8 examples: batches 3,3,2
+        assert doc["eval_score_calls"] == ([8] if rank == 0 else [])  # scored once, on rank 0
         assert doc["eval"]["n"] == 8 and doc["eval"]["loss"] == pytest.approx(
             doc["eval_local_full"]["loss"], abs=1e-6
         )
@@ -361,8 +397,7 @@ def _worker_checks(ctx: DistContext, ft_args: list[str]) -> dict:
     import torch.nn.functional as F
 
     from minipeft import LoraConfig, inject
-    from minipeft.batching import PadCollate
-    from minipeft.train import evaluate
+    from minipeft.training import Evaluator, PadCollate, evaluate
     from models import load_pretrained, load_tokenizer
 
     model_dir = Path(ft_args[ft_args.index("--model") + 1])
@@ -383,30 +418,29 @@ def _worker_checks(ctx: DistContext, ft_args: list[str]) -> dict:
         model,
         LoraConfig(r=2, alpha=2, dropout=0.0, targets=("query", "value"), modules_to_save=("classifier",)),
     )
-    seen = []
+    predicted, scored = [], []
 
-    def eval_fn(m, batches):
-        n, loss = 0, 0.0
-        for b in batches:
-            logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"])  # (batch, 2)
-            loss += F.cross_entropy(logits, b["label"], reduction="sum").item()
-            n += len(b["label"])
-        seen.append(n)
-        return {"loss": loss / n, "n": n}
+    def predict(m, b):
+        logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"])  # (batch, 2)
+        predicted.append(len(b["label"]))
+        return F.cross_entropy(logits, b["label"], reduction="sum").item(), len(b["label"])
 
+    def score(outputs):
+        n = sum(k for _, k in outputs)
+        scored.append(n)
+        return {"loss": sum(loss for loss, _ in outputs) / n, "n": n}
+
+    eval_fn = Evaluator(predict, score)
     collate = PadCollate(pad_id=tok.pad_id)
     gathered = evaluate(model, examples, eval_fn, batch_size=3, collate=collate)
-    finished = list(seen)
-    local = distributed.DistContext()  # the same eval, whole set, no collectives
-    full = local.evaluate(
-        eval_fn, model.eval(), [list(range(len(examples)))], lambda i: collate([examples[k] for k in i])
-    )
+    shares, finished = list(predicted), list(scored)
+    full = eval_fn(model.eval(), [collate(examples)])  # the same eval, whole set, no collectives
     rows = ctx.gather_rows(torch.full((ctx.rank + 1, 3), float(ctx.rank)))  # (1, 3) and (2, 3)
     return {
         "eval": gathered,
         "eval_local_full": full,
-        "eval_batches_local": len(ctx.shard([0, 1, 2])),
-        "eval_fn_finished": finished,
+        "eval_batches_local": len(shares),
+        "eval_score_calls": finished,
         "gather_rows": rows.tolist(),
         **_reduced_numel(ctx, model, examples[:4], collate),
     }

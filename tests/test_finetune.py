@@ -183,7 +183,7 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatc
 
     real_train = finetune.train
 
-    def killed_at_step_4(*a, **kw):  # 3 steps per epoch: step 4 is mid-epoch 1
+    def killed_at_step_4(*a, **kw):  # 3 steps per epoch: step 4 is in epoch 2
         def callback(info):
             if info["step"] == 4:
                 raise KeyboardInterrupt("killed")

@@ -9,9 +9,9 @@ import torch
 from minipeft import IA3Config, LoraConfig, inject
 from models import load_pretrained
 from models.bert import BertConfig, BertForSequenceClassification
+from models.config import MobileBertConfig
 from models.distilbert import DistilBertConfig, DistilBertForSequenceClassification
 from models.mobilebert import MobileBertForSequenceClassification
-from models.mobilebert_config import MobileBertConfig
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 FAMILIES = {

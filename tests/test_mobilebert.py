@@ -6,8 +6,8 @@ import torch
 from test_distilbert import _perturb
 
 from models import load_pretrained, save_pretrained
+from models.config import MobileBertConfig
 from models.mobilebert import HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm
-from models.mobilebert_config import MobileBertConfig
 
 SMALL = dict(
     vocab_size=50,

@@ -6,10 +6,9 @@ import torch
 from torch import nn
 
 from models.bert import BertForSequenceClassification
-from models.config import BertConfig
+from models.config import BertConfig, MobileBertConfig
 from models.distilbert import DistilBertConfig, DistilBertForSequenceClassification
 from models.mobilebert import MobileBertForSequenceClassification
-from models.mobilebert_config import MobileBertConfig
 from models.presets import PRESETS, choose_preset, family_preset, get_preset, paper_preset
 
 TINY = BertConfig(

@@ -8,10 +8,9 @@ from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_co
 from minipeft.prompt_io import load_prompt, save_prompt
 from models import load_pretrained
 from models.bert import BertForSequenceClassification, BertForTokenClassification
-from models.config import BertConfig
+from models.config import BertConfig, MobileBertConfig
 from models.distilbert import DistilBertConfig, DistilBertForSequenceClassification
 from models.mobilebert import MobileBertForSequenceClassification
-from models.mobilebert_config import MobileBertConfig
 
 SMALL = dict(
     vocab_size=50,

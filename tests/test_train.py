@@ -1,4 +1,4 @@
-"""The training loop (minipeft.train) on a toy embedding-bag classifier, CPU, seconds."""
+"""The training loop (minipeft.training.train) on a toy embedding-bag classifier, CPU, seconds."""
 
 import json
 import math
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minipeft.memory import SavedTensorsMeter
-from minipeft.optim import build_adamw, linear_warmup_factor, warmup_steps
-from minipeft.train import TrainConfig, evaluate, seed_everything, train
+from minipeft.training import TrainConfig, evaluate, seed_everything, train
+from minipeft.training.memory import SavedTensorsMeter
+from minipeft.training.optim import build_adamw, linear_warmup_factor, warmup_steps
 
 
 class Toy(nn.Module):
@@ -179,8 +179,10 @@ def test_best_epoch_is_restored_and_patience_stops():
     model = Toy()
     cfg = TrainConfig(**{**CFG.__dict__, "epochs": 5, "select_metric": "auroc", "patience": 2})
     r = train(model, TRAIN, VAL, loss_fn, scripted_eval, cfg)
-    assert r.best_epoch == 1 and r.best_metric == 0.9
-    assert r.stopped_early and len(r.history) == 4  # epochs 2 and 3 did not improve: stop after 4
+    # epochs count from 1: the second evaluation (0.9) is epoch 2; epochs 3 and 4 did not improve
+    assert r.best_epoch == 2 and r.best_metric == 0.9
+    assert [h["epoch"] for h in r.history] == [1, 2, 3, 4] and r.history[1]["metrics"] == {"auroc": 0.9}
+    assert r.stopped_early and r.warnings == []
     assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
     assert not torch.equal(snapshots[1]["head.weight"], snapshots[3]["head.weight"])
 

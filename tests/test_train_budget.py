@@ -7,8 +7,7 @@ import pytest
 import torch
 from test_train import CFG, TRAIN, VAL, Toy, eval_fn, loss_fn, same_tensors
 
-from minipeft import loop
-from minipeft.train import TrainConfig, seed_everything, train
+from minipeft.training import TrainConfig, loop, seed_everything, train
 
 STEPS_PER_EPOCH = len(TRAIN) // CFG.batch_size  # 48 examples / 4 = 12
 
@@ -44,7 +43,7 @@ def test_eval_every_k_steps_adds_mid_epoch_evaluations_without_repeating_epoch_e
 def test_without_the_options_history_is_one_entry_per_epoch():
     _, r = run()
     assert [h["step"] for h in r.history] == [STEPS_PER_EPOCH * (e + 1) for e in range(CFG.epochs)]
-    assert not r.stopped_by_budget and r.best_step == r.history[r.best_epoch]["step"]
+    assert not r.stopped_by_budget and r.best_step == r.history[r.best_epoch - 1]["step"]  # epochs from 1
 
 
 def test_budget_stops_after_the_step_that_spends_it_and_evaluates_once_more(one_second_steps):

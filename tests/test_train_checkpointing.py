@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from minipeft import LoraConfig, inject
-from minipeft.train import TrainConfig, seed_everything, train
+from minipeft.training import TrainConfig, seed_everything, train
 from models import BertConfig, BertForSequenceClassification
 
 CFG = BertConfig(

@@ -5,9 +5,9 @@ Layout in the run directory:
     checkpoint-<step>.safetensors   trainable tensors `model.<name>`, AdamW moments
                                     `optim.<name>.exp_avg|exp_avg_sq|step`, torch RNG states
                                     `rng.torch` (uint8) and `rng.cuda.<i>`
-    checkpoint.json                 step, epoch, position in the epoch, best metric and its file,
-                                    history, python/numpy RNG states, the tensors file's name
-    best-epoch<e>.safetensors       trainable tensors at the best epoch so far
+    checkpoint.json                 step, epoch (epochs completed), position in the epoch, best metric,
+                                    its epoch and file, history, python/numpy RNG states, the tensors file
+    best-epoch<e>.safetensors       trainable tensors at the best epoch so far (e counts from 1)
 
 Every file goes to a temporary name and is renamed into place (os.replace). The tensors file is
 written before the JSON that names it, so a kill at any moment leaves checkpoint.json pointing
@@ -27,7 +27,9 @@ from safetensors.torch import load_file
 from minipeft import files
 
 FORMAT = "minipeft-train-checkpoint"
-VERSION = 1
+# 2: best_epoch, history[].epoch and best-epoch<e> files count epochs from 1 (version 1: from 0;
+# load_checkpoint upgrades it, so a run killed before the change resumes with the new numbering)
+VERSION = 2
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -37,6 +39,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     files.save_tensors(path, plain, metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA): the generators whose states a checkpoint keeps."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_states() -> tuple[dict[str, torch.Tensor], dict]:
@@ -111,12 +120,29 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
             f"{path}: expected a {FORMAT} file, found format {doc.get('format')!r}; "
             f"point out_dir at a training run directory or at an empty one"
         )
+    if doc.get("version", 1) > VERSION:
+        raise ValueError(
+            f"{path}: checkpoint version {doc.get('version')} is newer than this minipeft reads "
+            f"({VERSION}); resume it with the minipeft that wrote it"
+        )
+    _upgrade(doc)
     tpath = Path(run_dir) / doc["tensors"]
     if not tpath.exists():
         raise FileNotFoundError(
             f"{path} names {tpath.name}, which is missing; delete {path} to start the run over"
         )
     return doc, load_file(str(tpath))
+
+
+def _upgrade(doc: dict) -> None:
+    """Version 1 -> 2 in place: epochs a person reads count from 1. `epoch` (epochs completed) and
+    the name of an existing best file stay as they are."""
+    if doc.get("version", 1) < 2:
+        if doc.get("best_epoch") is not None:
+            doc["best_epoch"] += 1
+        for row in doc.get("history", []):
+            row["epoch"] += 1
+        doc["version"] = 2
 
 
 def restore_trainable(named, tensors: dict[str, torch.Tensor], prefix: str = "model.") -> None:

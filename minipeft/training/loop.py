@@ -1,6 +1,8 @@
-"""The state machine behind minipeft.train.train(): epochs, optimiser steps, evaluation, checkpoints.
+"""The state machine behind minipeft.training.train(): epochs, steps, evaluation, checkpoints.
 
-Public entry point is `minipeft.train.train`; this module is its implementation detail.
+Public entry point is `minipeft.training.train`; this module is its implementation detail.
+state["epoch"] counts the epochs completed (the data order of epoch e+1 is drawn with e); every
+epoch number that leaves this module (history, best_epoch, log.jsonl, screen, callback) counts from 1.
 """
 
 from __future__ import annotations
@@ -13,26 +15,40 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
+from torch import nn
+
+from minipeft import fingerprint, param_table
 
 from . import checkpoint as ckpt
 from . import distributed
-from .batching import LengthBucketSampler
+from .batching import LengthBucketSampler, to_device
+from .config import RESUME_FREE, TrainResult, resolve_device
+from .evaluation import evaluate
 from .memory import SavedTensorsMeter, cuda_peak_bytes, peak_rss_bytes, reset_cuda_peak
 from .optim import build_adamw, linear_warmup_factor, named_trainable, set_lr, warmup_steps
-from .train import (
-    _RESUME_FREE,
-    TrainResult,
-    _base_is_trainable,
-    _fingerprint,
-    _jsonable,
-    _Log,
-    _set_grad_checkpointing,
-    evaluate,
-    resolve_device,
-    seed_everything,
-    to_device,
-)
+from .report import RunLog, Screen, jsonable, warn
+
+
+def _base_is_trainable(model: nn.Module) -> bool:
+    """True when a base parameter (not adapter, not head) trains."""
+    return any(r.trainable and r.role == "base" for r in param_table(model))
+
+
+def _set_grad_checkpointing(model: nn.Module, on: bool) -> dict[nn.Module, bool]:
+    """Set `gradient_checkpointing` on every module that has the attribute; return old values."""
+    old = {
+        m: m.gradient_checkpointing
+        for m in model.modules()
+        if isinstance(getattr(m, "gradient_checkpointing", None), bool)
+    }
+    if on and not old:
+        raise ValueError(
+            f"grad_checkpointing=True but no module of {type(model).__name__} has a boolean "
+            f"`gradient_checkpointing` attribute; set it to False or add one to the model"
+        )
+    for m in old:
+        m.gradient_checkpointing = on
+    return old
 
 
 class Loop:
@@ -70,6 +86,8 @@ class Loop:
         self.dist = distributed.context()  # distributed hook: rank 0 alone reads/writes out_dir
         if not self.dist.is_main:
             self.out_dir = None
+        self.screen = Screen(desc, config.epochs, on=config.progress and self.dist.is_main)
+        self.eval_seconds: list[float] = []  # this session's evaluations, for the ETA
 
     # ---------------------------------------------------------------- set-up and resume
     def _fresh_state(self) -> dict:
@@ -80,10 +98,10 @@ class Loop:
             "best_metric": None,
             "best_epoch": None,
             "best_metrics": {},
+            "best_file": None,
             "best_step": None,
             "last_eval_step": None,
             "budget_spent": False,
-            "best_file": None,
             "bad_epochs": 0,
             "history": [],
             "history_seconds": [],
@@ -91,13 +109,13 @@ class Loop:
             "examples": 0,
             "stopped_early": False,
             "epoch_loss": [0.0, 0],
-            "fingerprint_before": _fingerprint(self.model),
+            "fingerprint_before": fingerprint(self.model),
             "config": dataclasses.asdict(self.cfg),
         }
 
     def _resume(self, doc: dict, tensors: dict) -> dict:
         old, new = doc["config"], dataclasses.asdict(self.cfg)
-        diff = {k: (old.get(k), v) for k, v in new.items() if k not in _RESUME_FREE and old.get(k) != v}
+        diff = {k: (old.get(k), v) for k, v in new.items() if k not in RESUME_FREE and old.get(k) != v}
         if diff:
             raise ValueError(
                 f"{self.out_dir / 'checkpoint.json'} was written with another config "
@@ -117,9 +135,9 @@ class Loop:
         found = ckpt.load_checkpoint(self.out_dir) if self.out_dir else None
         if self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.log = _Log(self.out_dir, fresh=found is None)
+        self.log = RunLog(self.out_dir, fresh=found is None)
         if found is None:
-            seed_everything(self.cfg.seed)
+            ckpt.seed_everything(self.cfg.seed)
             state = self._fresh_state()
             self.resumed_from = None
             self.log(
@@ -138,7 +156,7 @@ class Loop:
                 state.setdefault(key, value)  # checkpoints written before these keys existed
             state.setdefault("history_seconds", [None] * len(state["history"]))
             self.resumed_from = state["step"]
-            self.log(event="resume", step=state["step"], epoch=state["epoch"], position=state["position"])
+            self.log(event="resume", step=state["step"], epoch=state["epoch"] + 1, position=state["position"])
         return state
 
     # ---------------------------------------------------------------- one optimiser step
@@ -184,16 +202,17 @@ class Loop:
         if self.out_dir:
             ckpt.save_checkpoint(self.out_dir, self.named, self.optimizer, state)
 
-    def _train_epoch(self, state: dict) -> float:
-        epoch, batches = state["epoch"], self.sampler.batches(state["epoch"])
-        bar = tqdm(
-            total=len(batches),
-            initial=state["position"],
-            desc=f"{self.desc} epoch {epoch + 1}",
-            leave=False,
-            disable=not self.cfg.progress,
-            dynamic_ncols=True,
-        )
+    def _eta(self, state: dict) -> float | None:
+        """Seconds left if every epoch runs: steps × seconds per step + evaluations × seconds each."""
+        if not state["step"]:
+            return None
+        step_s = state["train_seconds"] / state["step"]
+        eval_s = sum(self.eval_seconds) / len(self.eval_seconds) if self.eval_seconds else 0.0
+        return (self.total_steps - state["step"]) * step_s + (self.cfg.epochs - state["epoch"]) * eval_s
+
+    def _train_epoch(self, state: dict) -> float | None:
+        epoch, batches = state["epoch"] + 1, self.sampler.batches(state["epoch"])  # data order: from 0
+        self.screen.start_epoch(epoch, len(batches), state["position"])
         window = []
         self.model.train()
         for pos in range(state["position"], len(batches)):
@@ -205,20 +224,9 @@ class Loop:
             state["examples"] += len(batches[pos])
             state["epoch_loss"] = [state["epoch_loss"][0] + loss, state["epoch_loss"][1] + 1]
             window.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            self.screen.step(pos + 1, loss, lr, self._eta(state))
             if state["step"] % self.cfg.log_every == 0 or pos + 1 == len(batches):
-                self.log(
-                    event="step",
-                    epoch=epoch,
-                    step=state["step"],
-                    loss=sum(window) / len(window),
-                    lr=lr,
-                    grad_norm=norm,
-                    seconds=state["train_seconds"],
-                    samples_per_s=state["examples"] / max(state["train_seconds"], 1e-9),
-                    **self._memory(),
-                )
+                self._log_step(state, epoch, sum(window) / len(window), lr, norm)
                 window = []
             mid_epoch = pos + 1 < len(batches)
             saved_best = False
@@ -236,12 +244,24 @@ class Loop:
             if self._budget_spent(state):
                 state["budget_spent"] = True
                 break
-        bar.close()
         if state["budget_spent"] and state["position"] < len(batches):
             return None  # the epoch is unfinished: run() evaluates once more and stops
         total, count = state["epoch_loss"]
         state["epoch_loss"] = [0.0, 0]
         return total / max(count, 1)
+
+    def _log_step(self, state: dict, epoch: int, loss: float, lr: float, norm: float) -> None:
+        self.log(
+            event="step",
+            epoch=epoch,
+            step=state["step"],
+            loss=loss,
+            lr=lr,
+            grad_norm=norm,
+            seconds=state["train_seconds"],
+            samples_per_s=state["examples"] / max(state["train_seconds"], 1e-9),
+            **self._memory(),
+        )
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -254,8 +274,8 @@ class Loop:
         return budget is not None and state["train_seconds"] >= budget and state["step"] < self.total_steps
 
     def _evaluate(self, state: dict, train_loss: float) -> bool:
-        """Validation metrics at this step: best-state bookkeeping, history, log line. Returns True
-        when a new best-state file was written (the caller checkpoints, then drops the old one)."""
+        """Validation metrics at this step: best-state bookkeeping, history, log line. Returns True when
+        a new best-state file was written (the caller checkpoints, then drops the old one)."""
         t0 = time.perf_counter()
         metrics = evaluate(
             self.model,
@@ -271,7 +291,8 @@ class Loop:
                 f"select_metric {self.cfg.select_metric!r} is not among the metrics eval_fn "
                 f"returned {sorted(metrics)}; set TrainConfig.select_metric to one of them"
             )
-        epoch, step, value = state["epoch"], state["step"], metrics[self.cfg.select_metric]
+        epoch, step = state["epoch"] + 1, state["step"]  # the epoch in progress, from 1
+        value = metrics[self.cfg.select_metric]
         better = self._improved(value, state["best_metric"])
         self._old_best = None
         if better:
@@ -282,20 +303,22 @@ class Loop:
                 name = f"best-epoch{epoch:03d}" + ("" if at_end else f"-step{step:06d}")
                 self._old_best, state["best_file"] = state["best_file"], f"{name}.safetensors"
                 ckpt.atomic_save_tensors(self.out_dir / state["best_file"], self.best_tensors)
-        seconds = state["train_seconds"]
         state["history"].append({"epoch": epoch, "step": step, "train_loss": train_loss, "metrics": metrics})
-        state["history_seconds"].append(seconds)
+        state["history_seconds"].append(state["train_seconds"])
         state["last_eval_step"] = step
+        self.eval_seconds.append(time.perf_counter() - t0)
+        self._last_eval = (metrics, better)
         self.log(
             event="eval",
             epoch=epoch,
             step=step,
-            seconds=seconds,
+            seconds=state["train_seconds"],
             train_loss=train_loss,
             metrics=metrics,
-            eval_seconds=time.perf_counter() - t0,
+            eval_seconds=self.eval_seconds[-1],
             best=better,
             best_epoch=state["best_epoch"],
+            eta_seconds=self._eta(state),
         )
         return better and self.out_dir is not None
 
@@ -305,16 +328,21 @@ class Loop:
             (self.out_dir / old).unlink(missing_ok=True)
 
     def _end_epoch(self, state: dict, train_loss: float) -> None:
-        epoch = state["epoch"]
+        epoch = state["epoch"] + 1  # epoch counts from 1
         saved_best = False
         if state["last_eval_step"] != state["step"]:  # not already evaluated at this step
             saved_best = self._evaluate(state, train_loss)
+        metrics, better = self._last_eval
         state["bad_epochs"] = 0 if state["best_epoch"] == epoch else state["bad_epochs"] + 1
-        state["epoch"], state["position"] = epoch + 1, 0
+        state["epoch"], state["position"] = epoch, 0  # epochs completed
+        eta = self._eta(state)
+        self.screen.end_epoch(train_loss, metrics, self.cfg.select_metric, better, eta)
         patience = self.cfg.patience
         state["stopped_early"] = (
             patience is not None and state["bad_epochs"] >= patience and state["epoch"] < self.cfg.epochs
         )
+        if state["stopped_early"]:
+            self.screen.say(f"stopped early: {patience} epochs without a better {self.cfg.select_metric}")
         self._checkpoint(state)
         self._drop_old_best(saved_best)
 
@@ -338,14 +366,30 @@ class Loop:
             if self.best_tensors is not None:
                 ckpt.restore_trainable(self.named, self.best_tensors)
         finally:
+            self.screen.close()
             for m, v in old_gc.items():
                 m.gradient_checkpointing = v
         return self._finish(state)
 
+    def _warnings(self, state: dict) -> list[str]:
+        """What a person must hear about the chosen epoch: the first stayed the best, or it scored 0."""
+        metric, found = self.cfg.select_metric, []
+        if state["best_epoch"] == 1 and len(state["history"]) > 1:
+            found.append(
+                f"the best epoch by validation {metric} is the first of {len(state['history'])}: the model "
+                f"may be barely trained; rare labels can need many epochs (raise epochs and patience)"
+            )
+        if state["best_metric"] == 0 and self.cfg.select_mode == "max":
+            found.append(
+                f"validation {metric} is 0 at the best epoch {state['best_epoch']}: the model finds none of "
+                f"what it is scored on; train longer, raise patience or the learning rate"
+            )
+        return found
+
     def _finish(self, state: dict) -> TrainResult:
-        after = _fingerprint(self.model)
+        after = fingerprint(self.model)
         before = state["fingerprint_before"]
-        if before is not None and after != before and _base_is_trainable(self.model) is False:
+        if before is not None and after != before and not _base_is_trainable(self.model):
             raise RuntimeError(
                 f"the base model changed during an adapter/head-only run (fingerprint "
                 f"{before[:12]}… → {after[:12]}…); a frozen base weight was modified"
@@ -364,14 +408,19 @@ class Loop:
             fingerprint_after=after,
             resumed_from_step=self.resumed_from,
             best_metrics=state["best_metrics"],
+            warnings=self._warnings(state),
             stopped_by_budget=state["budget_spent"],
             best_step=state["best_step"],
             history_seconds=state["history_seconds"],
         )
+        for text in result.warnings:
+            self.log(event="warning", message=text)
+            if self.dist.is_main:
+                warn(self.desc, text)
         self.log(event="end", **result.to_dict())
         if self.out_dir:
             doc = {"config": state["config"], "provenance": self.provenance, "result": result.to_dict()}
-            ckpt.atomic_write_text(self.out_dir / "result.json", json.dumps(doc, indent=2, default=_jsonable))
+            ckpt.atomic_write_text(self.out_dir / "result.json", json.dumps(doc, indent=2, default=jsonable))
             if not self.cfg.keep_checkpoints:
                 ckpt.clean_run_files(self.out_dir)
         return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -127,3 +128,8 @@ def _sort_by_length(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def split_micro(indices: list[int], micro_size: int) -> list[list[int]]:
     """Cut one optimiser step's indices into micro-batches of at most micro_size (accumulation)."""
     return [indices[i : i + micro_size] for i in range(0, len(indices), micro_size)]
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict:
+    """The batch with every tensor moved to `device` (other values unchanged)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

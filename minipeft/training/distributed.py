@@ -21,12 +21,9 @@ last batch is empty runs one example with weight 0 so that every process joins t
 Dropout under W > 1 draws from a torch generator reseeded per (seed, step, rank): different masks
 per process, and a resumed run draws the ones an uninterrupted run would have drawn.
 
-Evaluation: the length-sorted batches are dealt out B[r::W]; each process records what eval_fn's
-model calls return on its share, the records are all-gathered, and eval_fn runs again on every
-process over all batches in the original order with a stand-in model that replays the records.
-AUROC/F1 are therefore computed on the whole set, exactly as one process would (rank 0's result is
-broadcast so every process agrees on the best epoch). Contract: eval_fn iterates over `batches`
-once, lazily, and calls the model the same way each time a batch is given.
+Evaluation (minipeft.training.evaluation): with an Evaluator, each process predicts its share of the
+batches, `gather_to_main` brings the outputs to rank 0, which computes the metrics once on the whole
+set, and `broadcast` hands rank 0's metrics to every process (all agree on the best epoch).
 
 Files: only rank 0 reads and writes the run directory; at start it broadcasts the step, the
 trainable tensors, AdamW moments and best tensors to the others (no shared file system needed).
@@ -40,7 +37,7 @@ import contextlib
 import datetime
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,32 +157,21 @@ class DistContext:
         return state
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(
-        self,
-        eval_fn: Callable,
-        model: nn.Module,
-        index_batches: Sequence[Sequence[int]],
-        make_batch: Callable[[Sequence[int]], dict],
-    ) -> Mapping[str, float]:
-        """eval_fn(model, batches) over all `index_batches`, the work shared by the processes
-        (module docstring). Call on every process, under torch.no_grad, in eval mode."""
+    def gather_to_main(self, items: list) -> list | None:
+        """Every process's list concatenated in rank order, on rank 0 (None elsewhere; `items` itself
+        for one process). Items travel pickled in memory (gloo/nccl object collectives), never to disk;
+        tensors are moved to the CPU first."""
         if not self.enabled:
-            return eval_fn(model, (make_batch(idx) for idx in index_batches))
-        recorder = _Recorder(model)
-        try:
-            eval_fn(recorder, recorder.stream(self.shard(index_batches), make_batch))
-        except _ShardDone:
-            pass
-        shares = [None] * self.world_size
-        dist.all_gather_object(shares, (recorder.batches, recorder.calls))
-        batches, calls = [], []
-        for g in range(len(index_batches)):
-            share_batches, share_calls = shares[g % self.world_size]
-            batches.append(share_batches[g // self.world_size])
-            calls.append(share_calls[g // self.world_size])
-        replay = _Replay(model, calls)
-        metrics = eval_fn(replay, replay.stream(batches))
-        box = [dict(metrics)]
+            return items
+        parts = [None] * self.world_size if self.is_main else None
+        dist.gather_object(_cpu(items), parts, dst=0)
+        return [x for part in parts for x in part] if self.is_main else None
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every process (identity for one process)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
         dist.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
@@ -271,12 +257,8 @@ def shutdown() -> None:
     _CONTEXT = None
 
 
-# ---------------------------------------------------------------------- record and replay
-class _ShardDone(BaseException):
-    """Raised into eval_fn after its last batch, so it never computes metrics on a shard."""
-
-
 def _cpu(x):
+    """x with every tensor inside (lists, tuples, dicts) detached and on the CPU."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, tuple) and hasattr(x, "_fields"):
@@ -286,66 +268,6 @@ def _cpu(x):
     if isinstance(x, dict):
         return {k: _cpu(v) for k, v in x.items()}
     return x
-
-
-def _signature(args, kwargs) -> tuple:
-    """Shapes of the tensor arguments of a model call (checked on replay)."""
-    named = [(str(i), a) for i, a in enumerate(args)] + sorted(kwargs.items())
-    return tuple((k, tuple(v.shape)) for k, v in named if isinstance(v, torch.Tensor))
-
-
-class _Recorder:
-    """Stand-in model for one process's share: calls the model and records (inputs' shapes, output)."""
-
-    def __init__(self, model: nn.Module):
-        self._model, self.batches, self.calls = model, [], []
-
-    def stream(self, index_batches, make_batch):
-        for idx in index_batches:
-            batch = make_batch(idx)
-            self.batches.append(_cpu(batch))
-            self.calls.append([])
-            yield batch
-        raise _ShardDone
-
-    def __call__(self, *args, **kwargs):
-        if not self.calls:
-            raise RuntimeError(
-                "eval_fn called the model before taking a batch; distributed evaluation "
-                "needs the model calls inside the loop over `batches`"
-            )
-        out = self._model(*args, **kwargs)
-        self.calls[-1].append((_signature(args, kwargs), _cpu(out)))
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-
-class _Replay:
-    """Stand-in model over all batches: returns the recorded outputs in order."""
-
-    def __init__(self, model: nn.Module, calls: list[list]):
-        self._model, self._calls, self.position, self.cursor = model, calls, -1, 0
-
-    def stream(self, batches: list[dict]):
-        for g, batch in enumerate(batches):
-            self.position, self.cursor = g, 0
-            yield batch
-
-    def __call__(self, *args, **kwargs):
-        recorded = self._calls[self.position]
-        if self.cursor >= len(recorded) or recorded[self.cursor][0] != _signature(args, kwargs):
-            raise RuntimeError(
-                f"distributed evaluation: eval_fn's model call {self.cursor} on batch "
-                f"{self.position} differs from the recorded one; eval_fn must call the "
-                f"model the same way whenever it gets the same batch"
-            )
-        self.cursor += 1
-        return recorded[self.cursor - 1][1]
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
 
 
 __all__ = ["DistContext", "context", "init", "shutdown", "timeout_seconds"]
