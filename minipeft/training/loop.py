@@ -294,12 +294,12 @@ class Loop:
         epoch, step = state["epoch"] + 1, state["step"]  # the epoch in progress, from 1
         value = metrics[self.cfg.select_metric]
         better = self._improved(value, state["best_metric"])
+        at_end = state["position"] == self.steps_per_epoch
         self._old_best = None
         if better:
             state.update(best_metric=value, best_epoch=epoch, best_step=step, best_metrics=metrics)
             self.best_tensors = {f"model.{n}": p.detach().clone() for n, p in self.named}
             if self.out_dir:
-                at_end = state["position"] == self.steps_per_epoch
                 name = f"best-epoch{epoch:03d}" + ("" if at_end else f"-step{step:06d}")
                 self._old_best, state["best_file"] = state["best_file"], f"{name}.safetensors"
                 ckpt.atomic_save_tensors(self.out_dir / state["best_file"], self.best_tensors)
@@ -318,7 +318,7 @@ class Loop:
             eval_seconds=self.eval_seconds[-1],
             best=better,
             best_epoch=state["best_epoch"],
-            eta_seconds=self._eta(state),
+            eta_seconds=self._eta(dict(state, epoch=epoch) if at_end else state),  # as after the epoch
         )
         return better and self.out_dir is not None
 
