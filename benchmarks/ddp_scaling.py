@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,6 +110,8 @@ def main(argv=None) -> None:
         help="threads of the 1xC configuration (default: the machine's cores)",
     )
     args = p.parse_args(argv)
+    import torch  # for its version only; after parsing, so that --help answers at once
+
     configs = {"1x1": (1, 1), f"1x{args.threads}": (1, args.threads), "2x1": (2, 1)}
     walls = {k: [] for k in configs}
     trains = {k: [] for k in configs}

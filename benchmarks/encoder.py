@@ -20,9 +20,6 @@ import platform
 import statistics
 import time
 
-import torch
-
-from models import load_pretrained
 from models.assets import MINILM, asset_dir
 
 
@@ -61,6 +58,14 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random token ids and lengths (default 0)")
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    parse_args()
+
+import torch
+
+from models import load_pretrained
 
 
 def make_batch(b: int, t: int, vocab: int, gen: torch.Generator) -> dict:

@@ -35,6 +35,99 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("lora", "full")
+GIB = 1024**3
+MIB = 1024**2
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--method",
+        default="lora,full",
+        help="comma-separated list of lora (r=8 on query,value + classifier) and full "
+        "(every parameter); default lora,full",
+    )
+    p.add_argument(
+        "--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)"
+    )
+    p.add_argument(
+        "--accum",
+        type=int,
+        default=4,
+        help="micro-batches per optimiser step, TrainConfig.grad_accum; the effective batch is "
+        "micro x accum (default 4: 8 x 4 = the paper's 32)",
+    )
+    p.add_argument(
+        "--checkpointing",
+        choices=("on", "off", "both"),
+        default="both",
+        help="activation checkpointing (recompute each encoder layer in backward): on, off, or "
+        "both as separate configurations (default both)",
+    )
+    p.add_argument(
+        "--seq",
+        type=int,
+        default=480,
+        help="tokens per example, all examples this long (default 480, the paper's max length)",
+    )
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=12,
+        help="encoder layers (default 12 = BERT-base; shrink for a smoke test)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=768,
+        help="hidden size, a multiple of 64; heads = hidden/64, intermediate = 4 x hidden "
+        "(default 768 = BERT-base; shrink for a smoke test)",
+    )
+    p.add_argument(
+        "--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="processes per configuration; seconds is their median (default 1: memory is deterministic)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)",
+    )
+    p.add_argument(
+        "--one",
+        action="store_true",
+        help="internal: measure one configuration in this process and print its JSON line "
+        "(needs exactly one --method and --checkpointing on|off)",
+    )
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or not args.methods:
+        p.error(f"--method: expected a comma-separated list of {', '.join(METHODS)}, got {args.method!r}")
+    for name in ("micro", "accum", "seq", "layers", "hidden", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.hidden % 64 and args.hidden > 64:
+        p.error(f"--hidden must be a multiple of 64 (head size 64) or at most 64, got {args.hidden}")
+    if args.one and (len(args.methods) != 1 or args.checkpointing == "both"):
+        p.error("--one measures one configuration: give one --method and --checkpointing on or off")
+    return args
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    parse_args()
+
 import torch
 import torch.nn.functional as F
 
@@ -42,11 +135,6 @@ from minipeft import LoraConfig, inject
 from minipeft.training import TrainConfig, seed_everything, train
 from models.bert import BertForSequenceClassification
 from models.config import BertConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("lora", "full")
-GIB = 1024**3
-MIB = 1024**2
 
 
 def model_config(layers: int, hidden: int, seq: int) -> BertConfig:
@@ -212,90 +300,6 @@ def print_table(rows: list[dict], budget_gib: float) -> None:
         )
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.memory",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--method",
-        default="lora,full",
-        help="comma-separated list of lora (r=8 on query,value + classifier) and full "
-        "(every parameter); default lora,full",
-    )
-    p.add_argument(
-        "--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)"
-    )
-    p.add_argument(
-        "--accum",
-        type=int,
-        default=4,
-        help="micro-batches per optimiser step, TrainConfig.grad_accum; the effective batch is "
-        "micro x accum (default 4: 8 x 4 = the paper's 32)",
-    )
-    p.add_argument(
-        "--checkpointing",
-        choices=("on", "off", "both"),
-        default="both",
-        help="activation checkpointing (recompute each encoder layer in backward): on, off, or "
-        "both as separate configurations (default both)",
-    )
-    p.add_argument(
-        "--seq",
-        type=int,
-        default=480,
-        help="tokens per example, all examples this long (default 480, the paper's max length)",
-    )
-    p.add_argument(
-        "--layers",
-        type=int,
-        default=12,
-        help="encoder layers (default 12 = BERT-base; shrink for a smoke test)",
-    )
-    p.add_argument(
-        "--hidden",
-        type=int,
-        default=768,
-        help="hidden size, a multiple of 64; heads = hidden/64, intermediate = 4 x hidden "
-        "(default 768 = BERT-base; shrink for a smoke test)",
-    )
-    p.add_argument(
-        "--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)"
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="processes per configuration; seconds is their median (default 1: memory is deterministic)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)",
-    )
-    p.add_argument(
-        "--one",
-        action="store_true",
-        help="internal: measure one configuration in this process and print its JSON line "
-        "(needs exactly one --method and --checkpointing on|off)",
-    )
-    args = p.parse_args(argv)
-    args.methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    bad = [m for m in args.methods if m not in METHODS]
-    if bad or not args.methods:
-        p.error(f"--method: expected a comma-separated list of {', '.join(METHODS)}, got {args.method!r}")
-    for name in ("micro", "accum", "seq", "layers", "hidden", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.hidden % 64 and args.hidden > 64:
-        p.error(f"--hidden must be a multiple of 64 (head size 64) or at most 64, got {args.hidden}")
-    if args.one and (len(args.methods) != 1 or args.checkpointing == "both"):
-        p.error("--one measures one configuration: give one --method and --checkpointing on or off")
-    return args
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -329,7 +333,8 @@ def main(argv=None) -> None:
     )
     print_table(rows, args.budget_gib)
     for r in rows:
-        what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {'on' if r['checkpointing'] else 'off'}"
+        ckpt = "on" if r["checkpointing"] else "off"
+        what = f"{r['method']} micro {r['micro']} x accum {r['accum']}, checkpointing {ckpt}"
         if r["fits_budget"] is None:
             print(f"verdict: {what}: no peak measured -> {r['verdict']}")
         else:

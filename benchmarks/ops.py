@@ -28,14 +28,86 @@ import platform
 import statistics
 import time
 
+SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.ops",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--shapes",
+        default="minilm,bert-base",
+        help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072) (default %(default)s)",
+    )
+    ap.add_argument(
+        "--cases",
+        default="lora-qkv,lora-ffn,ia3-kv,ia3-ff",
+        help="comma-separated cases (see above) (default %(default)s)",
+    )
+    ap.add_argument(
+        "--tokens",
+        type=int,
+        default=1024,
+        help="rows of x, i.e. batch × sequence (8 × 128) (default %(default)s)",
+    )
+    ap.add_argument("--r", type=int, default=8, help="LoRA rank (default %(default)s)")
+    ap.add_argument(
+        "--alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r (default %(default)s)"
+    )
+    ap.add_argument(
+        "--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch (default %(default)s)"
+    )
+    ap.add_argument(
+        "--masks",
+        default="on",
+        choices=["on", "off"],
+        help="also time the dropout masks alone (default %(default)s)",
+    )
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of x, weights and adapters (default %(default)s)",
+    )
+    ap.add_argument(
+        "--device", default="auto", help="cpu, cuda, or auto (cuda when available) (default %(default)s)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
+    )
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed forward+backward steps per path first (default %(default)s)",
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=15,
+        help="timed repeats; median and min/max reported (default %(default)s)",
+    )
+    ap.add_argument(
+        "--inner",
+        type=int,
+        default=3,
+        help="steps per timed repeat (time is their mean) (default %(default)s)",
+    )
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    parse_args()
+
 import torch
 import torch.nn.functional as F
 
 from minipeft import ops
 from minipeft.training.memory import SavedTensorsMeter
 from models.dropout import random_lanes
-
-SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
 
 
 def saved_bytes(fn, exclude=()):
@@ -179,37 +251,6 @@ def measure_masks(args, shape, device):
     return res
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--shapes",
-        default="minilm,bert-base",
-        help="comma-separated model shapes: minilm (384, 1536), bert-base (768, 3072)",
-    )
-    ap.add_argument(
-        "--cases", default="lora-qkv,lora-ffn,ia3-kv,ia3-ff", help="comma-separated cases (see above)"
-    )
-    ap.add_argument("--tokens", type=int, default=1024, help="rows of x, i.e. batch × sequence (8 × 128)")
-    ap.add_argument("--r", type=int, default=8, help="LoRA rank")
-    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r")
-    ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout on the adapter branch")
-    ap.add_argument("--masks", default="on", choices=["on", "off"], help="also time the dropout masks alone")
-    ap.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="dtype of x, weights and adapters",
-    )
-    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
-    ap.add_argument(
-        "--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)"
-    )
-    ap.add_argument("--warmup", type=int, default=3, help="untimed forward+backward steps per path first")
-    ap.add_argument("--repeats", type=int, default=15, help="timed repeats; median and min/max reported")
-    ap.add_argument("--inner", type=int, default=3, help="steps per timed repeat (time is their mean)")
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -232,8 +273,10 @@ def main(argv=None):
             p, q = r["plain"], r["fused"]
             print(
                 f"{shape:10} {case:9} {p['median_ms']:7.2f} [{p['min_ms']:.1f},{p['max_ms']:.1f}] "
-                f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] {r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
-                f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} {r['bytes_ratio_fused_plain']:6.2f}"
+                f"{q['median_ms']:7.2f} [{q['min_ms']:.1f},{q['max_ms']:.1f}] "
+                f"{r['time_ratio_fused_plain']:6.2f} {r['time_ratio_paired']:6.2f} "
+                f"{p['saved_bytes'] / 2**20:9.2f} {q['saved_bytes'] / 2**20:9.2f} "
+                f"{r['bytes_ratio_fused_plain']:6.2f}"
             )
             results.append({"shape": shape, "hidden": h, "intermediate": f, "case": case, **r})
     masks = []
@@ -242,13 +285,15 @@ def main(argv=None):
         mshapes.append(("attention", (max(args.tokens // 128, 1), 12, 128, 128)))
         print(f"\ndropout mask, p={args.dropout}: median ms [min, max] per mask")
         print(
-            f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} {'lanes -> uint8':>22} {'u8/bool':>7}"
+            f"{'shape':24} {'bernoulli (nn.Dropout)':>24} {'lanes -> bool':>22} "
+            f"{'lanes -> uint8':>22} {'u8/bool':>7}"
         )
         for label, shape in mshapes:
             m = measure_masks(args, shape, device)
             cell = lambda k, m=m: f"{m[k]['median_ms']:7.3f} [{m[k]['min_ms']:.2f},{m[k]['max_ms']:.2f}]"
             print(
-                f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} {cell('lanes-bool'):>22} "
+                f"{label + ' ' + 'x'.join(map(str, shape)):24} {cell('bernoulli'):>24} "
+                f"{cell('lanes-bool'):>22} "
                 f"{cell('lanes-uint8'):>22} {m['paired_uint8_bool']:7.2f}"
             )
             masks.append({"label": label, "shape": list(shape), **m})

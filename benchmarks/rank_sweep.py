@@ -13,18 +13,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-import minipeft
-from benchmarks import grid, sweep_io, sweep_report, sweep_stats
-from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
-from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
-from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
-from models.bert import init_weights
 from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
-from tasks.objective import seq_cls_eval, seq_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, subsample
 
 DEFAULTS = dict(
@@ -46,29 +37,15 @@ HEAD = ("classifier",)
 REQUIRED = ("rank", "seed", "trial", "val_auroc", "test_auroc")  # columns a resumable runs.csv must have
 
 DESCRIPTION = """\
-The paper's LoRA rank study (Taylor et al. 2024, MIMIC mortality): AUROC at rank r minus AUROC at
-rank 8, paired per seed, on your data (--task mimic-mp --data-dir DIR) or on an embedded default.
+The paper's LoRA rank study (Taylor et al. 2024): AUROC at rank r minus AUROC at rank 8,
+paired per seed, on an embedded default or on your data (--task mimic-mp --data-dir DIR).
 
-Default (about 8-12 min on 2 idle CPU cores; the estimate is printed before anything trains):
-the real all-MiniLM-L6-v2 checkpoint on rotten-tomatoes (real critic snippets, binary; 64 tokens
-cover them all), ranks 2,8,32,128 x seeds 12,34,56 = 12 runs of 1 epoch on 2,000 training
-examples, lr 1e-3, LoRA on query,value, alpha policy `rslora`, scored on 800 validation and 800
-test examples.
-Why this grid: the question is whether rank above 8 helps; 32 and 128 reach the top of the
-paper's grid (8-128) and 2 sits below it; three seeds (the paper's 12,34,56) are the fewest that
-give a paired std.
-Why `rslora` (alpha 8, scaling 8/sqrt(r)): under AdamW every entry of B moves by about lr per
-step whatever the scaling, and for a new input the r directions add up like random signs, so the
-layer's output moves by about scaling x lr x sqrt(r). rsLoRA's 1/sqrt(r) keeps that step the same
-at every rank, so the Δ reflects rank rather than step size. With `fixed` (8/r, the authors'
-first sweep) the step shrinks like 1/sqrt(r) (4x smaller at r=128 than at r=8), so within one
-short epoch high ranks would look worse from under-training; `proportional` (scaling 1) grows it
-like sqrt(r). (A 5-step AdamW toy, r=2..128: output change 0.36..0.06 fixed, 0.50..0.67 rslora,
-0.09..0.95 proportional.) lr 1e-3 as in the authors' first sweep (above the paper's 3e-4 default,
-since one short epoch is the whole budget); 2,000 examples reach test AUROC ~0.83 at r=8. Seed
-noise is as large as the paper's rank effect (about +-0.01 AUROC), so the summary says when a
-difference is within noise (95% paired t-interval). The paper's full protocol: --ranks
-8,16,32,64,128 --epochs 5 --search 20 --max-train-examples 0 (hours, not minutes).
+Default, about 6 min on 2 idle CPU cores (the estimate is printed before anything trains):
+the real all-MiniLM-L6-v2 on rotten-tomatoes, ranks 2,8,32,128 x seeds 12,34,56 = 12 runs of
+1 epoch on 2,000 examples, lr 1e-3, LoRA on query,value, alpha policy rslora, scored on 800
+validation and 800 test examples. "Within noise": the paired 95% t-interval contains 0.
+The paper's protocol: --ranks 8,16,32,64,128 --epochs 5 --search 20 --max-train-examples 0.
+Why this grid, this alpha policy and this budget: docs/rank-sweep.md.
 """
 
 
@@ -124,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fixed", "proportional", "rslora"),
         default=d["alpha_policy"],
         help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
-        "alpha=r, scaling 1; rslora: alpha=--alpha, scaling alpha/sqrt(r) (default; see above)",
+        "alpha=r, scaling 1; rslora (default): alpha=--alpha, scaling alpha/sqrt(r) (docs/rank-sweep.md)",
     )
     a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
     a(
@@ -160,9 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="the paper's protocol: N random trials per rank and seed over lr ~ logU[1e-5, 1e-3], "
-        "alpha = r x {0.3, 0.5, 1} and dropout {0.1, 0.3, 0.5} (the same draws at every rank), keeping "
-        "the trial with the best validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)",
+        help="the paper's protocol: N random trials of lr, alpha and dropout per rank and seed, keeping "
+        "the best by validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)",
     )
     a(
         "--data-seed",
@@ -173,11 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--threads",
         default="auto",
-        help="torch threads, or 'auto' (default): time a training step with torch's "
-        "default and with 1 thread and keep the faster; on a machine shared with other jobs, one thread "
-        "avoids oversubscription and is often several times faster. Trained weights depend on the thread "
-        "count (float summation order), so a resumed sweep reuses the count recorded in runs.csv; pass a "
-        "number for runs that are bit-identical across invocations",
+        help="torch threads, or 'auto' (default): time a step with torch's default and with 1 thread "
+        "and keep the faster; a resumed sweep reuses the count in runs.csv",
     )
     a(
         "--workers",
@@ -190,13 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--shard",
         metavar="K/N",
-        help="run only the K-th of N slices of the plan (a Slurm array task: "
-        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); rerun without it on the same --out to write "
-        "the summary (see docs/grids.md)",
+        help="run only the K-th of N slices of the plan (a Slurm array task); rerun without it on the "
+        "same --out to write the summary (docs/grids.md)",
     )
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+
+import minipeft
+from benchmarks import grid, sweep_io, sweep_report, sweep_stats
+from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from minipeft import files
+from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
+from models import load_pretrained, load_tokenizer
+from models.bert import init_weights
+from tasks.objective import seq_cls_eval, seq_cls_loss
 
 
 def check_args(args) -> None:
@@ -226,8 +213,8 @@ def choose_threads(ctx, pending, args) -> tuple[float, float]:
         torch.set_num_threads(1)
         one_step, one_eval = calibrate(ctx, pending, args)
         print(
-            f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms per padded "
-            f"training token; using {1 if one_step < per_step else default}",
+            f"threads: {default} -> {per_step * 1e3:.2f} ms, 1 -> {one_step * 1e3:.2f} ms "
+            f"per padded training token; using {1 if one_step < per_step else default}",
             flush=True,
         )
         if one_step < per_step:
@@ -248,7 +235,10 @@ def load_context(args) -> Context:
         "test": subsample(data.test, args.max_eval_examples, args.data_seed),
     }
     encoded = {k: encode_texts(tok, v, args.max_length) for k, v in splits.items()}
-    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=0)
+    # every run draws its own head (reset_head); timing the step before that is no use of it
+    model = load_pretrained(
+        model_dir, head=task.head, num_labels=len(data.labels), seed=0, warn_untrained_head=False
+    )
     files = {str(f): sha256_file(f) for f in data.files}
     return Context(
         task=task,
@@ -369,6 +359,8 @@ def sweep(args) -> dict:
     if args.threads != "auto":
         torch.set_num_threads(_positive_int(args.threads, "--threads"))
     out = Path(args.out)
+    # never a folder of the user's: new, empty, or an earlier sweep's (sweep.json)
+    files.check_dir_owned(out, marker="sweep.json", program="benchmarks.rank_sweep")
     ctx = load_context(args)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_of(args, ctx)
@@ -411,7 +403,7 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
     sweep_io.atomic_write(
         out / "summary.md", sweep_report.markdown(summary, args.reference_rank, settings, wall, cpu)
     )
-    policy = args.alpha_policy if not args.search else f"search {args.search}"
+    policy = f"search {args.search}" if args.search else args.alpha_policy
     title = f"{args.task}: LoRA rank sweep, {Path(settings['model']).name}, {policy}"
     sweep_report.plot(summary, args.reference_rank, out / "rank_sweep.png", title)
     print(sweep_report.table(summary, args.reference_rank))

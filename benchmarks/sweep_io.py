@@ -90,7 +90,12 @@ def check_settings(path: Path, settings: dict) -> None:
     """Write sweep.json, or compare with the one a previous (killed) sweep left."""
     path = Path(path)
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); choose another --out for a new sweep") from None
+        if not isinstance(old, dict):
+            raise ValueError(f"{path}: not a sweep's settings (a JSON object); choose another --out")
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             raise ValueError(

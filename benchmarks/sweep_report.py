@@ -101,7 +101,20 @@ def markdown(summary: list[dict], ref_rank: int, settings: dict, wall: float, cp
     return "\n".join(lines)
 
 
+def interval_bars(summary: list[dict], ref_rank: int, split: str) -> tuple[list[float], list[float]]:
+    """Per rank, the mean paired Δ and the half-width of its 95% t-interval, t(0.975, n−1)·std/√n:
+    the interval the "within noise" verdict uses (0 at the reference rank and for a single seed)."""
+    means, halves = [], []
+    for e in summary:
+        d = e[f"{split}_delta"]
+        ref = e["rank"] == ref_rank
+        means.append(0.0 if ref else d.mean)
+        halves.append(0.0 if ref or math.isnan(d.half_width) else d.half_width)
+    return means, halves
+
+
 def plot(summary: list[dict], ref_rank: int, path: Path, title: str) -> None:
+    """The figure as `path` (PNG) and beside it as SVG (same name, .svg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,17 +124,13 @@ def plot(summary: list[dict], ref_rank: int, path: Path, title: str) -> None:
     x = list(range(len(ranks)))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for split, style, shift in (("test", "o-", -0.04), ("val", "s--", 0.04)):
-        means = [0.0 if e["rank"] == ref_rank else e[f"{split}_delta"].mean for e in summary]
-        stds = [
-            0.0 if e["rank"] == ref_rank or math.isnan(e[f"{split}_delta"].std) else e[f"{split}_delta"].std
-            for e in summary
-        ]
-        ax.errorbar([i + shift for i in x], means, yerr=stds, fmt=style, capsize=4, label=f"{split} ΔAUROC")
+        means, halves = interval_bars(summary, ref_rank, split)
+        ax.errorbar([i + shift for i in x], means, yerr=halves, fmt=style, capsize=4, label=f"{split} ΔAUROC")
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.axhspan(-0.01, 0.01, color="0.9", zorder=0, label="±0.01 (paper's seed noise)")
     ax.set_xticks(x, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel(f"$AUROC_r - AUROC_{{{ref_rank}}}$ (mean ± std over seeds)")
+    ax.set_ylabel(f"$AUROC_r - AUROC_{{{ref_rank}}}$ (mean, paired 95% t-interval)", fontsize=8)
     ax2 = ax.twinx()
     ax2.plot(x, [e["adapter_params"] for e in summary], "^:", color="tab:gray", label="adapter params")
     ax2.set_yscale("log")
@@ -133,6 +142,7 @@ def plot(summary: list[dict], ref_rank: int, path: Path, title: str) -> None:
     fig.tight_layout()
     try:
         write_atomic(path, fig.savefig, suffix=".png")
+        write_atomic(Path(path).with_suffix(".svg"), fig.savefig, suffix=".svg")
     finally:
         plt.close(fig)
 

@@ -30,7 +30,8 @@ ratios are measured side by side on a shared machine: "/full", "/hf" are ratios 
 median per round of (variant − frozen) ÷ full: what a variant adds to the frozen base, as a share
 of full fine-tuning's step. "faults" is the median number of minor page faults per step (fresh
 memory touched for the first time; Linux/macOS).
-"Activation bytes" are the unique storages autograd saves for backward during one forward, parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
+"Activation bytes" are the unique storages autograd saves for backward during one forward,
+parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, the seed draw of models.attention.recompute_attention and the random draws of
 models.dropout.random_lanes are graph breaks; compile time is excluded by the warm-up steps.
 
@@ -45,11 +46,6 @@ import json
 import platform
 import statistics
 import time
-
-import torch
-import torch.nn.functional as F
-
-from benchmarks.ops import saved_bytes, summarize
 
 try:
     import resource  # page-fault counts (Unix)
@@ -68,6 +64,74 @@ VARIANTS = (
     "ia3",
     "hf-peft",
 )
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of the variants above (default %(default)s)",
+    )
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step (default %(default)s)")
+    ap.add_argument(
+        "--seq", type=int, default=128, help="tokens per sequence (no padding) (default %(default)s)"
+    )
+    ap.add_argument("--r", type=int, default=8, help="LoRA rank (default %(default)s)")
+    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default %(default)s)")
+    ap.add_argument(
+        "--dropout",
+        type=float,
+        default=0.1,
+        help="LoRA dropout (on the adapter branch) (default %(default)s)",
+    )
+    ap.add_argument(
+        "--targets",
+        default="query,key,value",
+        help="comma-separated LoRA target modules (default %(default)s)",
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps per variant first (default %(default)s)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=10, help="timed steps per variant, round-robin (default %(default)s)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
+    )
+    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
+    ap.add_argument(
+        "--optimizer",
+        choices=("fused", "foreach"),
+        default="fused",
+        help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
+        "with torch >= 2.8 use) or foreach (torch's multi-tensor default)",
+    )
+    ap.add_argument(
+        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after timing, profile STEPS more steps per variant with torch.profiler and print "
+        "where a step's time goes (ms per step, by kind of op); 0 = off (default %(default)s)",
+    )
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    parse_args()
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.ops import saved_bytes, summarize
 
 
 def _ours(kind, path, args):
@@ -196,44 +260,6 @@ def batch_of(args, vocab):
     return batch, torch.randint(0, 2, (args.batch,), generator=g)
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants above"
-    )
-    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
-    ap.add_argument("--seq", type=int, default=128, help="tokens per sequence (no padding)")
-    ap.add_argument("--r", type=int, default=8, help="LoRA rank")
-    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
-    ap.add_argument("--dropout", type=float, default=0.1, help="LoRA dropout (on the adapter branch)")
-    ap.add_argument("--targets", default="query,key,value", help="comma-separated LoRA target modules")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    ap.add_argument("--repeats", type=int, default=10, help="timed steps per variant, round-robin")
-    ap.add_argument(
-        "--threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)"
-    )
-    ap.add_argument("--compile", action="store_true", help="wrap every model in torch.compile")
-    ap.add_argument(
-        "--optimizer",
-        choices=("fused", "foreach"),
-        default="fused",
-        help="AdamW kernel of every variant: fused (default: what minipeft's loop and HF Trainer "
-        "with torch >= 2.8 use) or foreach (torch's multi-tensor default)",
-    )
-    ap.add_argument(
-        "--model-dir", default=None, help="checkpoint folder (default: the cached all-MiniLM-L6-v2)"
-    )
-    ap.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="after timing, profile STEPS more steps per variant with torch.profiler and print "
-        "where a step's time goes (ms per step, by kind of op); 0 = off",
-    )
-    return ap.parse_args(argv)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -338,7 +364,8 @@ def report(res, notes, args):
         print(
             f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
             f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
-            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} {r['activation_bytes'] / 2**20:8.1f} "
+            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} "
+            f"{r['activation_bytes'] / 2**20:8.1f} "
             f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}"
         )
     for name, note in notes.items():

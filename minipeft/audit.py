@@ -276,9 +276,27 @@ def build_manifest(model: nn.Module, config: dict, tensors: dict, provenance: di
     return manifest
 
 
+def _check_shape(manifest, file: Path) -> None:
+    """The manifest's structure, before any field is used: a hostile file fails here, by name."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{file}: expected a JSON object, found a {type(manifest).__name__}")
+    for key, kind in (("base_fingerprint", str), ("config_sha256", str), ("tensors", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(
+                f"{file}: field {key!r} is {type(manifest.get(key)).__name__}, expected {kind.__name__}; "
+                "the manifest is damaged or was edited. Save the adapter again"
+            )
+    for k, entry in manifest["tensors"].items():
+        if not isinstance(entry, dict) or not {"dtype", "shape", "sha256"} <= set(entry):
+            raise ValueError(
+                f"{file}: tensors[{k!r}] lacks dtype/shape/sha256; the manifest is damaged or was edited"
+            )
+
+
 def _verify(manifest: dict, config: dict, tensors: dict, file: Path) -> None:
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{file}: format={manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{file}: format={found!r}, expected {MANIFEST_FORMAT!r}; not a minipeft manifest")
     if manifest.get("manifest_sha256") != manifest_sha256(manifest):
         raise ValueError(
             f"{file}: the manifest was edited after it was written (its manifest_sha256 does not "
@@ -330,8 +348,10 @@ def check_manifest(
     else:
         try:
             manifest = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{file}: not valid JSON ({e})") from None
+        if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
+            _check_shape(manifest, file)
         _verify(manifest, config, tensors, file)
         record.update(
             manifest=str(file),

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file
 
 from minipeft import audit, registry
 from minipeft.adapter import module_names
-from minipeft.files import save_tensors, write_json
+from minipeft.files import read_tensors, replace_dir, save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
 
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 TASK_TYPES = (None, "SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION")
+# what save_adapter may replace in an existing folder (tasks.finetune adds task.json beside them)
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, audit.MANIFEST_FILE, "task.json")
 
 # Fields of PEFT's configs that must be empty/false/none, unless the adapter type reads them (its
 # PEFT_REQUIRED / PEFT_OPTIONAL / PEFT_MARKERS): each one changes the math or the layout.
@@ -165,6 +166,16 @@ def _the_config(model: nn.Module):
     return state.configs[0]
 
 
+def model_task_type(model: nn.Module) -> str | None:
+    """PEFT's task_type for a model with a task head (by its class, as HF names them), else None."""
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "SEQ_CLS"
+    if name.endswith("ForTokenClassification"):
+        return "TOKEN_CLS"
+    return None
+
+
 def save_adapter(
     model: nn.Module,
     out_dir,
@@ -173,16 +184,20 @@ def save_adapter(
     provenance: dict | None = None,
 ) -> Path:
     """Write adapter_model.safetensors, adapter_config.json and adapter_manifest.json into out_dir
-    (each atomically). base_model_name_or_path defaults to the model's `name_or_path`, if any."""
+    as a whole: the three files go to a new folder beside out_dir, which then replaces out_dir in
+    one step (minipeft.files.replace_dir), so a kill leaves the old adapter or the new one. An
+    existing out_dir holding other files is refused. task_type defaults to the model's head
+    (SEQ_CLS/TOKEN_CLS), base_model_name_or_path to the model's `name_or_path`, if any."""
     config = _the_config(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     name = base_model_name_or_path or getattr(model, "name_or_path", None) or None
-    cfg = peft_config(config, task_type, name)
+    cfg = peft_config(config, task_type or model_task_type(model), name)
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in adapter_tensors(model).items()}
-    save_tensors(out / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    write_json(out / CONFIG_FILE, cfg)
-    write_json(out / audit.MANIFEST_FILE, audit.build_manifest(model, cfg, tensors, provenance))
+    manifest = audit.build_manifest(model, cfg, tensors, provenance)
+    with replace_dir(out, ADAPTER_FILES, "save_adapter") as tmp:
+        save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+        write_json(tmp / CONFIG_FILE, cfg)
+        write_json(tmp / audit.MANIFEST_FILE, manifest)
     return out
 
 
@@ -196,9 +211,11 @@ def _read(in_dir: Path) -> tuple[dict, dict]:
             )
     try:
         d = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
-    return d, load_file(str(weights))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file}: not valid JSON ({e}); write the adapter again") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, found a {type(d).__name__}")
+    return d, read_tensors(weights)
 
 
 def _check_tensors(model: nn.Module, found: dict, file: Path) -> dict:
@@ -211,6 +228,11 @@ def _check_tensors(model: nn.Module, found: dict, file: Path) -> dict:
             f"{' ...' if len(unexpected) > 6 else ''}. Is this adapter for this model class?"
         )
     for k, t in expected.items():
+        if t.is_floating_point() and not found[k].is_floating_point():
+            raise ValueError(
+                f"{file}: {k} has dtype {found[k].dtype}, expected floating point; the file was "
+                "written by another program or edited. Save the adapter again"
+            )
         if tuple(found[k].shape) != tuple(t.shape):
             raise ValueError(
                 f"{file}: {k} has shape {tuple(found[k].shape)}, the model expects "

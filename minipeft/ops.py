@@ -43,7 +43,8 @@ def dropout_mask(shape, p: float, device=None, generator=None):
         -(2**63), None, generator=generator
     )
     lanes = bits.view(torch.int16)[:n].view(shape)  # (*shape) int16
-    # compared straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel (benchmarks.ops)
+    # compared straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel
+    # (benchmarks.ops)
     keep = torch.ge(lanes, t - 32768, out=torch.empty(shape, dtype=torch.uint8, device=lanes.device))
     return keep, 65536.0 / (65536 - t)
 

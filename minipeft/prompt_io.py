@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from minipeft.files import save_tensors, write_text
+from minipeft.files import read_tensors, replace_dir, save_tensors, write_text
 from minipeft.prompt import PrefixConfig, PrefixTuning, PromptConfig, PromptTuning
 
 CONFIG_FILE = "adapter_config.json"
@@ -60,11 +59,11 @@ def _peft_config(wrapper: nn.Module, base_model_name_or_path) -> dict:
 
 
 def save_prompt(wrapper: nn.Module, out_dir, base_model_name_or_path: str | None = None) -> Path:
-    """Write adapter_config.json + adapter_model.safetensors (weights first, config last)."""
+    """Write adapter_config.json + adapter_model.safetensors as a whole (minipeft.files.replace_dir:
+    a kill leaves the old folder or the new one; a folder holding other files is refused)."""
     if not isinstance(wrapper, (PrefixTuning, PromptTuning)):
         raise TypeError(f"save_prompt expects a PrefixTuning or PromptTuning, got {type(wrapper).__name__}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {KEY: wrapper.prompt_encoder.embedding.weight}
     for path in wrapper.saved:
         for name, t in wrapper.base_model.get_submodule(path).state_dict().items():
@@ -73,8 +72,11 @@ def save_prompt(wrapper: nn.Module, out_dir, base_model_name_or_path: str | None
     if base_model_name_or_path is None:
         base_model_name_or_path = getattr(wrapper.base_model, "name_or_path", None) or None
     text = json.dumps(_peft_config(wrapper, base_model_name_or_path), indent=2, sort_keys=True) + "\n"
-    save_tensors(out / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    write_text(out / CONFIG_FILE, text)
+    with replace_dir(
+        out, (WEIGHTS_FILE, CONFIG_FILE, "adapter_manifest.json", "task.json"), "save_prompt"
+    ) as tmp:
+        save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+        write_text(tmp / CONFIG_FILE, text)
     return out
 
 
@@ -86,9 +88,12 @@ def _read(folder: Path) -> tuple[dict, dict]:
                 f"{f}: missing; expected a PEFT adapter folder ({CONFIG_FILE} + {WEIGHTS_FILE})"
             )
     try:
-        return json.loads(cfg_file.read_text()), load_file(str(weights))
-    except (json.JSONDecodeError, OSError, ValueError) as e:
-        raise ValueError(f"{folder}: unreadable adapter ({e}); copy or write it again") from e
+        d = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file}: unreadable adapter config ({e}); copy or write it again") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, found a {type(d).__name__}")
+    return d, read_tensors(weights)
 
 
 def _refuse(d: dict, file: Path) -> None:

@@ -37,7 +37,8 @@ def keep_mask(shape, p: float, device=None, generator=None):
     """(keep as uint8 0/1, keep_scale = 1/(1 − p')): 0 where a 16-bit lane of `random_lanes` falls
     below its threshold."""
     lanes, threshold, keep_scale = random_lanes(shape, p, device, generator)
-    # written straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel (benchmarks.ops)
+    # written straight into uint8: the same 0/1 bytes as a bool result, by a faster CPU kernel
+    # (benchmarks.ops)
     keep = torch.ge(lanes, threshold, out=torch.empty(lanes.shape, dtype=torch.uint8, device=lanes.device))
     return keep, keep_scale  # (*shape) uint8 0/1
 

@@ -7,11 +7,10 @@ that are never loaded. An unknown `model_type` is refused by name.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import bert, distilbert, mobilebert
+from models import bert, distilbert, hf_config, mobilebert
 from models.config import BertConfig, DistilBertConfig, MobileBertConfig
 
 
@@ -61,11 +60,8 @@ def family_of(config_file) -> Family:
             f"{config_file}: no config.json; expected a HuggingFace model folder "
             f"(config.json + model.safetensors)"
         )
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type", "bert")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e})") from e
-    if model_type not in FAMILIES:
+    model_type = hf_config.read_json_object(config_file).get("model_type", "bert")
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise ValueError(
             f"{config_file}: model_type={model_type!r} is not supported; supported model "
             f"types: {', '.join(sorted(FAMILIES))}"

@@ -9,6 +9,7 @@ CHECK, FIXED and ARCHITECTURES, so each family keeps one flat config class, no b
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -25,12 +26,45 @@ def split_keys(cls, d: dict, ignore=()) -> tuple:
     return known, extra
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
+
+
+def check_types(cls, known: dict, source: str) -> None:
+    """Each config.json value has its field's type (from the annotation: int, float, str, bool,
+    dict, `| None`), integers are >= 0 and floats finite; else ValueError naming file and key."""
+    for f in fields(cls):
+        if f.name not in known:
+            continue
+        v, parts = known[f.name], [p.strip() for p in str(f.type).split("|")]
+        if v is None and "None" in parts:
+            continue
+        allowed = tuple(t for p in parts for t in _TYPES.get(p, ()))
+        if not allowed:
+            continue
+        ok = isinstance(v, allowed) and (bool in allowed or not isinstance(v, bool))
+        if ok and isinstance(v, (int, float)) and not isinstance(v, bool):
+            ok = math.isfinite(v) and (v >= 0 or "float" in parts)
+        if not ok:
+            raise ValueError(
+                f"{source}: {f.name}={v!r} ({type(v).__name__}); expected "
+                f"{' or '.join(parts)}{' >= 0' if parts[0] == 'int' else ''}. Fix the value in config.json"
+            )
+
+
 def construct(cls, known: dict, extra: dict, d: dict, source: str):
     """cls(**known, extra, name_or_path from `_name_or_path`); its errors name `source`."""
+    check_types(cls, known, source)
     try:
         return cls(**known, extra=extra, name_or_path=str(d.get("_name_or_path", "")))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: {e}") from e
+
+
+def default_labels(n, source: str) -> dict:
+    """{i: LABEL_i} for config.json's num_labels, which must be a whole number >= 1."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{source}: num_labels={n!r}; expected a whole number >= 1. Fix config.json")
+    return {i: f"LABEL_{i}" for i in range(n)}
 
 
 def from_dict(cls, d: dict, source: str = "config"):
@@ -51,7 +85,7 @@ def from_dict(cls, d: dict, source: str = "config"):
     known, extra = split_keys(cls, d, ignore=tuple(cls.FIXED))
     n = extra.pop("num_labels", None)
     if n is not None and not known.get("id2label"):
-        known["id2label"] = {i: f"LABEL_{i}" for i in range(int(n))}
+        known["id2label"] = default_labels(n, source)
     return construct(cls, known, extra, d, source)
 
 
@@ -63,11 +97,18 @@ def from_json(cls, path):
         raise FileNotFoundError(
             f"{path}: no config.json; expected a HuggingFace model folder (config.json + model.safetensors)"
         )
+    return cls.from_dict(read_json_object(path), source=str(path))
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; anything else raises ValueError naming the file."""
     try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return cls.from_dict(d, source=str(path))
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(d).__name__}; fix the file")
+    return d
 
 
 def to_dict(cfg, architectures=None) -> dict:
@@ -103,6 +144,8 @@ def validate(cfg) -> None:
             f"{act}={getattr(cfg, act)!r} is not supported; expected one of {tuple(ACTIVATIONS)} "
             f"(use a checkpoint with one of these activations)"
         )
+    if getattr(cfg, heads) < 1 or getattr(cfg, width) < 1:
+        raise ValueError(f"{heads}={getattr(cfg, heads)} and {width}={getattr(cfg, width)} must be >= 1")
     if getattr(cfg, width) % getattr(cfg, heads):
         raise ValueError(f"{width}={getattr(cfg, width)} is not a multiple of {heads}={getattr(cfg, heads)}")
     _normalise_labels(cfg)

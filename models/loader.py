@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.atomic import replace_dir
 from models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
 from models.config import BertConfig
 from models.families import ARCHITECTURES, FAMILIES, Family, family_of
@@ -36,6 +36,7 @@ HEADS = {
 }
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 WEIGHTS = "model.safetensors"
+OWNED = (WEIGHTS, "config.json", "task.json", *TOKENIZER_FILES)  # what save_pretrained may replace
 
 
 def read_safetensors(file: Path) -> dict:
@@ -52,12 +53,32 @@ def read_safetensors(file: Path) -> dict:
         )
         raise FileNotFoundError(f"{file}: no {file.name}; expected the weights as safetensors{hint}")
     try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as e:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
         raise ValueError(
-            f"{file}: not a readable safetensors file ({e}); it may be truncated or "
+            f"{file}: not a readable safetensors file ({str(e)[:200]}); it may be truncated or "
             f"corrupt, copy or download it again"
-        ) from e
+        ) from None
+    check_weights(tensors, file)
+    return tensors
+
+
+def check_weights(tensors: dict, file: Path) -> None:
+    """Refuse what would give a silently wrong model: integer or bool tensors where our models hold
+    floats (every weight; `position_ids`, dropped anyway, excepted) and NaN or inf values."""
+    ints = sorted(k for k, t in tensors.items() if not t.is_floating_point() and not k.endswith("_ids"))
+    if ints:
+        raise ValueError(
+            f"{file}: tensor {ints[0]!r} has dtype {tensors[ints[0]].dtype} ({len(ints)} such tensor(s)); "
+            "expected floating-point weights. The file was written wrongly: convert it again"
+        )
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        n = int((~torch.isfinite(tensors[bad[0]])).sum())
+        raise ValueError(
+            f"{file}: tensor {bad[0]!r} holds {n} NaN/inf value(s) ({len(bad)} tensor(s) affected); "
+            "expected finite weights. The checkpoint is damaged or diverged: use another"
+        )
 
 
 def _normalise_key(key: str, prefix: str = "bert") -> str:
@@ -120,6 +141,17 @@ def load_state(module: nn.Module, tensors: dict, file: Path, prefix: str = "") -
     module.load_state_dict(tensors, strict=True, assign=True)  # takes the tensors (meta-built model)
 
 
+def _with_label_names(cfg, labels, num_labels: int | None):
+    """`cfg` whose id2label/label2id are `labels` (the names save_pretrained writes and HF reads)."""
+    labels = tuple(labels)
+    if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct non-empty strings, got {labels!r}")
+    if num_labels is not None and num_labels != len(labels):
+        raise ValueError(f"num_labels={num_labels} but {len(labels)} labels {labels!r}; pass one of them")
+    id2label = dict(enumerate(labels))
+    return replace(cfg, id2label=id2label, label2id={v: i for i, v in id2label.items()})
+
+
 def _num_labels(num_labels: int | None, cfg: BertConfig) -> int:
     if num_labels is not None:
         if num_labels < 1:
@@ -153,14 +185,26 @@ def _fresh_pooler_if_absent(encoder: nn.Module, base: dict, file: Path, cfg, see
 
 
 def _load_head(
-    model: nn.Module, head: dict, file: Path, cfg, seed: int, names: tuple = ("classifier",)
+    model: nn.Module,
+    head: dict,
+    file: Path,
+    cfg,
+    seed: int,
+    names: tuple = ("classifier",),
+    warn_untrained: bool = True,
 ) -> bool:
     """Load each saved head module (`classifier`, DistilBERT's `pre_classifier`) when its shapes
     fit, else initialise it; returns True if all were loaded."""
     return all(
         [
             _load_head_module(
-                model, name, {k: v for k, v in head.items() if k.startswith(name + ".")}, file, cfg, seed
+                model,
+                name,
+                {k: v for k, v in head.items() if k.startswith(name + ".")},
+                file,
+                cfg,
+                seed,
+                warn_untrained,
             )
             for name in names
             if hasattr(model, name)
@@ -168,7 +212,9 @@ def _load_head(
     )
 
 
-def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, seed: int) -> bool:
+def _load_head_module(
+    model: nn.Module, name: str, head: dict, file: Path, cfg, seed: int, warn_untrained: bool = True
+) -> bool:
     clf = getattr(model, name)
     shapes = {f"{name}.weight": clf.weight.shape, f"{name}.bias": clf.bias.shape}
     if set(head) == set(shapes) and all(head[k].shape == s for k, s in shapes.items()):
@@ -182,17 +228,36 @@ def _load_head_module(model: nn.Module, name: str, head: dict, file: Path, cfg, 
     with torch.no_grad():
         clf.weight.copy_(torch.empty(clf.weight.shape).normal_(0.0, cfg.initializer_range, generator=gen))
         clf.bias.zero_()
-    log.warning(
-        "%s: %s head initialised fresh, N(0, %g) with seed %d, for %d outputs "
-        "(saved head tensors: %s); train it before use",
-        file,
-        name,
-        cfg.initializer_range,
-        seed,
-        clf.out_features,
-        found,
+    message = (
+        f"{file}: {name} head initialised fresh, N(0, {cfg.initializer_range:g}) with seed {seed}, "
+        f"for {clf.out_features} outputs (saved head tensors: {found})"
     )
+    log.info("%s", message)
+    if warn_untrained:
+        _warn_if_used_untrained(
+            clf, message + "; it is being used untrained: train it or load an adapter first"
+        )
     return False
+
+
+def _warn_if_used_untrained(clf: nn.Module, message: str) -> None:
+    """Log `message` as a warning at the first evaluation-mode forward of `clf` if its weights are
+    still those drawn at load time. Training them (an optimiser step), load_adapter and
+    load_state_dict all write in place, which moves each tensor's version counter, so loading an
+    adapter that carries the head, or a sweep that trains it, never sees the warning."""
+    drawn = [(n, p, p._version) for n, p in clf.named_parameters()]
+    done = False
+
+    def check(module, args):
+        nonlocal done
+        if done or torch.compiler.is_compiling() or module.training:
+            return
+        done = True  # once per loaded head (copies made by merge share this closure)
+        now = dict(module.named_parameters())
+        if all(now.get(n) is p and p._version == v for n, p, v in drawn):
+            log.warning("%s", message)
+
+    clf.register_forward_pre_hook(check)
 
 
 def load_pretrained(
@@ -201,9 +266,15 @@ def load_pretrained(
     num_labels: int | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    labels=None,
+    warn_untrained_head: bool = True,
 ) -> nn.Module:
     """A BertModel (head=None), BertForSequenceClassification or BertForTokenClassification from a
-    HuggingFace folder. num_labels: the argument, else len(config id2label), else 2."""
+    HuggingFace folder. num_labels: the argument, else len(labels), else len(config id2label),
+    else 2. labels: the class names, in index order; they become the config's id2label, which
+    save_pretrained writes (and so a merged model carries the task's names, not LABEL_0...).
+    warn_untrained_head: a head drawn fresh (no saved one fits) warns at its first evaluation-mode
+    forward while still untrained; pass False when the caller replaces or redraws it anyway."""
     if head not in HEADS:
         raise ValueError(f"head={head!r} is not known; expected one of {list(HEADS)}")
     path = Path(path)
@@ -214,6 +285,9 @@ def load_pretrained(
     family = family_of(path / "config.json")  # bert, distilbert or mobilebert; others refused
     cfg = family.config.from_json(path / "config.json")
     cfg = replace(cfg, name_or_path=str(path))
+    if labels is not None and head is not None:
+        cfg = _with_label_names(cfg, labels, num_labels)
+        num_labels = len(cfg.id2label)
     file = path / WEIGHTS
     base, head_tensors = split_checkpoint(
         read_safetensors(file), file, drop_pooler=head == "token-classification", family=family
@@ -236,7 +310,9 @@ def load_pretrained(
         for name in family.head_modules:
             if hasattr(model, name):
                 getattr(model, name).to_empty(device="cpu")
-        model.head_loaded = _load_head(model, head_tensors, file, cfg, seed, family.head_modules)
+        model.head_loaded = _load_head(
+            model, head_tensors, file, cfg, seed, family.head_modules, warn_untrained_head
+        )
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     assert not left, f"tensors never loaded nor initialised: {left[:3]}"
     model.name_or_path = str(path)
@@ -266,39 +342,31 @@ def _check_plain(model: nn.Module, state: dict) -> None:
         )
 
 
-def _write_atomic(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_pretrained(model: nn.Module, out_dir, tokenizer_dir=None) -> Path:
     """Write HF's layout (config.json, model.safetensors, tokenizer files from `tokenizer_dir`)
-    so that `transformers` loads it unchanged. Each file is written to a temporary name and renamed;
-    the weights go first and config.json last, so a folder with a config is complete."""
+    so that `transformers` loads it unchanged. The folder is written beside `out_dir` and takes its
+    place as a whole (models.atomic), so a kill leaves the old folder or the new one; an existing
+    `out_dir` holding other files than these (and task.json) is refused."""
     arch = _architecture(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     _check_plain(model, state)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}  # heads: `bert.` prefix
-    _write_atomic(out / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    found = []
     if tokenizer_dir is not None:
         src = Path(tokenizer_dir)
-        found = [n for n in TOKENIZER_FILES if (src / n).exists()]
+        found = [n for n in TOKENIZER_FILES if (src / n).is_file()]
         if not found:
             raise FileNotFoundError(f"{src}: no tokenizer files; expected one of {TOKENIZER_FILES}")
-        for name in found:
-            _write_atomic(out / name, lambda p, name=name: shutil.copyfile(src / name, p))
     cfg = model.config.to_dict(architectures=[arch])
     cfg.pop("torch_dtype", None)  # a loaded checkpoint's, possibly stale; HF 5 writes `dtype`
     floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
     if floats:
         cfg["dtype"] = str(floats[0]).removeprefix("torch.")  # e.g. "float32", as HF writes it
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
-    _write_atomic(out / "config.json", lambda p: p.write_text(text))
+    with replace_dir(out, OWNED) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        for name in found:
+            shutil.copyfile(src / name, tmp / name)
+        (tmp / "config.json").write_text(text)
     return out

@@ -1,11 +1,11 @@
 """Adapter target presets per model family, as Taylor et al. 2024 used them (plain data).
 
-| preset     | LoRA targets            | IA³ targets (feed-forward = input-scaled)        | trained head              |
-|------------|-------------------------|--------------------------------------------------|---------------------------|
-| bert       | query, value            | key, value, output.dense (ff: output.dense)      | classifier                |
-| tiny       | query, key, value       | key, value, output.dense (ff: output.dense)      | classifier                |
-| mobile     | query, key, value       | key, value, output.dense (ff: output.dense)      | classifier                |
-| distilbert | q_lin, k_lin, v_lin     | k_lin, v_lin, lin1, lin2 (ff: lin1, lin2)        | pre_classifier, classifier|
+| preset     | LoRA targets      | IA³ targets (ff: scaled on the input)     | trained head              |
+|------------|-------------------|-------------------------------------------|---------------------------|
+| bert       | query,value       | key,value,output.dense (ff: output.dense) | classifier                |
+| tiny       | query,key,value   | key,value,output.dense (ff: output.dense) | classifier                |
+| mobile     | query,key,value   | key,value,output.dense (ff: output.dense) | classifier                |
+| distilbert | q_lin,k_lin,v_lin | k_lin,v_lin,lin1,lin2 (ff: lin1,lin2)     | pre_classifier,classifier |
 
 Targets match a module path by equality or by the suffix "." + name (PEFT's rule), so
 `output.dense` hits both BERT's attention.output.dense and output.dense (and MobileBERT's

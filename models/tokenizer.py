@@ -114,18 +114,44 @@ def _as_list(x, name):
 
 
 def _read_json(file: Path) -> dict:
+    """tokenizer_config.json as a dict whose special tokens are plain strings (HF may write an
+    added-token dict {"content": "[UNK]", ...}) and whose switches are booleans."""
+    if not file.exists():
+        return {}
     try:
-        return json.loads(file.read_text()) if file.exists() else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from e
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"{file}: expected a JSON object {{...}}, found a {type(cfg).__name__}; fix the file"
+        )
+    cfg = dict(cfg)
+    for key in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"):
+        v = cfg.get(key)
+        v = v.get("content") if isinstance(v, dict) else v
+        if key in cfg and v is not None and not isinstance(v, str):
+            raise ValueError(f"{file}: {key}={cfg[key]!r:.60}; expected a token string such as '[UNK]'")
+        if key in cfg:
+            cfg[key] = v
+    for key in ("do_lower_case", "tokenize_chinese_chars", "strip_accents"):
+        if key in cfg and not (isinstance(cfg[key], bool) or (cfg[key] is None and key == "strip_accents")):
+            raise ValueError(f"{file}: {key}={cfg[key]!r:.60}; expected true or false")
+    return cfg
 
 
 def _from_vocab(vocab_file: Path, cfg: dict) -> Backend:
     """BERT's WordPiece pipeline built from vocab.txt and tokenizer_config.json settings."""
     vocab = {}
-    for i, line in enumerate(vocab_file.read_text(encoding="utf-8").splitlines()):
+    try:
+        text = vocab_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{vocab_file}: not UTF-8 text ({e}); expected one WordPiece token per line"
+        ) from None
+    for i, line in enumerate(text.splitlines()):
         vocab.setdefault(line.rstrip("\r"), i)
-    unk = cfg.get("unk_token", "[UNK]")
+    unk = cfg.get("unk_token") or "[UNK]"
     tok = Backend(
         WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##", max_input_chars_per_word=100)
     )
@@ -136,7 +162,7 @@ def _from_vocab(vocab_file: Path, cfg: dict) -> Backend:
         lowercase=cfg.get("do_lower_case", True),
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = cfg.get("cls_token", "[CLS]"), cfg.get("sep_token", "[SEP]")
+    cls, sep = cfg.get("cls_token") or "[CLS]", cfg.get("sep_token") or "[SEP]"
     for t in (cls, sep):
         if t not in vocab:
             raise ValueError(f"{vocab_file}: no {t} token; expected a BERT vocabulary")

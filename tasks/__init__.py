@@ -1,1 +1,2 @@
-"""The paper's clinical tasks, the embedded default data sets, and the command lines that join models/ and minipeft/."""
+"""The paper's clinical tasks, the embedded default data sets, and the command lines that join
+models/ and minipeft/."""

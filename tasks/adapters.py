@@ -10,10 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from minipeft import load_adapter
 from minipeft.audit import check_manifest
+from minipeft.files import read_tensors
 from minipeft.inject import adapter_state
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
 from models import load_pretrained
@@ -21,22 +20,36 @@ from models import load_pretrained
 PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
 
 
+def read_object(file: Path) -> dict:
+    """A JSON file holding an object, or a ValueError naming it."""
+    try:
+        doc = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e}); write the adapter again") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{file}: expected a JSON object, found a {type(doc).__name__}")
+    return doc
+
+
 def peft_type(adapter_dir: Path) -> str | None:
     cfg_file = Path(adapter_dir) / CONFIG_FILE
-    return json.loads(cfg_file.read_text()).get("peft_type") if cfg_file.is_file() else None
+    return read_object(cfg_file).get("peft_type") if cfg_file.is_file() else None
 
 
 def is_prompt_adapter(adapter_dir: Path) -> bool:
     return peft_type(adapter_dir) in PROMPT_TYPES
 
 
-def load_base_for_adapter(model_dir, head: str | None, num_labels: int | None):
-    """load_pretrained without its "head initialised fresh" warning: the adapter brings the head."""
+def load_base_for_adapter(model_dir, head: str | None, num_labels: int | None = None, labels=None):
+    """load_pretrained without its "head initialised fresh" warning: the adapter brings the head.
+    `labels` (names in index order) become the config's id2label."""
     quiet = logging.getLogger("models.loader")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return load_pretrained(model_dir, head=head, num_labels=num_labels)
+        return load_pretrained(
+            model_dir, head=head, num_labels=num_labels, labels=labels, warn_untrained_head=False
+        )
     finally:
         quiet.setLevel(level)
 
@@ -49,7 +62,7 @@ def attach(model, adapter_dir: Path, allow_base_mismatch: bool = False):
         state = adapter_state(model)
         return model, state.loaded_from if state else None
     wrapper = load_prompt(model, adapter_dir)
-    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    config = read_object(adapter_dir / CONFIG_FILE)
     return wrapper, check_manifest(
-        wrapper, adapter_dir, config, load_file(str(adapter_dir / WEIGHTS_FILE)), allow_base_mismatch
+        wrapper, adapter_dir, config, read_tensors(adapter_dir / WEIGHTS_FILE), allow_base_mismatch
     )

@@ -26,8 +26,12 @@ def _re(labels, data_dir, seed):
     return data_csv.load_i2b2_re(data_dir, labels, seed)
 
 
-def _ner(types, data_dir, seed):
-    return data_conll.load_conll_task(data_dir, types)
+def _ner(types, data_dir, seed, names=data_conll.CONLL_NAMES):
+    return data_conll.load_conll_task(data_dir, types, names)
+
+
+def _generic_csv(data_dir, seed, text_column="text", label_column="label", id_column=None):
+    return data_csv.load_generic_csv(data_dir, text_column, label_column, id_column)
 
 
 def _cls(name, labels, loader, description, primary="roc_auc", needs_data_dir=True):
@@ -46,7 +50,7 @@ def _cls(name, labels, loader, description, primary="roc_auc", needs_data_dir=Tr
     )
 
 
-def _ner_task(name, types, description):
+def _ner_task(name, types, description, names=data_conll.CONLL_NAMES):
     return register(
         Task(
             name=name,
@@ -55,7 +59,7 @@ def _ner_task(name, types, description):
             metrics=NER_METRICS,
             primary="entity_f1",
             select_by="entity_f1",
-            loader=partial(_ner, types),
+            loader=partial(_ner, types, names=names),
             description=description,
             entity_types=types,
         )
@@ -104,6 +108,26 @@ _ner_task(
     "i2b2-2014",
     (),
     "i2b2-2014 de-identification (PHI types) NER: token label lines in {train,dev,test}.txt.conll",
+)
+register(
+    Task(
+        name="csv",
+        type=SEQ_CLS,
+        labels=(),
+        metrics=CLS_METRICS,
+        primary="roc_auc",
+        select_by="f1_macro",
+        loader=_generic_csv,
+        description="any text classification: train.csv, valid.csv (or val.csv, dev.csv), test.csv with "
+        "--text-column and --label-column (default text, label); the labels are the values in train.csv",
+        options=("text_column", "label_column", "id_column"),
+    )
+)
+_ner_task(
+    "conll",
+    (),
+    "any NER in BIO tags: token tag lines in {train,dev,test}.txt.conll or {train,dev,test}.conll",
+    names=data_conll.GENERIC_NAMES,
 )
 _cls(
     "rotten-tomatoes",

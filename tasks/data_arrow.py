@@ -3,7 +3,8 @@
 The paper's i2b2-2010 RE data is such a folder. Its layout:
 
     DIR/dataset_dict.json                     {"splits": ["train", "validation"]}
-    DIR/<split>/state.json                    {"_data_files": [{"filename": "data-00000-of-00001.arrow"}, ...]}
+    DIR/<split>/state.json                    {"_data_files": [{"filename": "data-00000-of-00001.arrow"},
+                                               ...]}
     DIR/<split>/data-0000i-of-0000n.arrow     Arrow IPC stream: one Schema message, then RecordBatch messages
 
 This file reads the Arrow IPC format (the "streaming format" save_to_disk writes; the "file format",
@@ -238,11 +239,21 @@ def _column(info: dict, node, buffers: list, body: bytes, path: Path, before: in
 
 
 def read_arrow(path: Path, columns: tuple[str, ...]) -> dict[str, list]:
-    """The named columns of one Arrow IPC stream file, as Python lists (str, int or bool values)."""
+    """The named columns of one Arrow IPC stream file, as Python lists (str, int or bool values).
+    A truncated or damaged file (offsets past its end, bad UTF-8, ...) raises ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        return _read_arrow(path, path.read_bytes(), columns)
+    except (struct.error, IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        raise ValueError(
+            f"{path}: not a readable Arrow file ({type(e).__name__}: {str(e)[:120]}); it is truncated or "
+            "damaged: write the data set again with save_to_disk"
+        ) from None
+
+
+def _read_arrow(path: Path, data: bytes, columns: tuple[str, ...]) -> dict[str, list]:
     fields, out = None, {c: [] for c in columns}
     for kind, header, body in _messages(data, path):
         if kind == 1:  # Schema
@@ -287,6 +298,10 @@ def is_dataset_folder(d: Path) -> bool:
     return (Path(d) / "dataset_dict.json").is_file()
 
 
+def _plain_name(n) -> bool:
+    return isinstance(n, str) and n not in ("", ".", "..") and "/" not in n and "\\" not in n
+
+
 def read_split(
     data_dir: Path, split: str, columns: tuple[str, ...]
 ) -> tuple[Path, list[Path], list[tuple[int, dict]]]:
@@ -297,6 +312,8 @@ def read_split(
     if state.is_file():
         try:
             names = [f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+            if not all(_plain_name(n) for n in names):
+                raise ValueError(f"file names {names!r:.80} must be plain names inside {folder}")
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f'{state}: expected a JSON object with _data_files [{{"filename": ...}}] '

@@ -14,6 +14,11 @@ from tasks.data_csv import decode_utf8, find_file
 from tasks.registry import Dataset, TaggedExample
 
 CONLL_NAMES = {"train": ("train.txt.conll",), "validation": ("dev.txt.conll",), "test": ("test.txt.conll",)}
+GENERIC_NAMES = {  # the generic `conll` task: also the shorter names
+    "train": ("train.txt.conll", "train.conll"),
+    "validation": ("dev.txt.conll", "dev.conll", "valid.conll"),
+    "test": ("test.txt.conll", "test.conll"),
+}
 
 
 def read_conll(path: Path, tags_optional: bool = False) -> list[tuple[int, list[str], list[str]]]:
@@ -56,26 +61,44 @@ def check_tag(tag: str, entity_types: tuple[str, ...], path: Path, line: int) ->
         )
 
 
+def check_case(found: dict[str, tuple[Path, int]]) -> None:
+    """Refuse entity types that differ only in case (B-problem and B-Problem would be two classes)."""
+    spellings: dict[str, set[str]] = {}
+    for t in found:
+        if t != "O":
+            kind = t.partition("-")[2]
+            spellings.setdefault(kind.lower(), set()).add(kind)
+    clash = sorted(sorted(v) for v in spellings.values() if len(v) > 1)
+    if clash:
+        where = {k: found.get(f"B-{k}") or found.get(f"I-{k}") for k in clash[0]}
+        shown = ", ".join(f"{k!r} ({p}: sentence at line {n})" for k, (p, n) in where.items())
+        raise ValueError(
+            f"entity types differ only in case: {shown}; expected one spelling per type. "
+            "Write every tag of a type the same way"
+        )
+
+
 def tag_list(found: set[str]) -> tuple[str, ...]:
     """`O` first, then types in order with B before I (stable across runs and machines)."""
     rest = sorted(found - {"O"}, key=lambda t: (t.partition("-")[2], t.partition("-")[0]))
     return ("O",) + tuple(rest)
 
 
-def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = ()) -> Dataset:
+def load_conll_task(data_dir: Path, entity_types: tuple[str, ...] = (), names: dict = CONLL_NAMES) -> Dataset:
     raw, files = {}, []
-    for split, names in CONLL_NAMES.items():
-        path = find_file(data_dir, names, split)
+    for split, candidates in names.items():
+        path = find_file(data_dir, candidates, split)
         raw[split] = (path, read_conll(path))
         files.append(path)
-    found = set()
+    found = {}
     for path, sentences in raw.values():
         for line, _, tags in sentences:
             for t in tags:
                 if t not in found:
                     check_tag(t, entity_types, path, line)
-                    found.add(t)
-    labels = tag_list(found)
+                    found[t] = (path, line)
+    check_case(found)
+    labels = tag_list(set(found))
     index = {t: i for i, t in enumerate(labels)}
     splits = {
         split: [

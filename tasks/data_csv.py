@@ -6,8 +6,10 @@ so undecodable bytes are reported with the file and line, and every row's label 
 the task's label set, all before training starts.
 
 Layouts (paper §3.1):
-    mimic-mp     id,text,hospital_expire_flag   train.csv/valid.csv/test.csv or MP_IN_adm_{train,val,test}.csv
-    mimic-los    id,text,los_label              train.csv/valid.csv/test.csv or LOS_WEEKS_adm_{train,val,test}.csv
+    mimic-mp     id,text,hospital_expire_flag   train.csv/valid.csv/test.csv
+                                                or MP_IN_adm_{train,val,test}.csv
+    mimic-los    id,text,los_label              train.csv/valid.csv/test.csv
+                                                or LOS_WEEKS_adm_{train,val,test}.csv
     icd9-triage  text,triage-category,label     train.csv/valid.csv/test.csv
     i2b2-re      sentence,labels                train.csv/valid.csv (or .jsonl), or a datasets save_to_disk
                                                 folder (tasks/data_arrow.py); valid is split 50/50 by seed
@@ -58,6 +60,13 @@ I2B2_RE = CsvLayout(text="sentence", label="labels")
 def decode_utf8(path: Path) -> str:
     """The file as text; undecodable bytes raise ValueError naming the file, line and byte."""
     data = path.read_bytes()
+    if b"\x00" in data:
+        at = data.index(b"\x00")
+        line = data[:at].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line}: a NUL byte at offset {at}; text files hold "
+            "none (is it UTF-16 or binary?). Remove it or re-save the file as UTF-8"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -80,7 +89,18 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
         raise ValueError(
             f"{path}: the file is empty; expected a header with columns {', '.join(required)}"
         ) from None
+    except csv.Error as e:
+        raise ValueError(
+            f"{path}: line 1: malformed CSV header ({e}); names with commas or quotes must be quoted, "
+            "and quotes inside doubled (RFC 4180)"
+        ) from None
     header = [h.strip() for h in header]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(
+            f"{path}: column(s) {', '.join(repr(h) for h in twice)} appear more than once in the header; "
+            "expected unique names (which one holds the data?). Rename or drop the duplicate"
+        )
     missing = [c for c in required if c not in header]
     if missing:
         raise KeyError(
@@ -146,9 +166,28 @@ def label_index(
     return labels.index(v)
 
 
+def check_texts(texts_at: list[tuple[int, str]], path: Path, column: str, unit: str = "line") -> None:
+    """Refuse empty or whitespace-only texts (a prediction for nothing) and NUL characters (binary
+    junk; CSV/CoNLL files are checked byte-wise already, Arrow rows here), naming count and lines."""
+    nul = [line for line, text in texts_at if "\x00" in text]
+    if nul:
+        raise ValueError(
+            f"{path}: {len(nul)} {column} value(s) hold a NUL character ({unit} {nul[0]} first); "
+            "expected plain text. Remove the NUL characters"
+        )
+    empty = [line for line, text in texts_at if not text.strip()]
+    if empty:
+        shown = ", ".join(str(n) for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(empty)} row(s) with an empty or whitespace-only {column} ({unit} {shown}); "
+            "expected text in every row. Remove those rows or fill them in"
+        )
+
+
 def examples_from_rows(
     rows, path: Path, layout: CsvLayout, labels: tuple[str, ...], split: str, unit: str = "line"
 ):
+    check_texts([(line, row[layout.text]) for line, row in rows], path, layout.text, unit)
     out = []
     for i, (line, row) in enumerate(rows):
         ident = row[layout.id].strip() if layout.id else f"{split}-{i}"
@@ -183,6 +222,48 @@ def load_csv_task(data_dir: Path, layout: CsvLayout, labels: tuple[str, ...]) ->
         path = find_file(data_dir, layout.names[split], split)
         splits[split] = examples_from_rows(read_csv(path, required), path, layout, labels, split)
         files.append(path)
+    return Dataset(labels=labels, files=tuple(files), **splits)
+
+
+def label_set(values: list[str]) -> tuple[str, ...]:
+    """The distinct labels, sorted: as numbers when every one is an integer ("2" before "10"),
+    else as text. Stable across runs and machines, whatever order the rows come in."""
+    found = {v.strip() for v in values}
+    if all(v.lstrip("-").isdigit() for v in found):
+        return tuple(sorted(found, key=int))
+    return tuple(sorted(found))
+
+
+def load_generic_csv(
+    data_dir: Path, text_column: str = "text", label_column: str = "label", id_column: str | None = None
+) -> Dataset:
+    """Any text classification: one CSV per split, the columns named by the caller. The label set
+    is the distinct values of train.csv's label column; a validation or test label outside it is
+    refused, naming the file and line (a class the model never saw in training cannot be scored)."""
+    layout = CsvLayout(text=text_column, label=label_column, id=id_column, names=GENERIC)
+    required = tuple(c for c in (id_column, text_column, label_column) if c)
+    rows, files = {}, []
+    for split in ("train", "validation", "test"):
+        path = find_file(data_dir, layout.names[split], split)
+        rows[split] = (path, read_csv(path, required))
+        files.append(path)
+    train_path, train_rows = rows["train"]
+    labels = label_set([row[label_column] for _, row in train_rows])
+    if len(labels) < 2:
+        raise ValueError(
+            f"{train_path}: column {label_column} has {len(labels)} distinct value(s) {list(labels)}; "
+            "a classifier needs at least 2 (is --label-column the right column?)"
+        )
+    for split in ("validation", "test"):
+        path, split_rows = rows[split]
+        for line, row in split_rows:
+            if row[label_column].strip() not in labels:
+                raise ValueError(
+                    f"{path}: line {line}: {label_column}={row[label_column]!r} is not among the labels "
+                    f"of {train_path.name} {{{', '.join(labels)}}}; a class never seen in training "
+                    "cannot be learned: add examples of it to train.csv or drop the row"
+                )
+    splits = {split: examples_from_rows(r, path, layout, labels, split) for split, (path, r) in rows.items()}
     return Dataset(labels=labels, files=tuple(files), **splits)
 
 

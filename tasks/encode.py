@@ -14,6 +14,8 @@ first sub-token is the word's tag, and a word cut off by truncation counts as pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tasks.registry import TaggedExample, TextExample
 
 IGNORE = -100
@@ -76,3 +78,16 @@ def word_predictions(
             out[w] = p
             seen.add(w)
     return out
+
+
+def check_vocab(tokenizer, model_dir) -> None:
+    """A tokenizer whose ids run past the model's embedding table would fail mid-run (IndexError)."""
+    from models.hf_config import read_json_object
+
+    cfg_file = Path(model_dir) / "config.json"
+    size = read_json_object(cfg_file).get("vocab_size") if cfg_file.is_file() else None
+    if isinstance(size, int) and tokenizer.vocab_size > size:
+        raise ValueError(
+            f"{tokenizer.source}: the tokenizer has {tokenizer.vocab_size} tokens, but {cfg_file} has "
+            f"vocab_size={size}; use the tokenizer files that came with this checkpoint"
+        )

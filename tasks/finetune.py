@@ -13,34 +13,29 @@ tokens that take positions: --max-length plus --num-virtual-tokens must fit the 
 max_position_embeddings (the paper: 480 + 10 <= 512).
 
 Writes into --out: the best adapter in adapter/ (PEFT layout with adapter_manifest.json, for every
-adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and test), task.json (labels, max length: what tasks.predict
-needs), and the training loop's log.jsonl and result.json. Every input problem (missing file or
-column, unknown label, empty split, undecodable text) is reported before training starts. A killed
-run restarted with the same --out resumes from its last checkpoint.
+adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and
+test), task.json (labels, max length: what tasks.predict needs), and the training loop's log.jsonl
+and result.json. Every input problem (missing file or column, unknown label, empty split,
+undecodable text) is reported before training starts. A killed run restarted with the same --out
+resumes from its last checkpoint.
+
+--out must be new, empty, or a run folder of this program with the same settings (run.json says
+so); any other folder is refused, so no file of yours is overwritten. The run is finished, and
+its checkpoints deleted, only when the adapter, task.json and metrics.json are all on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import sys
 import time
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-import minipeft
-from minipeft import files
-from minipeft.audit import MANIFEST_FILE, build_manifest
-from minipeft.prompt import prompt_counts
-from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
-from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
-from models import load_pretrained, load_tokenizer, save_pretrained
 from models.assets import default_model_dir, sha256_file
-from tasks.cli import run_or_exit
-from tasks.encode import ALIGNMENTS, encode_tagged, encode_texts
+from tasks.cli import ArgumentParser, run_or_exit
+from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
 from tasks.methods import (
     ADAPTER_METHODS,
     DEFAULT_LR,
@@ -50,8 +45,6 @@ from tasks.methods import (
     build,
     resolve_preset,
 )
-from tasks.metrics import json_safe
-from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
 from tasks.registry import SEQ_CLS, get_task, load_data, subsample, task_names
 
 
@@ -60,7 +53,7 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m tasks.finetune",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with your files in the task's layout (the clinical tasks); embedded "
         "defaults read the asset cache unless given",
     )
+    a("--text-column", default="text", help="--task csv: the column holding the text (default text)")
+    a("--label-column", default="label", help="--task csv: the column holding the label (default label)")
+    a("--id-column", help="--task csv: a column of row ids (default: split-row numbers)")
     a("--model", help="HuggingFace BERT folder (default: the cached all-MiniLM-L6-v2 checkpoint)")
     a(
         "--method",
@@ -86,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         type=_csv_list,
         default=("preset",),
-        help="comma-separated module names to adapt, or "
-        "'preset' (default: the paper's rule on the checkpoint; BERT lora query,value, ia3 key,value,output.dense; "
-        "'tiny'/'mobile' in the name: query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
+        help="comma-separated module names to adapt, or 'preset' (default: the paper's rule on the "
+        "checkpoint; BERT lora query,value, ia3 key,value,output.dense; 'tiny'/'mobile' in the name: "
+        "query,key,value) or 'preset:NAME' (bert, tiny, mobile, distilbert)",
     )
     a(
         "--feedforward",
@@ -100,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-virtual-tokens",
         type=int,
         default=10,
-        help="prefix/prompt: virtual tokens; they use positions, so max length + this <= max_position_embeddings "
-        "(default 10, the paper's)",
+        help="prefix/prompt: virtual tokens; they use positions, so max length + this "
+        "<= max_position_embeddings (default 10, the paper's)",
     )
     a("--epochs", type=int, default=5, help="training epochs (default 5)")
     a("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
@@ -120,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-alignment",
         default="all",
         choices=ALIGNMENTS,
-        help="NER: label every sub-token (all, as the paper) or only each word's first (first)",
+        help="NER: label every sub-token (all, as the paper; the default) or only each word's first (first)",
     )
     a("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
     a("--max-eval-examples", type=int, help="cap validation and test at this many examples (smoke runs)")
@@ -138,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+from safetensors.torch import load_file
+
+import minipeft
+from minipeft import files
+from minipeft.audit import MANIFEST_FILE, build_manifest
+from minipeft.prompt import prompt_counts
+from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
+from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
+from minipeft.training.checkpoint import clean_run_files
+from models import load_pretrained, load_tokenizer, save_pretrained
+from tasks.metrics import json_safe
+from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
+
+
 def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
     if task.type == SEQ_CLS:
         return encode_texts(tokenizer, examples, args.max_length)
@@ -149,6 +162,51 @@ def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
 
 def write_json(path: Path, doc: dict) -> None:
     files.write_json(path, doc, default=str)
+
+
+RUN_MARKER = "run.json"
+PROGRAM = "tasks.finetune"
+# flags that may change between a killed run and its resumption (they change no result)
+RESUME_FREE = ("out", "device", "no_progress", "checkpoint_every")
+
+
+def run_settings(args) -> dict:
+    """The settings run.json records; a resumption must repeat them."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
+
+
+def check_out(out: Path, args, claim: bool) -> None:
+    """--out must be new, empty, or this program's unfinished run with the same settings;
+    claim=True writes run.json (after the inputs were checked), claim=False only checks."""
+    doc = files.read_marker(out, RUN_MARKER) if out.is_dir() and not out.is_symlink() else None
+    if doc and doc.get("finished"):
+        raise FileExistsError(
+            f"{out / RUN_MARKER}: that run is finished (its outputs and metrics.json are on disk); "
+            "choose another --out"
+        )
+    files.claim_dir(out, program=PROGRAM, settings=run_settings(args), marker=RUN_MARKER, dry_run=not claim)
+
+
+POSITIVE = ("epochs", "batch_size", "grad_accum", "patience", "rank", "num_virtual_tokens")
+
+
+def check_args(args) -> None:
+    """Numbers a run cannot use, named by their flag before anything loads."""
+    for name in POSITIVE:
+        v = getattr(args, name)
+        if v < 1:
+            extra = " (0 would stop after the first epoch)" if name == "patience" else ""
+            raise ValueError(f"--{name.replace('_', '-')} {v}: expected a whole number >= 1{extra}")
+    for name in ("max_train_examples", "max_eval_examples"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {v}: expected >= 1 (or leave it out)")
+    if args.lr is not None and not (args.lr > 0 and args.lr < float("inf")):
+        raise ValueError(f"--lr {args.lr}: expected a finite number > 0, e.g. 3e-4")
+    if not 0 <= args.warmup_ratio <= 1:
+        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: expected a share in [0, 1]")
+    if not 0 <= args.weight_decay < float("inf"):
+        raise ValueError(f"--weight-decay {args.weight_decay}: expected a finite number >= 0")
 
 
 def now() -> str:
@@ -187,27 +245,31 @@ def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict
     return target
 
 
-def save_model(model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict) -> Path:
-    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with task.json beside it."""
-    if method in PROMPT_METHODS:
-        return save_prompt_adapter(model, out / "adapter", model_dir, provenance)
-    if method in ADAPTER_METHODS:
+def save_model(
+    model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict, task_doc
+) -> Path:
+    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with
+    task.json inside; the folder replaces an earlier one as a whole (minipeft.files.replace_dir)."""
+    if method in ADAPTER_METHODS or method in PROMPT_METHODS:
         target = out / "adapter"
-        kwargs = {"task_type": "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"}
-        params = inspect.signature(minipeft.save_adapter).parameters
-        if "provenance" in params:
-            kwargs["provenance"] = provenance
-        minipeft.save_adapter(model, target, **{k: v for k, v in kwargs.items() if k in params})
-    else:
-        target = out / "model"
-        cfg = model.config
-        if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
-            f.name for f in dataclasses.fields(cfg)
-        }:
-            model.config = dataclasses.replace(
-                cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
-            )
-        save_pretrained(model, target, tokenizer_dir=model_dir)
+        with files.replace_dir(target, minipeft.io.ADAPTER_FILES, PROGRAM) as tmp:
+            if method in PROMPT_METHODS:
+                save_prompt_adapter(model, tmp, model_dir, provenance)
+            else:
+                kind = "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"
+                minipeft.save_adapter(model, tmp, task_type=kind, provenance=provenance)
+            write_json(tmp / "task.json", task_doc)
+        return target
+    target = out / "model"
+    cfg = model.config
+    if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
+        f.name for f in dataclasses.fields(cfg)
+    }:
+        model.config = dataclasses.replace(
+            cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
+        )
+    save_pretrained(model, target, tokenizer_dir=model_dir)
+    write_json(target / "task.json", task_doc)
     return target
 
 
@@ -215,10 +277,44 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
+def describe_adapted(method: str, adapted: list[str], head: tuple[str, ...]) -> str:
+    """'12 LoRA layers + head': the adapter layers counted apart from the trained head."""
+    if method == "full":
+        return "every parameter trains"
+    if method == "frozen":
+        return "the base frozen, the head trains"
+    layers = [p for p in adapted if p not in head]
+    name = {"lora": "LoRA", "ia3": "IA³"}.get(method, method)
+    return f"{len(layers)} {name} layer{'s' if len(layers) != 1 else ''}" + (
+        " + head" if len(layers) < len(adapted) else ""
+    )
+
+
+def ner_selection_warnings(history: list[dict], best_epoch, best_metric, metric: str) -> list[str]:
+    """What a person must know when NER picked a suspicious epoch: the validation score is 0 (no
+    entity found), or the first epoch won although later ones ran (rare entities often appear only
+    after many epochs, and early stopping can end the run before they do)."""
+    out = []
+    if best_metric is not None and best_metric == 0:
+        out.append(
+            f"the best validation {metric} is 0: the model finds no entity. Rare entity types may need "
+            "many more epochs: raise --epochs and --patience"
+        )
+    if len(history) > 1 and best_epoch == history[0]["epoch"]:
+        out.append(
+            f"the first epoch had the best validation {metric} of {len(history)} run, so the model "
+            "returned is the one after one epoch: raise --patience (and --epochs), or check the data"
+        )
+    return out
+
+
 def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
-    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens` positions."""
+    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
+    positions."""
     cfg_file = model_dir / "config.json"
-    limit = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
+    limit = read_config(model_dir).get("max_position_embeddings") if cfg_file.is_file() else None
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = None  # load_pretrained names a bad value with its file
     if max_length < 3 or (limit and max_length > limit):
         raise ValueError(
             f"--max-length {max_length}: expected 3..{limit or 512} tokens "
@@ -232,12 +328,24 @@ def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) 
         )
 
 
+def read_config(model_dir: Path) -> dict:
+    from models.hf_config import read_json_object
+
+    return read_json_object(model_dir / "config.json")
+
+
 def load_inputs(args, task, model_dir: Path):
     """Data (checked), tokenizer and encoded splits: everything that can fail on user input."""
-    data = load_data(task, args.data_dir, args.seed)
+    columns = {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "id_column": args.id_column,
+    }
+    data = load_data(task, args.data_dir, args.seed, **columns)
     for note in data.notes:
         log(note)
     tokenizer = load_tokenizer(model_dir)
+    check_vocab(tokenizer, model_dir)
     splits = {
         "train": subsample(data.train, args.max_train_examples, args.seed),
         "validation": subsample(data.validation, args.max_eval_examples, args.seed),
@@ -266,13 +374,27 @@ def train_config(args, task, lr: float) -> TrainConfig:
         grad_checkpointing=args.grad_checkpointing,
         device=args.device,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=True,  # deleted by write_outputs once every output is on disk
         progress=not args.no_progress,
     )
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """The checkpoint's folder and config.json, checked before any data is read."""
+    from models.families import family_of
+
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"--model {model_dir}: no such folder; expected a HuggingFace model folder (config.json, "
+            "model.safetensors, tokenizer files)"
+        )
+    family_of(model_dir / "config.json").config.from_json(model_dir / "config.json")
 
 
 def method_spec(args, task, model_dir: Path) -> MethodSpec:
     """The method's settings, checked (lengths, targets, adapter options) before any data is read."""
     prompt = args.method in PROMPT_METHODS
+    check_model_dir(model_dir)
     check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
     preset, targets = resolve_preset(args.targets, model_dir)
     spec = MethodSpec(
@@ -293,25 +415,27 @@ def method_spec(args, task, model_dir: Path) -> MethodSpec:
 def run(args) -> dict:
     """Check the inputs, train, evaluate the best epoch, write metrics.json and the adapter/model."""
     started, t0 = now(), time.perf_counter()
+    check_args(args)
     task = get_task(args.task)
     out = Path(args.out)
-    if (out / "metrics.json").exists():
-        raise FileExistsError(f"{out / 'metrics.json'} exists: that run is finished; choose another --out")
+    main_rank = distributed.context().is_main
+    if main_rank:
+        check_out(out, args, claim=False)
     model_dir = Path(args.model) if args.model else default_model_dir()
     spec = method_spec(args, task, model_dir)
     preset, prompt = spec.preset, args.method in PROMPT_METHODS
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     data, tokenizer, encoded = load_inputs(args, task, model_dir)
-    if distributed.context().is_main:  # distributed hook: rank 0 alone writes
-        out.mkdir(parents=True, exist_ok=True)
+    if main_rank:  # distributed hook: rank 0 alone writes
+        check_out(out, args, claim=True)
 
     seed_everything(args.seed)
-    model = load_pretrained(model_dir, head=task.head, num_labels=len(data.labels), seed=args.seed)
+    model = load_pretrained(model_dir, head=task.head, labels=data.labels, seed=args.seed)
     model, adapted = build(model, spec)
     what = (
         f"{spec.num_virtual_tokens} virtual tokens, trainable {prompt_counts(model)}"
         if prompt
-        else f"{len(adapted)} adapted modules"
+        else describe_adapted(args.method, adapted, spec.head)
     )
     log(f"method {args.method} (preset {preset.name}): {what}; {minipeft.summary(model)}")
     hp = hyperparameters(args, spec, lr)
@@ -341,6 +465,11 @@ def run(args) -> dict:
         desc=f"{task.name}/{args.method}",
     )
 
+    if task.type != SEQ_CLS:
+        for warning in ner_selection_warnings(
+            result.history, result.best_epoch, result.best_metric, config.select_metric
+        ):
+            log(f"WARNING: {warning}")
     metrics = {
         "test": json_safe(
             evaluate(
@@ -380,6 +509,8 @@ def run(args) -> dict:
 
 
 def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: dict, provenance: dict) -> None:
+    """The adapter/model folder (task.json inside), task.json, metrics.json; then the run is marked
+    finished and only then are its checkpoints deleted: a kill at any point resumes or is done."""
     task_doc = {
         "task": task.name,
         "type": task.type,
@@ -389,15 +520,16 @@ def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: di
         "method": args.method,
         "base_model": str(model_dir),
     }
+    save_model(model, args.method, out, model_dir, task, labels, provenance, task_doc)
     write_json(out / "task.json", task_doc)
-    write_json(out / "metrics.json", doc)  # first: the numbers survive a failed save
-    target = save_model(model, args.method, out, model_dir, task, labels, provenance)
-    write_json(target / "task.json", task_doc)
+    write_json(out / "metrics.json", doc)
+    files.mark_finished(out, RUN_MARKER, ended=doc["ended"])
+    clean_run_files(out)
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    doc = run_or_exit(run, args, extra_errors=(FileExistsError,))
+    doc = run_or_exit(run, args)
     test = doc["test"]
     if not distributed.context().is_main:  # distributed hook: one summary line per job
         return

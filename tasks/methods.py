@@ -17,15 +17,16 @@ gets q_lin,k_lin,v_lin), `--targets preset:NAME` picks one (bert, tiny, mobile, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from minipeft import IA3Config, LoraConfig, inject
-from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_tuning
 from models.presets import Preset, choose_preset
+
+if TYPE_CHECKING:
+    from torch import nn
+# minipeft (and with it torch) is imported where an adapter is built, so that the command lines
+# can list the methods for --help without loading torch
 
 METHODS = ("lora", "ia3", "full", "frozen", "prefix", "prompt")
 ADAPTER_METHODS = ("lora", "ia3")
@@ -55,6 +56,8 @@ class MethodSpec:
 
     def adapter_config(self):
         """The LoraConfig / IA3Config of an adapter method (None for full and frozen)."""
+        from minipeft import IA3Config, LoraConfig
+
         if self.method == "lora":
             return LoraConfig(
                 r=self.rank,
@@ -73,6 +76,8 @@ class MethodSpec:
         """The PrefixConfig / PromptConfig of a virtual-token method (None for the others)."""
         if self.method not in PROMPT_METHODS:
             return None
+        from minipeft.prompt import PrefixConfig, PromptConfig
+
         cls = PrefixConfig if self.method == "prefix" else PromptConfig
         return cls(
             num_virtual_tokens=self.num_virtual_tokens, modules_to_save=self.head, task_type=self.task_type
@@ -93,8 +98,10 @@ class MethodSpec:
 def resolve_preset(targets: tuple[str, ...], model_dir: Path) -> tuple[Preset, tuple[str, ...]]:
     """(preset, explicit targets) from --targets: empty or `preset` -> the paper's name rule;
     `preset:NAME` -> that preset; anything else -> explicit module names (preset for the head only)."""
+    from models.families import family_of  # loads torch: only when a model is built
+
     cfg_file = Path(model_dir) / "config.json"
-    model_type = json.loads(cfg_file.read_text()).get("model_type", "bert") if cfg_file.is_file() else "bert"
+    model_type = family_of(cfg_file).model_type if cfg_file.is_file() else "bert"  # names a bad file
     if len(targets) == 1 and targets[0].startswith("preset"):
         _, _, name = targets[0].partition(":")
         return choose_preset(name or "paper", str(model_dir), model_type), ()
@@ -104,6 +111,8 @@ def resolve_preset(targets: tuple[str, ...], model_dir: Path) -> tuple[Preset, t
 def build(model: nn.Module, spec: MethodSpec) -> tuple[nn.Module, list[str]]:
     """(the model to train, adapted module paths): prefix/prompt wrap `model` (its base stays
     untouched and frozen); the other methods set it up in place with `prepare`."""
+    from minipeft.prompt import prefix_tuning, prompt_tuning
+
     cfg = spec.prompt_config()
     if cfg is None:
         return model, prepare(model, spec)
@@ -117,6 +126,8 @@ def prepare(model: nn.Module, spec: MethodSpec) -> list[str]:
         raise ValueError(f"--method {spec.method} wraps the model; call tasks.methods.build, not prepare")
     cfg = spec.adapter_config()
     if cfg is not None:
+        from minipeft import inject
+
         return inject(model, cfg)
     head = [m for name, m in model.named_modules() if name in spec.head]
     if not head:

@@ -19,7 +19,10 @@ predicted-tag`, or `token gold-tag predicted-tag` when the input had tags (conll
 then the entity scores are printed. A word's tag is the prediction at its first sub-token; words
 cut off by --max-length are tagged O and counted in a warning.
 
-Inputs are checked before any model loads; outputs are written atomically.
+Inputs are checked before any model loads; outputs are written atomically, with LF line ends.
+An existing --output is replaced only when it is an earlier output of this program (our CSV
+header, or CoNLL lines ending in this model's tags), never the input; anything else is refused.
+Empty or whitespace-only notes are predicted and counted in a warning.
 """
 
 from __future__ import annotations
@@ -31,25 +34,16 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from minipeft.files import write_text
-from minipeft.training.batching import LengthBucketSampler, PadCollate
-from models import load_pretrained, load_tokenizer
-from tasks.adapters import attach, load_base_for_adapter
-from tasks.cli import run_or_exit
+from tasks.cli import ArgumentParser, run_or_exit
 from tasks.data_conll import read_conll
 from tasks.data_csv import read_csv
-from tasks.encode import encode_tagged, word_predictions
+from tasks.encode import check_vocab, encode_tagged, word_predictions
 from tasks.fetch import default_model_dir
-from tasks.metrics import ner_metrics
-from tasks.objective import model_inputs
 from tasks.registry import HEADS, SEQ_CLS, TOKEN_CLS, TaggedExample
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m tasks.predict",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,14 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+import torch
+from tqdm import tqdm
+
+from minipeft.files import refuse_symlink, write_text
+from minipeft.training.batching import LengthBucketSampler, PadCollate
+from models import load_pretrained, load_tokenizer
+from tasks.adapters import attach, load_base_for_adapter
+from tasks.metrics import ner_metrics
+from tasks.objective import model_inputs
+
+
+def read_object(file: Path) -> dict:
+    """A JSON file holding an object, or a ValueError naming it."""
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e}); write it again with tasks.finetune") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{file}: expected a JSON object, found a {type(doc).__name__}")
+    return doc
+
+
 def read_task_info(folder: Path) -> dict:
     """task.json written by tasks.finetune, else the labels from config.json's id2label."""
     if (folder / "task.json").is_file():
-        return json.loads((folder / "task.json").read_text())
-    cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    id2label = cfg.get("id2label") or {}
-    labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else []
-    return {"type": "seq-cls", "labels": labels}
+        info, file = read_object(folder / "task.json"), folder / "task.json"
+    else:
+        file = folder / "config.json"
+        id2label = (read_object(file).get("id2label") if file.is_file() else None) or {}
+        if not isinstance(id2label, dict) or not all(str(k).isdigit() for k in id2label):
+            raise ValueError(f"{file}: id2label={id2label!r:.80}; expected {{'0': name, '1': name, ...}}")
+        info = {"type": "seq-cls", "labels": [id2label[k] for k in sorted(id2label, key=int)]}
+    labels, length = info.get("labels"), info.get("max_length")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise ValueError(f"{file}: labels={labels!r:.80}; expected a list of label names")
+    if labels is not None and len(set(labels)) != len(labels):
+        raise ValueError(f"{file}: labels {labels!r:.80} repeat a name; expected each label once")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 3):
+        raise ValueError(f"{file}: max_length={length!r}; expected a whole number >= 3")
+    return info
 
 
 def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
@@ -102,7 +131,7 @@ def task_info(adapter: str | None, model: str | None) -> tuple[Path, dict]:
         raise FileNotFoundError(f"{folder}: no such folder")
     info = read_task_info(folder)
     kind = info.get("type", SEQ_CLS)
-    if kind not in HEADS:
+    if not isinstance(kind, str) or kind not in HEADS:
         raise ValueError(f"{folder}/task.json: type {kind!r}; expected one of {', '.join(HEADS)}")
     if kind == TOKEN_CLS and not info.get("labels"):
         raise ValueError(f"{folder}: no task.json with the tag names; it is written by tasks.finetune")
@@ -153,7 +182,7 @@ def predict_probs(
 def write_predictions(path: Path, ids: list[str], probs: torch.Tensor, labels: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO(newline="")
-    w = csv.writer(buf)
+    w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "label"] + [f"prob_{lab}" for lab in labels])
     for i, p in zip(ids, probs.tolist()):
         w.writerow([i, labels[max(range(len(p)), key=p.__getitem__)]] + [f"{x:.6f}" for x in p])
@@ -202,7 +231,38 @@ def write_conll(path: Path, sentences: list[list[str]], pred: list[list[str]], g
     write_text(path, "\n\n".join(blocks) + "\n")
 
 
+def looks_like_ours(path: Path, labels: list[str], conll: bool) -> bool:
+    """An earlier output of this program: our CSV header, or CoNLL lines of 2-3 fields ending in
+    one of `labels`. Anything else at --output is the user's and is not replaced."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return False
+    if not conll:
+        head = text.split("\n", 1)[0].split(",")
+        return head[:2] == ["id", "label"] and all(h.startswith("prob_") for h in head[2:])
+    lines = [ln.split() for ln in text.splitlines() if ln.strip()]
+    return bool(lines) and all(2 <= len(f) <= 3 and f[-1] in labels for f in lines)
+
+
+def check_output(args, labels: list[str], conll: bool) -> Path:
+    """--output may be new or an earlier output of ours; never the input, a folder or a link."""
+    out, src = Path(args.output), Path(args.input)
+    refuse_symlink(out, "--output")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"--output {out} is the --input file; choose another path for the predictions")
+    if out.is_dir():
+        raise IsADirectoryError(21, "--output is a folder; give a file path", str(out))
+    if out.exists() and not looks_like_ours(out, labels, conll):
+        raise ValueError(
+            f"--output {out}: the file exists and is not an earlier output of tasks.predict; refusing to "
+            "replace it. Choose another path, or delete the file first"
+        )
+    return out
+
+
 def run_tagging(args, found: tuple[Path, dict]) -> Path:
+    check_output(args, found[1]["labels"], conll=True)
     rows = read_conll(Path(args.input), tags_optional=True)  # input errors before any model loads
     if not rows:
         raise ValueError(
@@ -218,6 +278,7 @@ def run_tagging(args, found: tuple[Path, dict]) -> Path:
         )
     net, base, info = load_classifier(args.adapter, args.model, found)
     tokenizer = load_tokenizer(base)
+    check_vocab(tokenizer, base)
     max_length = args.max_length or info.get("max_length") or 512
     pred, cut = predict_tags(
         net,
@@ -244,15 +305,38 @@ def run_tagging(args, found: tuple[Path, dict]) -> Path:
     return out
 
 
+def check_args(args) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected a whole number >= 1")
+    if args.max_length is not None and args.max_length < 3:
+        raise ValueError(f"--max-length {args.max_length}: expected >= 3 ([CLS], a token, [SEP])")
+
+
 def run(args) -> Path:
+    check_args(args)
     found = task_info(args.adapter, args.model)
     if found[1]["type"] == TOKEN_CLS:
         return run_tagging(args, found)
-    rows = read_csv(Path(args.input), (args.text_column,))  # input errors before any model loads
+    try:  # input errors before any model loads
+        rows = read_csv(Path(args.input), (args.text_column,))
+    except KeyError as e:
+        raise KeyError(
+            f"{e.args[0]}; pass --text-column NAME to read the notes from another column"
+        ) from None
     if not rows:
         raise ValueError(f"{args.input}: no notes below the header")
+    check_output(args, [], conll=False)
+    empty = [line for line, r in rows if not r[args.text_column].strip()]
+    if empty:
+        print(
+            f"warning: {args.input}: {len(empty)} empty or whitespace-only note(s) (line "
+            f"{', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''}); their predictions "
+            "reflect no text, only the model's prior",
+            file=sys.stderr,
+        )
     net, base, info = load_classifier(args.adapter, args.model, found)
     tokenizer = load_tokenizer(base)
+    check_vocab(tokenizer, base)
     max_length = args.max_length or info.get("max_length") or 512
     texts = [r[args.text_column] for _, r in rows]
     has_id = args.id_column in rows[0][1]

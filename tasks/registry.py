@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SEQ_CLS = "seq-cls"
@@ -83,6 +83,7 @@ class Task:
     description: str = ""
     needs_data_dir: bool = True  # False: an embedded default read from the asset cache
     entity_types: tuple[str, ...] = ()  # NER: the closed set of entity types, if known
+    options: tuple[str, ...] = ()  # keyword arguments the loader takes (the generic csv's columns)
 
     @property
     def head(self) -> str:
@@ -116,11 +117,13 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-def load_data(task: Task, data_dir: str | Path | None, seed: int) -> Dataset:
-    """Run the task's loader and check the result: three non-empty splits, labels in range."""
+def load_data(task: Task, data_dir: str | Path | None, seed: int, **options) -> Dataset:
+    """Run the task's loader and check the result: three non-empty splits, labels in range.
+    `options` are passed on when the task declares them (Task.options) and ignored otherwise."""
     if task.needs_data_dir and data_dir is None:
         raise ValueError(f"task '{task.name}' reads your own files: pass --data-dir DIR ({task.description})")
-    data = task.loader(Path(data_dir) if data_dir is not None else None, seed)
+    kwargs = {k: v for k, v in options.items() if k in task.options and v is not None}
+    data = task.loader(Path(data_dir) if data_dir is not None else None, seed, **kwargs)
     for split in SPLITS:
         if not data.split(split):
             raise ValueError(
@@ -133,7 +136,35 @@ def load_data(task: Task, data_dir: str | Path | None, seed: int) -> Dataset:
         for ex in data.split(split):
             found = (ex.label,) if isinstance(ex, TextExample) else ex.tags
             assert all(0 <= i < n for i in found), (task.name, split, ex.id)  # loaders map labels
-    return data
+    return replace(data, notes=data.notes + check_ids(data, task))
+
+
+def check_ids(data: Dataset, task: Task) -> tuple[str, ...]:
+    """Refuse one id with two labels (which is right?); warn, with the count, about test or
+    validation ids that are also training ids (leakage inflates the scores). Returns the warnings."""
+    files = ", ".join(str(f) for f in data.files) or "the task's files"
+    label_of: dict[str, tuple[str, int]] = {}
+    for split in SPLITS:
+        for ex in data.split(split):
+            if not isinstance(ex, TextExample):
+                continue
+            seen = label_of.setdefault(ex.id, (split, ex.label))
+            if seen[1] != ex.label:
+                raise ValueError(
+                    f"task '{task.name}' ({files}): id {ex.id!r} has label {data.labels[seen[1]]!r} in "
+                    f"{seen[0]} and {data.labels[ex.label]!r} in {split}; expected one label per id. "
+                    "Fix or drop the conflicting rows"
+                )
+    train = {ex.id for ex in data.train}
+    notes = []
+    for split in ("validation", "test"):
+        leaked = sum(ex.id in train for ex in data.split(split))
+        if leaked:
+            notes.append(
+                f"warning: {leaked} of {len(data.split(split))} {split} ids also appear in train "
+                f"({files}); the {split} scores are inflated by leakage. Split by id to avoid it"
+            )
+    return tuple(notes)
 
 
 def subsample(examples: list, n: int | None, seed: int) -> list:

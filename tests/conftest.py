@@ -54,3 +54,16 @@ def tiny_model(make_tiny_model):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~10 s; the fast tier is -m 'not slow'")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzzing suite's figures (issue 21), when any fuzz case ran."""
+    import sys
+
+    harness = sys.modules.get("fuzz_harness")
+    if harness is not None and (harness.TALLY["tried"] or harness.TALLY["kills"]):
+        terminalreporter.write_line(harness.summary())

@@ -73,11 +73,14 @@ def test_json_report_accounts_for_everything(tmp_path):
     assert sum(v["numel"] for v in rep["totals"].values()) == sum(r["numel"] for r in rep["tensors"])
 
 
-def test_markdown_report_and_base_mismatch(tmp_path):
+def test_markdown_report_and_base_mismatch(tmp_path, capsys):
     model_dir, adapter_dir = _adapter(tmp_path)
     other = _base_dir(tmp_path / "other", seed=1)
-    with pytest.raises(ValueError, match="another base model"):
+    with pytest.raises(SystemExit) as stop:
         main(["--model", str(other), "--adapter", str(adapter_dir), "--out", str(tmp_path / "a.md")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "another base model" in err
+    assert str(adapter_dir / "adapter_manifest.json") in err and not (tmp_path / "a.md").exists()
     main(
         [
             "--model",
@@ -90,10 +93,12 @@ def test_markdown_report_and_base_mismatch(tmp_path):
         ]
     )
     md = (tmp_path / "a.md").read_text()
-    assert "BASE MISMATCH overridden" in md and "expected base fingerprint" in md and '"seed": 7' in md
+    assert "BASE MISMATCH overridden" in md and "expected base fingerprint" in md
+    assert "- provenance:\n  - seed: `7`\n  - task: `toy`\n" in md  # one field a line
     assert "| parameter:lora |" in md and "| `classifier.weight` | parameter | head |" in md
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_cli_runs_as_a_module(tmp_path):
     model_dir, adapter_dir = _adapter(tmp_path)
     out = subprocess.run(
@@ -104,6 +109,27 @@ def test_cli_runs_as_a_module(tmp_path):
         check=True,
     )
     assert out.stdout.startswith("# Audit:") and "verified (tensors and base)" in out.stdout
+
+
+def test_audit_without_model_or_task_type(tmp_path):
+    """The README's snippet: save_adapter on a sequence classifier, no task_type passed: the head is
+    written (SEQ_CLS), and when it is missing the `bert.` keys give it; --model comes from the manifest."""
+    model_dir = _base_dir(tmp_path / "base")
+    model = models.load_pretrained(model_dir, head="sequence-classification", num_labels=3)
+    inject(model, LoraConfig(r=2, targets=("query", "value"), modules_to_save=("classifier",)))
+    save_adapter(model, tmp_path / "a", provenance={"base_model": str(model_dir)})
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    rep = main(["--adapter", str(tmp_path / "a"), "--format", "json"])
+    assert rep["model"] == str(model_dir) and rep["head"] == "sequence-classification"
+    assert rep["adapter_check"]["verified"]
+    # an adapter without task_type (PEFT's default): inferred from the keys
+    save_adapter(model, tmp_path / "b", base_model_name_or_path=str(model_dir))
+    cfg = json.loads((tmp_path / "b" / "adapter_config.json").read_text())
+    cfg["task_type"] = None
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "b" / "adapter_manifest.json").unlink()  # its config hash would (rightly) refuse the edit
+    rep = main(["--adapter", str(tmp_path / "b"), "--format", "json"])
+    assert rep["head"] == "sequence-classification" and rep["model"] == str(model_dir)
 
 
 def test_totals_count_shared_tensors_once():

@@ -268,6 +268,7 @@ def _assert_close_adapters(a: dict, b: dict) -> None:
     assert all(d <= TOL for d in diffs.values()), {k: d for k, d in diffs.items() if d > TOL}
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_two_processes_match_one_and_only_rank0_writes(single, tiny_model):
     out, report = single["root"] / "ddp", single["root"] / "report-ddp"
     proc, seconds = _torchrun(
@@ -312,6 +313,7 @@ def test_two_processes_match_one_and_only_rank0_writes(single, tiny_model):
         assert doc["reduced_numel"] < doc["total_numel"] / 10
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_failing_rank_stops_the_job_and_the_job_resumes(single, tiny_model):
     out, report = single["root"] / "killed", single["root"] / "report-killed"
     args = [*ARGS, "--data-dir", str(single["data"]), "--model", str(tiny_model), "--out", str(out)]
@@ -327,6 +329,7 @@ def test_failing_rank_stops_the_job_and_the_job_resumes(single, tiny_model):
     assert _writes(report, 1) == [] and _writes(report, 0)
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_hanging_rank_times_out_instead_of_hanging_the_job(single, tiny_model):
     """Rank 1 sleeps inside step 4; rank 0 waits in the step-5 reduction until MINIPEFT_DIST_TIMEOUT
     and fails, and torchrun then stops rank 1: the job ends with an error instead of hanging."""

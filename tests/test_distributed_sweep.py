@@ -2,6 +2,7 @@
 
 import csv
 
+import pytest
 from synthetic_tasks import write_mimic
 
 from benchmarks import rank_sweep, sweep_workers
@@ -29,6 +30,7 @@ def _rows(out):
         return {(r["rank"], r["seed"]): r for r in csv.DictReader(f)}
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
     data = write_mimic(tmp_path / "mimic", "mp")
     common = [

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from synthetic_tasks import write_conll, write_csv, write_i2b2_re, write_icd9, write_mimic
 
-from minipeft import load_adapter
+from minipeft import files, load_adapter
 from models import load_pretrained, load_tokenizer
 from models.assets import sha256_file
 from tasks import finetune, predict
@@ -159,8 +159,14 @@ def test_bad_input_stops_before_training(tmp_path, tiny_model, capsys):
 def test_finished_run_is_not_overwritten(tmp_path, tiny_model):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "metrics.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="choose another --out"):
+    (out / "metrics.json").write_text("{}")  # a folder this program did not write: refused, untouched
+    with pytest.raises(ValueError, match="not empty .*metrics.json.* no run.json"):
+        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == "{}"
+    marker = {"format": files.MARKER_FORMAT, "program": "tasks.finetune", "settings": {}, "finished": True}
+    files.write_json(out / "run.json", marker)  # a finished run of ours: refused as finished
+    with pytest.raises(FileExistsError, match="that run is finished .*choose another --out"):
         _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
 
 
@@ -176,6 +182,7 @@ def test_word_predictions_first_subtoken_and_truncation():
     assert word_predictions([9, 2, 7, 4, 9], [-1, 0, 0, 1, -1], n_words=4, outside=0) == [2, 4, 0, 0]
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatch):
     data_dir = write_mimic(tmp_path / "data", "mp")
     extra = ("--method", "lora", "--epochs", "2", "--checkpoint-every", "1", "--lr", "3e-3")

@@ -4,8 +4,8 @@ The tiny random BERT of test_finetune (2 layers, hidden 32, 2 heads) keeps each 
 Invariants: the trainable count is the formula (prefix P·L·2·H, prompt P·H, plus the head), the
 saved adapter is PEFT's layout with a manifest whose provenance and base fingerprint match the run,
 the base is unchanged by training (fingerprint before == after == the fresh base's), the adapter
-reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the position table cannot hold
-with the virtual tokens is refused before training.
+reproduces the test metrics through tasks.predict and verifies in tasks.audit, and a length the
+position table cannot hold with the virtual tokens is refused before training.
 """
 
 import csv
@@ -42,6 +42,7 @@ def _finetune(task, data_dir, model, out, *extra):
     return finetune.run(args)
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method, capsys):
     data_dir = write_mimic(tmp_path / "data", "mp")

@@ -15,7 +15,8 @@ from models.mobilebert import MobileBertForSequenceClassification
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 FAMILIES = {
-    # name: (build, last layer's first feed-forward Linear, encoder holding gradient_checkpointing, heads, head_dim)
+    # name: (build, last layer's first feed-forward Linear, encoder holding gradient_checkpointing,
+    #        heads, head_dim)
     "bert": (
         lambda: BertForSequenceClassification(
             BertConfig(

@@ -8,6 +8,7 @@ import torch
 from benchmarks import memory
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_tiny_run_prints_json_and_checkpointing_saves_less(capsys):
     memory.main(
         [

@@ -72,12 +72,42 @@ def test_prefix_gamma_beta_position_ids_and_cls_heads(tmp_path, base):
 def test_fresh_head_is_seeded_normal_and_logged(tmp_path, base, caplog):
     _, sd = base
     folder = write(tmp_path / "m", sd, {**SMALL, "initializer_range": 0.5})
-    with caplog.at_level(logging.WARNING, logger="models.loader"):
+    with caplog.at_level(logging.INFO, logger="models.loader"):
         m = load_pretrained(folder, head="sequence-classification", num_labels=3, seed=7)
-    assert "initialised" in caplog.text and not m.head_loaded
+    assert "initialised fresh" in caplog.text and not m.head_loaded
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # nothing wrong yet
     want = torch.empty(3, 32).normal_(0.0, 0.5, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(m.classifier.weight, want, rtol=0, atol=0)
     assert torch.equal(m.classifier.bias, torch.zeros(3))
+
+
+def _warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_fresh_head_warns_only_when_used_untrained(tmp_path, base, caplog):
+    _, sd = base
+    folder = write(tmp_path / "m", sd)
+    ids = {"input_ids": torch.tensor([[2, 5, 7, 3]])}
+    with caplog.at_level(logging.WARNING, logger="models.loader"):
+        used = load_pretrained(folder, head="sequence-classification", num_labels=2)
+        used.train()(**ids)  # training it: no warning
+        assert _warnings_of(caplog) == []
+        used.eval()(**ids), used(**ids)  # predicting with the untrained head: one warning
+        assert len(_warnings_of(caplog)) == 1 and "used untrained" in _warnings_of(caplog)[0]
+
+        caplog.clear()
+        loaded = load_pretrained(folder, head="sequence-classification", num_labels=2)
+        trained = {k: torch.randn_like(v) for k, v in loaded.classifier.state_dict().items()}
+        loaded.classifier.load_state_dict(trained)  # what load_adapter does to a saved head
+        loaded.eval()(**ids)
+        stepped = load_pretrained(folder, head="sequence-classification", num_labels=2)
+        stepped.train()(**ids).sum().backward()
+        torch.optim.SGD(stepped.classifier.parameters(), lr=0.1).step()  # one training step
+        stepped.eval()(**ids)
+        redrawn = load_pretrained(folder, head="sequence-classification", warn_untrained_head=False)
+        redrawn.eval()(**ids)  # a sweep that draws its own head per run says so
+    assert _warnings_of(caplog) == []
 
 
 def test_saved_head_loaded_and_num_labels_from_config(tmp_path, base):

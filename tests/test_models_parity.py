@@ -104,6 +104,7 @@ def test_save_pretrained_loads_in_transformers(tmp_path, head, auto):
         assert ref.config.id2label == ours.config.id2label
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_real_checkpoint_with_head_roundtrips_through_transformers(tmp_path, minilm_dir):
     """Our seq-cls model on MiniLM (fresh head), saved with tokenizer, loads in transformers unchanged."""
     ours = load_pretrained(minilm_dir, head="sequence-classification", num_labels=2, seed=3).eval()

@@ -36,6 +36,7 @@ def test_ops_benchmark_counts_x_once_for_fused_qkv(capsys):
             assert 0 < m[way]["min_ms"] <= m[way]["median_ms"] <= m[way]["max_ms"]
 
 
+@pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     from benchmarks import train_step
 
@@ -76,66 +77,3 @@ def test_train_step_benchmark_on_the_real_checkpoint(minilm_dir, capsys):
     )
     assert res["lora-fused"]["activation_bytes"] < res["lora-plain"]["activation_bytes"]
     assert res["lora-fused"]["trainable"] == res["lora-plain"]["trainable"] < res["full"]["trainable"]
-
-
-def test_allocator_benchmark_pairs_each_setting_with_the_default_run(minilm_dir, capsys):
-    import platform
-    import statistics
-
-    from benchmarks import allocator
-
-    allocator.main(
-        [
-            "--settings",
-            "default,glibc",
-            "--rounds",
-            "2",
-            "--variants",
-            "full,frozen,lora-fused",
-            "--batch",
-            "2",
-            "--seq",
-            "16",
-            "--warmup",
-            "2",
-            "--repeats",
-            "3",
-            "--model-dir",
-            str(minilm_dir),
-        ]
-    )
-    res = last_json(capsys)["results"]
-    assert set(res) == {"default", "glibc"}
-    for v in ("full", "lora-fused"):
-        assert res["default"][v]["ratio_to_default"] == 1.0  # each default run against itself
-        r, d = res["glibc"][v], res["default"][v]
-        assert len(r["rounds_ms"]) == len(d["rounds_ms"]) == 2
-        assert r["ratio_to_default"] == pytest.approx(
-            statistics.median(a / b for a, b in zip(r["rounds_ms"], d["rounds_ms"]))
-        )
-        assert r["median_ms"] == pytest.approx(statistics.median(r["rounds_ms"]))
-        for res_v in (r, d):  # p/full: each run's own, and their median
-            assert len(res_v["rounds_p_full"]) == 2
-            assert res_v["time_ratio_paired_full"] == pytest.approx(statistics.median(res_v["rounds_p_full"]))
-    for setting in ("default", "glibc"):
-        assert res[setting]["full"]["rounds_p_full"] == [1.0, 1.0]
-        assert res[setting]["frozen"]["over_frozen_paired_full"] == 0.0  # frozen adds nothing to itself
-        assert res[setting]["lora-fused"]["over_frozen_paired_full"] is not None
-    if platform.libc_ver()[0] == "glibc":
-        # glibc keeping freed memory mapped: once the heap has reached its peak (the median of three steps
-        # after two warm-up steps), full fine-tuning's fresh 30,522 × 384 fp32 embedding gradient
-        # (11,446 pages of 4 KiB) stops faulting in every step
-        assert res["default"]["full"]["minor_faults_per_step"] > 30522 * 384 * 4 // 4096 // 2
-        assert res["glibc"]["full"]["minor_faults_per_step"] < 100
-
-
-def test_allocator_benchmark_controls_its_variables_and_names_a_failed_run(monkeypatch):
-    from benchmarks import allocator
-
-    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "7")
-    assert not set(allocator.CONTROLLED) & set(allocator.environment("default"))
-    assert allocator.environment("glibc")["MALLOC_TRIM_THRESHOLD_"] == str(4 * 2**30)
-    assert "THP_MEM_ALLOC_ENABLE" not in allocator.environment("glibc")
-    with pytest.raises(RuntimeError, match=r"(?s)setting 'thp'.*unknown 'nope'"):
-        allocator.run_train_step("thp", ["--variants", "nope"])

@@ -89,6 +89,16 @@ OUR_CONFIGS = {
 }
 
 
+def _load_expecting_peft_warnings(model, folder):
+    """load_adapter on a PEFT-written folder warns twice, and both are expected: PEFT writes no
+    manifest, and its SEQ_CLS config names the head `score` besides `classifier`."""
+    with pytest.warns(UserWarning) as caught:
+        load_adapter(model, folder)
+    messages = [str(w.message) for w in caught]
+    assert any("no adapter_manifest.json; the adapter is unverified" in m for m in messages), messages
+    assert any("modules_to_save ['score'] match no module" in m for m in messages), messages
+
+
 @pytest.mark.parametrize("method", ["lora", "ia3", "rslora-regex"])
 def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
     hf = _hf_base()
@@ -101,12 +111,9 @@ def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
     with torch.no_grad():
         want = _hf_logits(pm, ids, mask)
 
-    with pytest.warns(UserWarning, match="score"):
-        load_adapter(hf_copy, tmp_path)  # the same HF model class, adapted by us
+    _load_expecting_peft_warnings(hf_copy, tmp_path)  # the same HF model class, adapted by us
     ours = _ours(base_state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        load_adapter(ours, tmp_path)  # our BERT
+    _load_expecting_peft_warnings(ours, tmp_path)  # our BERT
     with torch.no_grad():
         torch.testing.assert_close(_hf_logits(hf_copy, ids, mask), want, rtol=0, atol=1e-6)
         torch.testing.assert_close(_our_logits(ours, ids, mask), want, rtol=0, atol=1e-5)

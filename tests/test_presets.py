@@ -48,7 +48,8 @@ def head_count(model, head):
     return sum(p.numel() for name, p in model.named_parameters() if _matches(name.rsplit(".", 1)[0], head))
 
 
-# model, name as the paper ran it, model_type, paper's LoRA r=8 count, IA3 count, head params beyond the classifier
+# model, name as the paper ran it, model_type, paper's LoRA r=8 count, IA3 count,
+# head params beyond the classifier
 PAPER = [
     (
         "BioBERT",

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from synthetic_tasks import write_mimic
 
-from benchmarks import rank_sweep, sweep_plan, sweep_stats
+from benchmarks import rank_sweep, sweep_plan, sweep_report, sweep_stats
 
 
 def test_paired_delta_matches_hand_computation():
@@ -27,6 +27,24 @@ def test_paired_delta_matches_hand_computation():
     assert sweep_stats.paired_delta({1: 0.9}, {1: 0.8}).verdict == "one seed: noise unknown"
     # only seeds present at both ranks are paired
     assert sweep_stats.paired_delta({1: 0.9, 2: 0.5}, {1: 0.8}).n == 1
+
+
+def test_plot_bars_are_the_verdicts_95_percent_t_interval():
+    # three seeds: half-width = t(0.975, 2) · std / √3 with t(0.975, 2) = 4.303 (t table); a bar
+    # clears 0 exactly when the verdict is not "within noise"
+    ref = {12: 0.80, 34: 0.82, 56: 0.81}
+    rows = {12: 0.83, 34: 0.82, 56: 0.86}
+    diffs = [rows[s] - ref[s] for s in ref]
+    d = sweep_stats.paired_delta(rows, ref)
+    summary = [
+        {"rank": 8, "test_delta": sweep_stats.paired_delta(ref, ref)},
+        {"rank": 32, "test_delta": d},
+    ]
+    means, halves = sweep_report.interval_bars(summary, 8, "test")
+    assert means == [0.0, pytest.approx(statistics.mean(diffs))]
+    assert halves[0] == 0.0
+    assert halves[1] == pytest.approx(4.303 * statistics.stdev(diffs) / math.sqrt(3), rel=1e-6)
+    assert (abs(means[1]) > halves[1]) == (d.verdict != "within noise")
 
 
 def test_best_trial_per_rank_and_seed_by_validation():
@@ -102,6 +120,7 @@ def _sweep(data_dir, model, out, *extra):
     ]
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, monkeypatch):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "sweep"
@@ -129,6 +148,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
     delta = [float(rows[(2, s)]["test_auroc"]) - float(rows[(8, s)]["test_auroc"]) for s in (1, 2)]
     assert doc["results"][0]["test_delta_mean"] == pytest.approx(statistics.mean(delta), abs=1e-5)
     assert (out / "rank_sweep.png").stat().st_size > 1000
+    assert (out / "rank_sweep.svg").read_text().lstrip().startswith("<?xml")
     assert "Δ test AUROC vs r=8" in (out / "summary.md").read_text()
 
     with pytest.raises(SystemExit) as e:  # other settings in the same --out are refused
@@ -136,6 +156,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
     assert e.value.code == 2 and "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_same_seed_same_run_is_reproducible(tmp_path, tiny_model):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     outs = []
@@ -152,6 +173,7 @@ def test_reference_rank_must_be_in_the_grid(capsys):
     assert "--reference-rank 8 is not in --ranks" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_search_keeps_the_best_validation_trial(tmp_path, tiny_model, capsys):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "search"

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from minipeft import files
 
 FORMAT = "minipeft-train-checkpoint"
+NAME = re.compile(r"^checkpoint-\d{8,}\.safetensors$")  # the only files checkpoint.json may name
+BEST = re.compile(r"^best-epoch\d{3,}\.safetensors$")
 # 2: best_epoch, history[].epoch and best-epoch<e> files count epochs from 1 (version 1: from 0;
 # load_checkpoint upgrades it, so a run killed before the change resumes with the new numbering)
 VERSION = 2
@@ -114,24 +116,42 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
     path = Path(run_dir) / "checkpoint.json"
     if not path.exists():
         return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("format") != FORMAT:
+    files.refuse_symlink(path, f"run folder {run_dir}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the run over") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(
-            f"{path}: expected a {FORMAT} file, found format {doc.get('format')!r}; "
+            f"{path}: expected a {FORMAT} file, found "
+            f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}; "
             f"point out_dir at a training run directory or at an empty one"
         )
-    if doc.get("version", 1) > VERSION:
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or version > VERSION:
         raise ValueError(
-            f"{path}: checkpoint version {doc.get('version')} is newer than this minipeft reads "
+            f"{path}: checkpoint version {version!r} is newer than this minipeft reads "
             f"({VERSION}); resume it with the minipeft that wrote it"
         )
-    _upgrade(doc)
-    tpath = Path(run_dir) / doc["tensors"]
+    for key, pattern in (("tensors", NAME), ("best_file", BEST)):
+        name = doc.get(key)
+        if (name is not None or key == "tensors") and not (isinstance(name, str) and pattern.match(name)):
+            raise ValueError(
+                f"{path}: {key}={name!r}; expected a file name like {pattern.pattern} in the run "
+                f"folder (the file was edited). Delete {path} to start the run over"
+            )
+    try:
+        _upgrade(doc)
+    except (TypeError, KeyError, AttributeError) as e:
+        raise ValueError(
+            f"{path}: damaged ({type(e).__name__}: {e}); delete it to start the run over"
+        ) from None
+    tpath = files.safe_child(run_dir, doc["tensors"])
     if not tpath.exists():
         raise FileNotFoundError(
             f"{path} names {tpath.name}, which is missing; delete {path} to start the run over"
         )
-    return doc, load_file(str(tpath))
+    return doc, files.read_tensors(tpath)
 
 
 def _upgrade(doc: dict) -> None:

@@ -65,6 +65,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(
+                f"TrainConfig.patience must be >= 1 or None (never stop early), got {self.patience}; "
+                "0 would stop after the first epoch"
+            )
         if self.select_mode not in ("max", "min"):
             raise ValueError(f"TrainConfig.select_mode must be 'max' or 'min', got {self.select_mode!r}")
         if self.lr <= 0:

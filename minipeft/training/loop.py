@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from minipeft import fingerprint, param_table
@@ -125,7 +124,7 @@ class Loop:
         ckpt.load_optimizer_tensors(self.named, self.optimizer, tensors)
         ckpt.set_rng_states(tensors, doc["rng"])
         if doc.get("best_file"):
-            self.best_tensors = load_file(str(self.out_dir / doc["best_file"]))
+            self.best_tensors = ckpt.files.read_tensors(ckpt.files.safe_child(self.out_dir, doc["best_file"]))
         return {k: v for k, v in doc.items() if k not in ("format", "version", "tensors", "rng")}
 
     def _start(self) -> dict:

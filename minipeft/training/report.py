@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from minipeft import files
+
 
 def jsonable(x):
     """json.dumps fallback: numpy scalars as numbers, paths and devices as strings, else repr."""
@@ -35,14 +37,13 @@ class RunLog:
     """Append JSON lines to out_dir/log.jsonl (no-op without out_dir)."""
 
     def __init__(self, out_dir: Path | None, fresh: bool):
-        self.path = out_dir / "log.jsonl" if out_dir else None
+        self.path = files.safe_child(out_dir, "log.jsonl") if out_dir else None  # a link is refused
         if self.path and fresh:
-            self.path.write_text("")
+            files.write_text(self.path, "")
 
     def __call__(self, **event) -> None:
         if self.path:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(event, default=jsonable) + "\n")
+            files.append_line(self.path, json.dumps(event, default=jsonable))
 
 
 def duration(seconds: float) -> str:
