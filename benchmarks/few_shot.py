@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import grid_cli, grid_report, grid_study
+from benchmarks import grid_cli
 from benchmarks.grid_cli import _ints
-from benchmarks.grid_report import cell, number
-from benchmarks.sweep_stats import mean_std
-from minipeft.files import write_text
 from tasks.cli import run_or_exit
-from tasks.registry import SEQ_CLS, get_task
 
 DEFAULTS = dict(
     methods="lora,full",
@@ -63,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reference", help="method every paired Δ is taken against (default: full if present)")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+from benchmarks import grid_report, grid_study
+from benchmarks.grid_report import cell, number
+from benchmarks.sweep_stats import mean_std
+from minipeft.files import write_text
+from tasks.registry import SEQ_CLS, get_task
 
 
 def plan(args, inputs: dict) -> list[grid_study.Run]:

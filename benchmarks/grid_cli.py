@@ -13,9 +13,7 @@ import math
 import time
 from pathlib import Path
 
-import torch
-
-from benchmarks import grid, grid_study
+# torch and the engine load inside the functions that need them: --help stays torch-free
 
 
 def _ints(text: str) -> list[int]:
@@ -119,6 +117,9 @@ def settings_of(args, inputs: dict, extra: dict) -> dict:
 def estimate(contexts, pending, args, budget: float | None = None, every: int | None = None) -> float:
     """Seconds for `pending`: training tokens (or the budget) and evaluation tokens, at rates timed
     now per (model, task, method)."""
+
+    from benchmarks import grid_study
+
     rates, total = {}, 0.0
     for run in pending:
         ctx = contexts.get(run.model, run.task)
@@ -138,6 +139,10 @@ def estimate(contexts, pending, args, budget: float | None = None, every: int | 
 
 def choose_threads(contexts, run, args) -> None:
     """Under --threads auto: keep torch's default or 1 thread, whichever trains `run` faster now."""
+    import torch
+
+    from benchmarks import grid_study
+
     default = torch.get_num_threads()
     if args.threads != "auto" or default == 1:
         return
@@ -156,6 +161,10 @@ def choose_threads(contexts, run, args) -> None:
 
 def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None, every=None):
     """(rows of runs.csv, settings, checked inputs, wall seconds, cpu seconds); None for a shard."""
+    import torch
+
+    from benchmarks import grid, grid_study
+
     started, cpu0 = time.perf_counter(), time.process_time()
     if args.threads != "auto":
         if not str(args.threads).isdigit() or int(args.threads) < 1:
@@ -191,6 +200,8 @@ def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None,
 
 
 def json_line(name: str, settings: dict, rows: list, wall: float, cpu: float, results, out) -> str:
+    import torch
+
     return json.dumps(
         {
             "benchmark": name,

@@ -18,11 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks import grid_cli, grid_report, grid_study
-from benchmarks.grid_report import cell, number
-from minipeft.files import write_text
+from benchmarks import grid_cli
 from tasks.cli import run_or_exit
-from tasks.registry import SEQ_CLS, get_task
 
 DEFAULTS = dict(
     methods="lora,full",
@@ -72,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--reference", help="method every paired Δ is taken against (default: full if present)")
     return p
+
+
+if __name__ == "__main__":  # --help and usage errors answer before torch loads
+    build_parser().parse_args()
+
+from benchmarks import grid_report, grid_study
+from benchmarks.grid_report import cell, number
+from minipeft.files import write_text
+from tasks.registry import SEQ_CLS, get_task
 
 
 def plan(args, inputs: dict) -> list[grid_study.Run]:
