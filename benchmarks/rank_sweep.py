@@ -34,6 +34,7 @@ DEFAULTS = dict(
     max_eval_examples=800,
 )
 HEAD = ("classifier",)
+REQUIRED = ("rank", "seed", "trial", "val_auroc", "test_auroc")  # columns a resumable runs.csv must have
 
 DESCRIPTION = """\
 The paper's LoRA rank study (Taylor et al. 2024): AUROC at rank r minus AUROC at rank 8,
@@ -172,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="save each run's trained adapter (PEFT layout, with manifest) to --out/adapters/r<rank>-s<seed>"
         "[-t<trial>] before it is removed, e.g. for python -m benchmarks.internals --adapters (default: off)",
     )
+    a(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N slices of the plan (a Slurm array task); rerun without it on the "
+        "same --out to write the summary (docs/grids.md)",
+    )
     a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
     a("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -183,7 +190,7 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 
 import minipeft
-from benchmarks import sweep_io, sweep_report, sweep_stats, sweep_workers
+from benchmarks import grid, sweep_io, sweep_report, sweep_stats
 from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
 from minipeft import files
 from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
@@ -193,6 +200,7 @@ from tasks.objective import seq_cls_eval, seq_cls_loss
 
 
 def check_args(args) -> None:
+    grid.parse_shard(args.shard)
     if args.reference_rank not in args.ranks:
         raise ValueError(f"--reference-rank {args.reference_rank} is not in --ranks {args.ranks}; add it")
     if min(args.ranks) < 1 or args.epochs < 1 or args.batch_size < 1 or args.search < 0:
@@ -390,19 +398,13 @@ def sweep(args) -> dict:
     ctx = load_context(args)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_of(args, ctx)
-    sweep_io.check_settings(out / "sweep.json", settings)
-    rows = sweep_io.read_runs(out / "runs.csv")
+    store = grid.RunStore(out / "runs.csv", sweep_io.COLUMNS, sweep_io.run_key, "rank-sweep", REQUIRED)
+    store.check_settings(out / "sweep.json", settings)
+    rows = store.read()
     done = {sweep_io.run_key(r) for r in rows}
     runs = plan_runs(args)
-    pending = [r for r in runs if r.key not in done]
-    if args.max_runs is not None:
-        pending = pending[: args.max_runs]
-    n_done = sum(r.key in done for r in runs)
-    print(
-        f"rank sweep: {len(runs)} runs planned, {n_done} already in {out / 'runs.csv'} (skipped), "
-        f"{len(pending)} to do now",
-        flush=True,
-    )
+    pending = grid.pending_runs(runs, done, args)
+    grid.announce("rank sweep", runs, pending, done, store, args)
     earlier = sorted({int(r["threads"]) for r in rows if str(r.get("threads", "")).isdigit()})
     if args.threads == "auto" and earlier:  # float sums depend on the thread count: keep the sweep's own
         torch.set_num_threads(earlier[0])
@@ -419,15 +421,12 @@ def sweep(args) -> dict:
             f"makes this pessimistic)",
             flush=True,
         )
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pending), desc="runs", disable=args.no_progress, dynamic_ncols=True)
-    for run, row in sweep_workers.rows(ctx, pending, args, run_one):  # --workers hook: 1 or N processes
-        bar.update(1)
-        bar.set_postfix(rank=run.rank, seed=run.seed)
-        rows.append(row)
-        sweep_io.write_runs(out / "runs.csv", rows)
-    bar.close()
+    # the grid engine: 1 or --workers processes, each row merged into runs.csv under a lock
+    label = lambda run: f"rank={run.rank} seed={run.seed}"  # noqa: E731
+    rows = grid.execute(ctx, pending, args, run_one, store, module="benchmarks.rank_sweep", label=label)
+    if args.shard:
+        print(f"shard {args.shard} done; rerun without --shard on {out} to write the grid's summary")
+        return {"benchmark": "rank_sweep", "shard": args.shard, "runs": len(rows), "out": str(out)}
     return finish(args, out, rows, settings, time.perf_counter() - started, time.process_time() - cpu_started)
 
 

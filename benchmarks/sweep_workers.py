@@ -1,15 +1,17 @@
-"""`--workers N` of benchmarks.rank_sweep: the grid's runs spread over N processes, each run on one.
+"""`--workers N` of the grid engine (benchmarks.grid): a study's runs over N processes, one run each.
 
-    python -m benchmarks.rank_sweep --workers 4 ...
+    python -m benchmarks.rank_sweep --workers 4 ...      (and paper_grid, few_shot, time_budget)
 
-A pool of N processes (multiprocessing, "spawn": no forked torch thread pools) each loads the base
-model and the tokenised data once (rank_sweep.load_context) and then executes whole runs
-(rank_sweep.run_one), one at a time, taking the next pending run when it finishes one. The parent
-process alone writes runs.csv: it receives finished rows in completion order and rewrites the
-file atomically after each, so a kill at any moment leaves complete rows only and a restart with
-the same --out skips them. A run does not depend on which process executes it (run_one seeds the
-head, the adapter and the data order from the run's seed). A run that raises stops the pool and
-the sweep with its error; rows finished before stay in runs.csv.
+A pool of N processes (multiprocessing, "spawn": no forked torch thread pools) each imports the
+study's module (`module`, e.g. benchmarks.rank_sweep), loads its context once
+(`module.load_context(args)`: base model, tokenised data) and then executes whole runs
+(`module.run_one(ctx, run, args)`), one at a time, taking the next pending run when it finishes
+one. The parent process alone writes runs.csv: it receives finished rows in completion order and
+merges each into the file atomically (benchmarks.grid.RunStore), so a kill at any moment leaves
+complete rows only and a restart with the same --out skips them. A run does not depend on which
+process executes it (run_one seeds the head, the adapter and the data order from the run's seed).
+A run that raises stops the pool and the grid with its error; rows finished before stay in
+runs.csv.
 
 Threads per worker: --threads when it is a number, else max(1, cores // N), so N workers do not
 oversubscribe the machine. Progress bars are off inside workers; the parent's bar counts runs.
@@ -18,13 +20,14 @@ oversubscribe the machine. Progress bars are off inside workers; the parent's ba
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-_STATE: tuple | None = None  # (context, args) inside a worker process
+_STATE: tuple | None = None  # (study module, context, args) inside a worker process
 
 
 def worker_threads(args, workers: int) -> int:
@@ -34,23 +37,22 @@ def worker_threads(args, workers: int) -> int:
     )
 
 
-def _init(args: argparse.Namespace, threads: int) -> None:
+def _init(module: str, args: argparse.Namespace, threads: int) -> None:
     global _STATE
-    from benchmarks import rank_sweep
-
+    study = importlib.import_module(module)
     torch.set_num_threads(threads)
     args = argparse.Namespace(**{**vars(args), "no_progress": True})
-    _STATE = (rank_sweep.load_context(args), args)
+    _STATE = (study, study.load_context(args), args)
 
 
 def _work(run):
-    from benchmarks import rank_sweep
-
-    ctx, args = _STATE
-    return run, rank_sweep.run_one(ctx, run, args)
+    study, ctx, args = _STATE
+    return run, study.run_one(ctx, run, args)
 
 
-def rows(ctx, runs: Sequence, args, run_one: Callable) -> Iterator[tuple[object, dict]]:
+def rows(
+    ctx, runs: Sequence, args, run_one: Callable, module: str = "benchmarks.rank_sweep"
+) -> Iterator[tuple[object, dict]]:
     """(run, runs.csv row) for every run: in this process when args.workers <= 1 (in order),
     else from a pool of args.workers processes (in completion order)."""
     requested = int(getattr(args, "workers", 1))
@@ -63,7 +65,9 @@ def rows(ctx, runs: Sequence, args, run_one: Callable) -> Iterator[tuple[object,
         return
     threads = worker_threads(args, workers)
     print(f"spreading {len(runs)} runs over {workers} processes with {threads} thread(s) each", flush=True)
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(args, threads))
+    pool = multiprocessing.get_context("spawn").Pool(
+        workers, initializer=_init, initargs=(module, args, threads)
+    )
     try:
         yield from pool.imap_unordered(_work, runs)
         pool.close()

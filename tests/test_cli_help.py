@@ -22,6 +22,9 @@ COMMANDS = (
     "benchmarks.encoder",
     "benchmarks.memory",
     "benchmarks.ddp_scaling",
+    "benchmarks.paper_grid",
+    "benchmarks.few_shot",
+    "benchmarks.time_budget",
 )
 
 

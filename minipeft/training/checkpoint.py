@@ -7,7 +7,8 @@ Layout in the run directory:
                                     `rng.torch` (uint8) and `rng.cuda.<i>`
     checkpoint.json                 step, epoch (epochs completed), position in the epoch, best metric,
                                     its epoch and file, history, python/numpy RNG states, the tensors file
-    best-epoch<e>.safetensors       trainable tensors at the best epoch so far (e counts from 1)
+    best-epoch<e>.safetensors       trainable tensors at the best epoch so far (e counts from 1);
+                                    best-epoch<e>-step<s> when a mid-epoch evaluation was the best
 
 Every file goes to a temporary name and is renamed into place (os.replace). The tensors file is
 written before the JSON that names it, so a kill at any moment leaves checkpoint.json pointing
@@ -28,7 +29,7 @@ from minipeft import files
 
 FORMAT = "minipeft-train-checkpoint"
 NAME = re.compile(r"^checkpoint-\d{8,}\.safetensors$")  # the only files checkpoint.json may name
-BEST = re.compile(r"^best-epoch\d{3,}\.safetensors$")
+BEST = re.compile(r"^best-epoch\d{3,}(-step\d{6,})?\.safetensors$")  # -step: eval_every_steps
 # 2: best_epoch, history[].epoch and best-epoch<e> files count epochs from 1 (version 1: from 0;
 # load_checkpoint upgrades it, so a run killed before the change resumes with the new numbering)
 VERSION = 2

@@ -53,6 +53,12 @@ class TrainConfig:
     progress: bool = True
     measure_memory: bool = True  # saved-for-backward bytes per step (CPU and CUDA)
     loraplus_ratio: float | None = None  # LoRA+: B side at lr × ratio (minipeft.training.optim); None: off
+    # the paper's time-budget study (§4.7): stop after the optimiser step that brings the seconds spent
+    # in training steps (evaluation excluded, summed across resumes) to max_seconds, then evaluate once
+    # more; eval_every_steps K also evaluates every K optimiser steps inside an epoch. Every evaluation
+    # joins best-state selection and `history`; patience still counts epoch ends only.
+    max_seconds: float | None = None
+    eval_every_steps: int | None = None
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "bucket_batches", "log_every"):
@@ -74,13 +80,19 @@ class TrainConfig:
                 f"TrainConfig.loraplus_ratio must be > 0 (LoRA+ suggests 16), got {self.loraplus_ratio}; "
                 "use None to train with one learning rate"
             )
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"TrainConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ValueError(
+                f"TrainConfig.eval_every_steps must be >= 1 or None, got {self.eval_every_steps}"
+            )
 
 
 @dataclass
 class TrainResult:
     best_epoch: int | None  # epoch (from 1) whose tensors the model holds at the end
     best_metric: float | None
-    history: list[dict]  # one dict per evaluated epoch: epoch (from 1), step, train_loss, metrics
+    history: list[dict]  # one dict per evaluation: epoch (from 1), step, train_loss, metrics
     steps: int  # optimiser steps taken
     train_seconds: float  # time in training steps (evaluation excluded), across resumes
     samples_per_second: float
@@ -92,6 +104,9 @@ class TrainResult:
     resumed_from_step: int | None = None
     best_metrics: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. the first epoch was the best one
+    stopped_by_budget: bool = False  # config.max_seconds was spent before the last epoch ended
+    best_step: int | None = None  # optimiser step of the evaluation whose tensors the model holds
+    history_seconds: list = field(default_factory=list)  # training seconds at each history entry
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

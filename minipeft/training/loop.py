@@ -98,8 +98,12 @@ class Loop:
             "best_epoch": None,
             "best_metrics": {},
             "best_file": None,
+            "best_step": None,
+            "last_eval_step": None,
+            "budget_spent": False,
             "bad_epochs": 0,
             "history": [],
+            "history_seconds": [],
             "train_seconds": 0.0,
             "examples": 0,
             "stopped_early": False,
@@ -149,6 +153,9 @@ class Loop:
             )
         else:
             state = self._resume(*found)
+            for key, value in (("best_step", None), ("last_eval_step", None), ("budget_spent", False)):
+                state.setdefault(key, value)  # checkpoints written before these keys existed
+            state.setdefault("history_seconds", [None] * len(state["history"]))
             self.resumed_from = state["step"]
             self.log(event="resume", step=state["step"], epoch=state["epoch"] + 1, position=state["position"])
         return state
@@ -207,7 +214,7 @@ class Loop:
         eval_s = sum(self.eval_seconds) / len(self.eval_seconds) if self.eval_seconds else 0.0
         return (self.total_steps - state["step"]) * step_s + (self.cfg.epochs - state["epoch"]) * eval_s
 
-    def _train_epoch(self, state: dict) -> float:
+    def _train_epoch(self, state: dict) -> float | None:
         epoch, batches = state["epoch"] + 1, self.sampler.batches(state["epoch"])  # data order: from 0
         self.screen.start_epoch(epoch, len(batches), state["position"])
         window = []
@@ -225,16 +232,24 @@ class Loop:
             if state["step"] % self.cfg.log_every == 0 or pos + 1 == len(batches):
                 self._log_step(state, epoch, sum(window) / len(window), lr, norm)
                 window = []
-            if (
-                self.cfg.checkpoint_every
-                and state["step"] % self.cfg.checkpoint_every == 0
-                and pos + 1 < len(batches)
+            mid_epoch = pos + 1 < len(batches)
+            saved_best = False
+            if mid_epoch and self.cfg.eval_every_steps and state["step"] % self.cfg.eval_every_steps == 0:
+                saved_best = self._evaluate(state, state["epoch_loss"][0] / state["epoch_loss"][1])
+            if mid_epoch and (
+                saved_best or (self.cfg.checkpoint_every and state["step"] % self.cfg.checkpoint_every == 0)
             ):
-                self._checkpoint(state)
+                self._checkpoint(state)  # after the evaluation of this step, so a resume repeats neither
+                self._drop_old_best(saved_best)
             if self.callback is not None:
                 self.callback(
                     {"step": state["step"], "epoch": epoch, "position": pos + 1, "loss": loss, "lr": lr}
                 )
+            if self._budget_spent(state):
+                state["budget_spent"] = True
+                break
+        if state["budget_spent"] and state["position"] < len(batches):
+            return None  # the epoch is unfinished: run() evaluates once more and stops
         total, count = state["epoch_loss"]
         state["epoch_loss"] = [0.0, 0]
         return total / max(count, 1)
@@ -257,7 +272,14 @@ class Loop:
             return True
         return value > best if self.cfg.select_mode == "max" else value < best
 
-    def _end_epoch(self, state: dict, train_loss: float) -> None:
+    def _budget_spent(self, state: dict) -> bool:
+        """TrainConfig.max_seconds of training steps are spent and steps remain."""
+        budget = self.cfg.max_seconds
+        return budget is not None and state["train_seconds"] >= budget and state["step"] < self.total_steps
+
+    def _evaluate(self, state: dict, train_loss: float) -> bool:
+        """Validation metrics at this step: best-state bookkeeping, history, log line. Returns True when
+        a new best-state file was written (the caller checkpoints, then drops the old one)."""
         t0 = time.perf_counter()
         metrics = evaluate(
             self.model,
@@ -273,34 +295,51 @@ class Loop:
                 f"select_metric {self.cfg.select_metric!r} is not among the metrics eval_fn "
                 f"returned {sorted(metrics)}; set TrainConfig.select_metric to one of them"
             )
-        epoch, value = state["epoch"] + 1, metrics[self.cfg.select_metric]  # epoch counts from 1
+        epoch, step = state["epoch"] + 1, state["step"]  # the epoch in progress, from 1
+        value = metrics[self.cfg.select_metric]
         better = self._improved(value, state["best_metric"])
-        old = None
+        at_end = state["position"] == self.steps_per_epoch
+        self._old_best = None
         if better:
-            state.update(best_metric=value, best_epoch=epoch, best_metrics=metrics, bad_epochs=0)
+            state.update(best_metric=value, best_epoch=epoch, best_step=step, best_metrics=metrics)
             self.best_tensors = {f"model.{n}": p.detach().clone() for n, p in self.named}
             if self.out_dir:
-                old, state["best_file"] = state["best_file"], f"best-epoch{epoch:03d}.safetensors"
+                name = f"best-epoch{epoch:03d}" + ("" if at_end else f"-step{step:06d}")
+                self._old_best, state["best_file"] = state["best_file"], f"{name}.safetensors"
                 ckpt.atomic_save_tensors(self.out_dir / state["best_file"], self.best_tensors)
-        else:
-            state["bad_epochs"] += 1
-        state["history"].append(
-            {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "metrics": metrics}
-        )
-        state["epoch"], state["position"] = epoch, 0  # epochs completed
+        state["history"].append({"epoch": epoch, "step": step, "train_loss": train_loss, "metrics": metrics})
+        state["history_seconds"].append(state["train_seconds"])
+        state["last_eval_step"] = step
         self.eval_seconds.append(time.perf_counter() - t0)
-        eta = self._eta(state)
+        self._last_eval = (metrics, better)
         self.log(
             event="eval",
             epoch=epoch,
-            step=state["step"],
+            step=step,
+            seconds=state["train_seconds"],
             train_loss=train_loss,
             metrics=metrics,
             eval_seconds=self.eval_seconds[-1],
             best=better,
             best_epoch=state["best_epoch"],
-            eta_seconds=eta,
+            eta_seconds=self._eta(dict(state, epoch=epoch) if at_end else state),  # as after the epoch
         )
+        return better and self.out_dir is not None
+
+    def _drop_old_best(self, saved_best: bool) -> None:
+        old = getattr(self, "_old_best", None)
+        if saved_best and self.out_dir and old:
+            (self.out_dir / old).unlink(missing_ok=True)
+
+    def _end_epoch(self, state: dict, train_loss: float) -> None:
+        epoch = state["epoch"] + 1  # epoch counts from 1
+        saved_best = False
+        if state["last_eval_step"] != state["step"]:  # not already evaluated at this step
+            saved_best = self._evaluate(state, train_loss)
+        metrics, better = self._last_eval
+        state["bad_epochs"] = 0 if state["best_epoch"] == epoch else state["bad_epochs"] + 1
+        state["epoch"], state["position"] = epoch, 0  # epochs completed
+        eta = self._eta(state)
         self.screen.end_epoch(train_loss, metrics, self.cfg.select_metric, better, eta)
         patience = self.cfg.patience
         state["stopped_early"] = (
@@ -309,8 +348,7 @@ class Loop:
         if state["stopped_early"]:
             self.screen.say(f"stopped early: {patience} epochs without a better {self.cfg.select_metric}")
         self._checkpoint(state)
-        if better and self.out_dir and old and old != state["best_file"]:
-            (self.out_dir / old).unlink(missing_ok=True)
+        self._drop_old_best(saved_best)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> TrainResult:
@@ -320,9 +358,15 @@ class Loop:
             state = self._start()
             state = self.dist.sync_start(self, state)  # distributed hook: rank 0's state everywhere
             self.train_model = self.dist.wrap(self.model)  # distributed hook: DDP (or the model itself)
-            while state["epoch"] < self.cfg.epochs and not state["stopped_early"]:
+            while (
+                state["epoch"] < self.cfg.epochs and not state["stopped_early"] and not state["budget_spent"]
+            ):
                 loss = self._train_epoch(state)
-                self._end_epoch(state, loss)
+                if loss is not None:
+                    self._end_epoch(state, loss)
+                elif state["last_eval_step"] != state["step"]:  # budget spent mid-epoch: one last look
+                    total, count = state["epoch_loss"]
+                    self._evaluate(state, total / max(count, 1))
             if self.best_tensors is not None:
                 ckpt.restore_trainable(self.named, self.best_tensors)
         finally:
@@ -369,6 +413,9 @@ class Loop:
             resumed_from_step=self.resumed_from,
             best_metrics=state["best_metrics"],
             warnings=self._warnings(state),
+            stopped_by_budget=state["budget_spent"],
+            best_step=state["best_step"],
+            history_seconds=state["history_seconds"],
         )
         for text in result.warnings:
             self.log(event="warning", message=text)
