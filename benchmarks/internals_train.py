@@ -33,7 +33,14 @@ ANALYSIS_SECONDS = 30.0  # load + SVDs + figures on MiniLM: 8 s CPU, 70 s wall o
 def sweep_args(args, out: Path) -> argparse.Namespace:
     """The namespace rank_sweep's load_context, run_one, calibrate and settings_of read."""
     return argparse.Namespace(
-        **{**vars(args), "reference_rank": args.ranks[0], "search": 0, "keep_adapters": True, "out": str(out)}
+        **{
+            "method": "lora",
+            **vars(args),
+            "reference_rank": args.ranks[0],
+            "search": 0,
+            "keep_adapters": True,
+            "out": str(out),
+        }
     )
 
 

@@ -27,12 +27,10 @@ full fine-tuning's 22.7M parameters, cheap for an adapter's). Variants:
   hf-peft         transformers BertForSequenceClassification + peft LoRA with the same settings
                   (skipped with a note when transformers/peft are not installed)
 LoRA and IA³ variants also train the classifier (modules_to_save), as HF peft's SEQ_CLS task does.
-Variants run round-robin in every repeat, starting from a variant rotated each round, so their
-ratios are measured side by side on a shared machine: "/full", "/hf" are ratios of medians,
-"p/full", "p/hf" medians of per-round ratios, and "+frz/f" (with full and frozen in the run) the
-median per round of (variant − frozen) ÷ full: what a variant adds to the frozen base, as a share
-of full fine-tuning's step. "faults" is the median number of minor page faults per step (fresh
-memory touched for the first time; Linux/macOS).
+Variants run round-robin, starting from a variant rotated each round, so ratios are measured side
+by side: "/full", "/hf" are ratios of medians, "p/full", "p/hf" medians of per-round ratios, "+frz/f"
+the median per round of (variant − frozen) ÷ full, and "faults" the median minor page faults per
+step (docs/benchmarks.md).
 "Activation bytes" are the unique storages autograd saves for backward during one forward,
 parameters excluded (torch.autograd.graph.saved_tensors_hooks), on the eager model.
 With --compile, every variant of ours (not hf-peft) also runs as "<variant>+c", a second copy of the

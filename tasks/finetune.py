@@ -15,9 +15,8 @@ max_position_embeddings (the paper: 480 + 10 <= 512).
 Writes into --out: the best adapter in adapter/ (PEFT layout with adapter_manifest.json, for every
 adapter method; full and frozen: the model in HF layout in model/), metrics.json (validation and
 test), task.json (labels, max length: what tasks.predict needs), and the training loop's log.jsonl
-and result.json. Every input problem (missing file or column, unknown label, empty split,
-undecodable text) is reported before training starts. A killed run restarted with the same --out
-resumes from its last checkpoint.
+and result.json. Input problems are reported before training starts. A killed run restarted with
+the same --out resumes from its last checkpoint.
 
 --out must be new, empty, or a run folder of this program with the same settings (run.json says
 so); any other folder is refused, so no file of yours is overwritten. The run is finished, and

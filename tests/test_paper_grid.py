@@ -124,7 +124,7 @@ def test_two_shards_at_once_lose_nothing_and_a_plain_rerun_assembles(tmp_path, t
     "change, message",
     [
         (["--tasks", "nope"], "unknown task 'nope'"),
-        (["--methods", "lora,dora"], "unknown ['dora']"),
+        (["--methods", "lora,loha"], "unknown ['loha']"),
         (["--shard", "3/2"], "expected K/N with 1 <= K <= N"),
         (["--models", "EMPTY"], "no config.json in it"),
         (["--data-dir", "PARTIAL"], "test"),
