@@ -23,8 +23,6 @@ holds when it differs from what is saved: PiSSA/OLoRA), ADAPTER_BUFFERS (frozen 
 given the layer's role) and LORAPLUS_B (LoRA+'s B side, minipeft.training.optim). Methods: docs/methods.md.
 """
 
-__version__ = "0.1.0"
-
 from minipeft.adapter import AdapterLayer
 from minipeft.audit import ParamRow, ParamSummary, fingerprint, param_table, summary
 from minipeft.config import DoraConfig, IA3Config, LoraConfig, VeraConfig
@@ -35,6 +33,7 @@ from minipeft.io import load_adapter, save_adapter
 from minipeft.lora import LoRALinear
 from minipeft.registry import register
 from minipeft.vera import VeRALinear
+from minipeft.version import __version__
 
 __all__ = [
     "__version__",

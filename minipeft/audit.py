@@ -26,6 +26,7 @@ import torch.nn as nn
 from minipeft import registry
 from minipeft.inject import adapter_state, adapters, saved_modules
 from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
+from minipeft.version import __version__
 
 
 def adapter_roles() -> tuple[str, ...]:
@@ -263,11 +264,9 @@ def build_manifest(
 ) -> dict:
     """`adapter` records what the file alone cannot say, e.g. {"type": "lora", "init": "pissa",
     "rank": 8, "saved_as": ...} when a PiSSA/OLoRA adapter was converted to a plain rank-2r LoRA."""
-    import minipeft
-
     manifest = {
         "format": MANIFEST_FORMAT,
-        "minipeft_version": minipeft.__version__,
+        "minipeft_version": __version__,
         "torch_version": torch.__version__,
         "base_fingerprint": fingerprint(model),
         "config_sha256": config_sha256(config),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 from tasks import data_conll, data_csv, defaults
-from tasks.registry import CLS_METRICS, NER_METRICS, SEQ_CLS, TOKEN_CLS, Task, register
+from tasks.task import CLS_METRICS, NER_METRICS, SEQ_CLS, TOKEN_CLS, Task, register
 
 
 def _digits(n: int) -> tuple[str, ...]:

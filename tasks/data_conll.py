@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.data_csv import decode_utf8, find_file
-from tasks.registry import Dataset, TaggedExample
+from tasks.task import Dataset, TaggedExample
 
 CONLL_NAMES = {"train": ("train.txt.conll",), "validation": ("dev.txt.conll",), "test": ("test.txt.conll",)}
 GENERIC_NAMES = {  # the generic `conll` task: also the shorter names

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import data_arrow
-from tasks.registry import Dataset, TextExample
+from tasks.task import Dataset, TextExample
 
 _FIELD_LIMIT = 2**31 - 1  # larger than any note; C long on every platform
 

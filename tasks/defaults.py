@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from models.assets import DRUG_REVIEWS, ROTTEN_TOMATOES, asset_dir
-from tasks.registry import Dataset, TextExample
+from tasks.task import Dataset, TextExample
 
 SPLIT_SEED = 20240215  # fixed: the splits never depend on the run's --seed
 RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"

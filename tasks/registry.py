@@ -12,106 +12,31 @@ whose three splits are validated here, before any training starts.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-SEQ_CLS = "seq-cls"
-TOKEN_CLS = "token-cls"
-SPLITS = ("train", "validation", "test")
-HEADS = {
-    SEQ_CLS: "sequence-classification",
-    TOKEN_CLS: "token-classification",
-}  # type -> load_pretrained head
-
-CLS_METRICS = (
-    "accuracy",
-    "roc_auc",
-    "f1_macro",
-    "f1_micro",
-    "f1_weighted",
-    "precision_macro",
-    "recall_macro",
+from tasks import catalog  # noqa: F401  (declares the built-in tasks)
+from tasks.task import (  # noqa: F401  (re-exported: the names users import from here)
+    _TASKS,
+    CLS_METRICS,
+    HEADS,
+    NER_METRICS,
+    SEQ_CLS,
+    SPLITS,
+    TOKEN_CLS,
+    Dataset,
+    TaggedExample,
+    Task,
+    TextExample,
+    register,
 )
-NER_METRICS = ("entity_f1", "entity_precision", "entity_recall", "entity_f1_strict", "token_accuracy")
-
-
-@dataclass(frozen=True)
-class TextExample:
-    """One note (or sentence) and its label index into the task's label list."""
-
-    id: str
-    text: str
-    label: int
-
-
-@dataclass(frozen=True)
-class TaggedExample:
-    """One pre-split sentence and one tag index per word."""
-
-    id: str
-    words: tuple[str, ...]
-    tags: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """The three splits of one task, the label list they index, and the files they came from."""
-
-    labels: tuple[str, ...]
-    train: list
-    validation: list
-    test: list
-    files: tuple[Path, ...] = ()
-    notes: tuple[str, ...] = ()  # human-readable remarks from the loader (dedup counts, ...)
-
-    def split(self, name: str) -> list:
-        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A registered task. `labels` is the closed label set; empty means 'read from the files' (NER)."""
-
-    name: str
-    type: str  # SEQ_CLS | TOKEN_CLS
-    labels: tuple[str, ...]
-    metrics: tuple[str, ...]
-    primary: str  # the headline metric the paper reports
-    select_by: str  # the validation metric that picks the best epoch
-    loader: Callable[..., Dataset] = field(repr=False, compare=False)
-    description: str = ""
-    needs_data_dir: bool = True  # False: an embedded default read from the asset cache
-    entity_types: tuple[str, ...] = ()  # NER: the closed set of entity types, if known
-    options: tuple[str, ...] = ()  # keyword arguments the loader takes (the generic csv's columns)
-
-    @property
-    def head(self) -> str:
-        return HEADS[self.type]
-
-
-_TASKS: dict[str, Task] = {}
-
-
-def register(task: Task) -> Task:
-    if task.name in _TASKS:
-        raise ValueError(f"task '{task.name}' is registered twice")
-    if task.primary not in task.metrics or task.select_by not in task.metrics:
-        raise ValueError(
-            f"task '{task.name}': primary '{task.primary}' and select_by "
-            f"'{task.select_by}' must be among its metrics {task.metrics}"
-        )
-    _TASKS[task.name] = task
-    return task
 
 
 def task_names() -> list[str]:
-    _ensure_registered()
     return sorted(_TASKS)
 
 
 def get_task(name: str) -> Task:
-    _ensure_registered()
     if name not in _TASKS:
         raise KeyError(f"unknown task '{name}'; known tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]
@@ -176,9 +101,3 @@ def subsample(examples: list, n: int | None, seed: int) -> list:
     if not n or n >= len(examples):
         return examples
     return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
-
-
-def _ensure_registered() -> None:
-    """Import the modules that register tasks (kept lazy so this module imports nothing heavy)."""
-    if not _TASKS:
-        from tasks import catalog  # noqa: F401  (registers on import)
