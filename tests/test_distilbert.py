@@ -25,6 +25,17 @@ def _perturb(model, scale=0.1):
             p.add_(torch.randn_like(p) * scale)
 
 
+def load_perturbed_copy(hf, folder, head, heads):
+    """Perturb the transformers model `hf`, save it to `folder` and load it with our load_pretrained:
+    the class of `heads[head]` (dispatch on model_type), with HF's state-dict keys and head loaded."""
+    _perturb(hf)
+    hf.save_pretrained(folder)
+    ours = load_pretrained(folder, head=head).eval()
+    assert isinstance(ours, heads[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
+    assert head is None or ours.head_loaded
+    return ours
+
+
 def _batch():
     ids = torch.randint(1, SMALL["vocab_size"], (2, 7))
     mask = torch.ones(2, 7, dtype=torch.long)
@@ -111,11 +122,7 @@ def test_logits_match_transformers(tmp_path, head, activation):
         "token-classification": transformers.DistilBertForTokenClassification,
     }[head]
     hf = hf_cls(transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)).eval()
-    _perturb(hf)
-    hf.save_pretrained(tmp_path)
-    ours = load_pretrained(tmp_path, head=head).eval()  # dispatch on model_type
-    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
-    assert head is None or ours.head_loaded
+    ours = load_perturbed_copy(hf, tmp_path, head, HEADS)
     ids, mask = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask)
