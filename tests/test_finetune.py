@@ -34,6 +34,18 @@ def _finetune(task, data_dir, model, out, *extra):
     return finetune.run(args)
 
 
+def _predict(adapter, model, input_file, output, *extra):
+    """python -m tasks.predict on `input_file` with the adapter of a run, without progress bars."""
+    predict.main(
+        [
+            *("--adapter", str(adapter), "--model", str(model)),
+            *("--input", str(input_file), "--output", str(output)),
+            *extra,
+            "--no-progress",
+        ]
+    )
+
+
 CASES = [  # task, writer, method
     ("mimic-mp", lambda d: write_mimic(d, "mp"), "lora"),
     ("mimic-los", lambda d: write_mimic(d, "los", original_names=True), "ia3"),
@@ -70,19 +82,7 @@ def test_saved_adapter_reproduces_test_metrics_through_predict(tmp_path, tiny_mo
     out = tmp_path / "run"
     doc = _finetune("mimic-mp", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     pred_file = tmp_path / "pred.csv"
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(data_dir / "test.csv"),
-            "--output",
-            str(pred_file),
-            "--no-progress",
-        ]
-    )
+    _predict(out / "adapter", tiny_model, data_dir / "test.csv", pred_file)
     with open(data_dir / "test.csv", newline="") as f:
         gold = {r["id"]: r["hospital_expire_flag"] for r in csv.DictReader(f)}
     with open(pred_file, newline="") as f:
@@ -260,19 +260,7 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
     out = tmp_path / "run"
     doc = _finetune("i2b2-2010", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     capsys.readouterr()
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(data_dir / "test.txt.conll"),
-            "--output",
-            str(tmp_path / "tagged.conll"),
-            "--no-progress",
-        ]
-    )
+    _predict(out / "adapter", tiny_model, data_dir / "test.txt.conll", tmp_path / "tagged.conll")
     err = capsys.readouterr().err
     scores = json.loads(err.split("entity scores: ")[1].splitlines()[0])
     assert scores["entity_f1"] == pytest.approx(doc["test"]["entity_f1"], abs=1e-4)
@@ -283,37 +271,18 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
     assert all(len(l) == 3 and l[2] in labels for l in got_lines if l)
     # the same tokens without tags: the same predictions, two columns
     (tmp_path / "plain.conll").write_text("\n".join(l[0] if l else "" for l in gold_lines) + "\n")
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(tmp_path / "plain.conll"),
-            "--output",
-            str(tmp_path / "plain_out.conll"),
-            "--no-progress",
-        ]
-    )
+    _predict(out / "adapter", tiny_model, tmp_path / "plain.conll", tmp_path / "plain_out.conll")
     plain = [l.split() for l in (tmp_path / "plain_out.conll").read_text().splitlines()]
     assert plain == [[l[0], l[2]] if l else [] for l in got_lines]
     # a sentence longer than --max-length: its tail is tagged O and counted
     (tmp_path / "long.conll").write_text("\n".join(["fever"] * 60) + "\n")
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(tmp_path / "long.conll"),
-            "--output",
-            str(tmp_path / "long_out.conll"),
-            "--max-length",
-            "12",
-            "--no-progress",
-        ]
+    _predict(
+        out / "adapter",
+        tiny_model,
+        tmp_path / "long.conll",
+        tmp_path / "long_out.conll",
+        "--max-length",
+        "12",
     )
     assert "warning: 50 word(s) beyond --max-length 12 tokens were tagged O" in capsys.readouterr().err
     tags = [l.split()[1] for l in (tmp_path / "long_out.conll").read_text().splitlines()]
