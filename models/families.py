@@ -25,18 +25,7 @@ class Family:
 
 
 FAMILIES = {
-    "bert": Family(
-        "bert",
-        BertConfig,
-        {
-            None: bert.BertModel,
-            "sequence-classification": bert.BertForSequenceClassification,
-            "token-classification": bert.BertForTokenClassification,
-        },
-        "bert",
-        ("classifier",),
-        ("cls.",),
-    ),
+    "bert": Family("bert", BertConfig, bert.HEADS, bert.BASE_PREFIX, ("classifier",), ("cls.",)),
     "distilbert": Family(
         "distilbert",
         DistilBertConfig,
