@@ -16,7 +16,7 @@ from models.blocks import DenseAddNorm, EncoderModel, Intermediate, LayerStack, 
 from models.common import BertOutputs, position_ids, queries  # noqa: F401 (models.BertOutputs)
 from models.config import BertConfig
 from models.dropout import Dropout
-from models.heads import SequenceClassification, TokenClassification
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class BertEmbeddings(nn.Module):
@@ -120,13 +120,9 @@ class BertForTokenClassification(TokenClassification):
     BASE, ENCODER = "bert", BertModel
 
 
-# What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {
-    None: BertModel,
-    "sequence-classification": BertForSequenceClassification,
-    "token-classification": BertForTokenClassification,
-}
-BASE_PREFIX = "bert"
+HEADS = heads_table(
+    BertModel, BertForSequenceClassification, BertForTokenClassification
+)  # what load_pretrained builds
 
 
 def init_weights(model: nn.Module, std: float, generator: torch.Generator | None = None) -> None:

@@ -20,7 +20,7 @@ from models.blocks import EncoderModel, LayerStack, Pooler, multi_head_attention
 from models.common import ACTIVATIONS, position_ids, queries
 from models.config import DistilBertConfig
 from models.dropout import Dropout
-from models.heads import SequenceClassification, TokenClassification
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class Embeddings(nn.Module):
@@ -125,10 +125,6 @@ class DistilBertForTokenClassification(TokenClassification):
     dropout_rate = staticmethod(lambda cfg: cfg.dropout)
 
 
-# What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {
-    None: DistilBertModel,
-    "sequence-classification": DistilBertForSequenceClassification,
-    "token-classification": DistilBertForTokenClassification,
-}
-BASE_PREFIX = "distilbert"
+HEADS = heads_table(
+    DistilBertModel, DistilBertForSequenceClassification, DistilBertForTokenClassification
+)  # what load_pretrained builds

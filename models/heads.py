@@ -28,6 +28,11 @@ def _encoder_and_labels(head: nn.Module, cfg, num_labels: int, **encoder_kwargs)
     setattr(head, head.BASE, head.ENCODER(head.config, **encoder_kwargs))
 
 
+def heads_table(model: type, sequence: type, token: type) -> dict:
+    """A family's classes by `load_pretrained`'s head name (None: the bare encoder)."""
+    return {None: model, "sequence-classification": sequence, "token-classification": token}
+
+
 class SequenceClassification(nn.Module):
     """logits = W_c · Dropout(pooled) + b_c, pooled = the encoder's pooler_output; with
     PRE_CLASSIFIER (DistilBERT) pooled = ReLU(W_pre h[:, 0] + b_pre) instead.

@@ -22,7 +22,7 @@ from models.blocks import DenseAddNorm, EncoderModel, Intermediate, LayerStack, 
 from models.common import position_ids, queries
 from models.config import MobileBertConfig
 from models.dropout import Dropout
-from models.heads import SequenceClassification, TokenClassification
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class NoNorm(nn.Module):
@@ -229,10 +229,6 @@ class MobileBertForTokenClassification(TokenClassification):
     BASE, ENCODER = "mobilebert", MobileBertModel
 
 
-# What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {
-    None: MobileBertModel,
-    "sequence-classification": MobileBertForSequenceClassification,
-    "token-classification": MobileBertForTokenClassification,
-}
-BASE_PREFIX = "mobilebert"
+HEADS = heads_table(
+    MobileBertModel, MobileBertForSequenceClassification, MobileBertForTokenClassification
+)  # what load_pretrained builds

@@ -84,6 +84,7 @@ from tqdm import tqdm
 from minipeft.files import refuse_symlink, write_text
 from minipeft.training.batching import LengthBucketSampler, PadCollate
 from models import load_pretrained, load_tokenizer
+from models.hf_config import read_json_object
 from tasks.adapters import attach, load_base_for_adapter
 from tasks.metrics import ner_metrics
 from tasks.objective import model_inputs
@@ -91,13 +92,7 @@ from tasks.objective import model_inputs
 
 def read_object(file: Path) -> dict:
     """A JSON file holding an object, or a ValueError naming it."""
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e}); write it again with tasks.finetune") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{file}: expected a JSON object, found a {type(doc).__name__}")
-    return doc
+    return read_json_object(file, fix="write it again with tasks.finetune")
 
 
 def read_task_info(folder: Path) -> dict:
