@@ -120,9 +120,8 @@ class BertForTokenClassification(TokenClassification):
     BASE, ENCODER = "bert", BertModel
 
 
-HEADS = heads_table(
-    BertModel, BertForSequenceClassification, BertForTokenClassification
-)  # what load_pretrained builds
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(BertModel, BertForSequenceClassification, BertForTokenClassification)
 
 
 def init_weights(model: nn.Module, std: float, generator: torch.Generator | None = None) -> None:

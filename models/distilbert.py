@@ -125,6 +125,5 @@ class DistilBertForTokenClassification(TokenClassification):
     dropout_rate = staticmethod(lambda cfg: cfg.dropout)
 
 
-HEADS = heads_table(
-    DistilBertModel, DistilBertForSequenceClassification, DistilBertForTokenClassification
-)  # what load_pretrained builds
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(DistilBertModel, DistilBertForSequenceClassification, DistilBertForTokenClassification)

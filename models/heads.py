@@ -1,11 +1,13 @@
 """The task heads, one class per kind, for every encoder family.
 
-A family's head is a subclass that sets three class-level settings and nothing else, so its class
-name is HF's (`architectures` in config.json) and its keys carry HF's prefix:
+A family's head is a subclass that sets class-level settings and nothing else, so its class name
+is HF's (`architectures` in config.json) and its keys carry HF's prefix:
 
-    BASE      attribute name of the bare encoder, HF's weight prefix ("bert", "distilbert", ...)
-    ENCODER   the family's bare encoder class (a models.blocks.EncoderModel)
-    dropout_rate(cfg)   the head's dropout rate (a staticmethod; HF's rule for the family)
+    BASE               attribute name of the bare encoder, HF's weight prefix ("bert", ...)
+    ENCODER            the family's bare encoder class (a models.blocks.EncoderModel)
+    dropout_rate(cfg)  the head's dropout rate, a staticmethod (default: classifier_dropout, else
+                       hidden_dropout_prob, BERT's rule; DistilBERT states its own)
+    PRE_CLASSIFIER     sequence head only: a ReLU(W_pre ·) layer before the classifier (DistilBERT)
 """
 
 from __future__ import annotations

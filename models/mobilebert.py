@@ -229,6 +229,5 @@ class MobileBertForTokenClassification(TokenClassification):
     BASE, ENCODER = "mobilebert", MobileBertModel
 
 
-HEADS = heads_table(
-    MobileBertModel, MobileBertForSequenceClassification, MobileBertForTokenClassification
-)  # what load_pretrained builds
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(MobileBertModel, MobileBertForSequenceClassification, MobileBertForTokenClassification)
