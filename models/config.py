@@ -11,6 +11,7 @@ reading, writing and checks behind them live in models/hf_config.py (`validate`,
 
     CHECK   (activation field, width field or property, heads field): width must split into heads
     FIXED   {config.json key: the only value we implement}: absent is fine, written back on save
+            (default: none)
     ARCHITECTURES  the `architectures` entry written by to_dict for the bare encoder
 """
 
@@ -29,8 +30,10 @@ class ModelConfig:
     """What every family's config has besides its architecture fields, and the methods they share.
 
     Its fields are keyword-only, so a family's own fields keep their positions in __init__. A
-    family declares its architecture fields, `model_type` (its default is the family's name) and
-    CHECK, FIXED, ARCHITECTURES; it never repeats what is here."""
+    family declares its architecture fields, `model_type` (its default is the family's name),
+    CHECK and ARCHITECTURES, and FIXED when it has one; it never repeats what is here."""
+
+    FIXED: ClassVar = {}  # config.json keys with the only value implemented (none by default)
 
     id2label: dict | None = None  # {int: str}, kept for heads
     label2id: dict | None = None  # {str: int}
@@ -87,7 +90,6 @@ class DistilBertConfig(ModelConfig):
     """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
 
     CHECK: ClassVar = ("activation", "dim", "n_heads")
-    FIXED: ClassVar = {}
     ARCHITECTURES: ClassVar = ("DistilBertModel",)
 
     vocab_size: int = 30522
@@ -119,7 +121,6 @@ class MobileBertConfig(ModelConfig):
     hidden_size); a config.json that states a different value is refused."""
 
     CHECK: ClassVar = ("hidden_act", "true_hidden_size", "num_attention_heads")
-    FIXED: ClassVar = {}
     ARCHITECTURES: ClassVar = ("MobileBertModel",)
 
     vocab_size: int = 30522
