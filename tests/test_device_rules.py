@@ -319,6 +319,8 @@ def test_finetune_compile_gives_the_eager_run(tmp_path, make_tiny_model, monkeyp
 STEP_FILES = {  # path: whole file (step code only), or only its `forward` methods
     "models/attention.py": "file",
     "models/common.py": "file",
+    "models/blocks.py": "file",
+    "models/heads.py": "forward",
     "models/dropout.py": "file",
     "minipeft/ops.py": "file",
     "models/bert.py": "forward",

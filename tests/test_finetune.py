@@ -107,7 +107,8 @@ def test_frozen_changes_only_the_head_and_full_model_predicts(tmp_path, tiny_mod
             "--no-progress",
         ]
     )
-    rows = list(csv.DictReader(open(tmp_path / "p.csv", newline="")))
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [str(i) for i in range(8)]  # no id column: row numbers
     assert list(rows[0])[2:] == [f"prob_{i}" for i in range(7)]
 
