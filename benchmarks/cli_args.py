@@ -13,6 +13,15 @@ from __future__ import annotations
 import argparse
 
 
+def parser(module: str, description: str, cls=argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The parser of `python -m <module>`: help names the command as it is typed, description verbatim."""
+    return cls(
+        prog=f"python -m {module}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def ints(text: str) -> list[int]:
     """'2,8,32' -> [2, 8, 32] (an argparse type)."""
     try:
@@ -98,6 +107,10 @@ FLAGS = {
     "--out": lambda d: dict(default=d["out"], help=f"output folder (default {d['out']})"),
     "--no-progress": lambda d: dict(action="store_true", help="no progress bars"),
 }
+
+
+# how much each run trains and is scored on, in this order in every training study's --help
+SIZE = ("--batch-size", "--max-length", "--max-train-examples", "--max-eval-examples")
 
 
 def add(p: argparse.ArgumentParser, d: dict, *flags: str, **helps: str) -> None:

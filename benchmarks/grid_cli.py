@@ -49,10 +49,7 @@ def add_common(p: argparse.ArgumentParser, d: dict) -> None:
     cli_args.add(
         p,
         d,
-        "--batch-size",
-        "--max-length",
-        "--max-train-examples",
-        "--max-eval-examples",
+        *cli_args.SIZE,
         "--data-seed",
         "--threads",
         "--workers",
@@ -73,11 +70,7 @@ def add_common(p: argparse.ArgumentParser, d: dict) -> None:
 
 def study_parser(module: str, description: str, d: dict, own=None) -> argparse.ArgumentParser:
     """A study's parser: the common flags, the study's own (`own(p.add_argument)`), --reference."""
-    p = argparse.ArgumentParser(
-        prog=f"python -m {module}",
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser(module, description)
     add_common(p, d)
     if own is not None:
         own(p.add_argument)
@@ -206,18 +199,13 @@ def main(build_parser, main_run, argv=None) -> None:
 
 
 def json_line(name: str, settings: dict, rows: list, wall: float, cpu: float, results, out) -> str:
-    import torch
+    from benchmarks import grid
 
     return json.dumps(
         {
             "benchmark": name,
             "config": {k: v for k, v in settings.items() if k != "data_files"},
-            "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "threads": torch.get_num_threads(),
-            "runs": len(rows),
-            "wall_seconds": round(wall, 1),
-            "cpu_seconds": round(cpu, 1),
+            **grid.run_facts(rows, wall, cpu),
             "results": results,
             "out": str(out),
         },

@@ -9,7 +9,6 @@ skips the runs already saved (runs.csv, adapters/, full/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -59,11 +58,7 @@ Adapters come from tasks.finetune (<out>/adapter) or benchmarks.rank_sweep --kee
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m benchmarks.internals",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.internals", DESCRIPTION, cls=ArgumentParser)
     a, d = p.add_argument, DEFAULTS
     a("--adapters", nargs="+", metavar="DIR", help="analyse these saved LoRA/IA3 adapters (no training)")
     a("--full-model", metavar="DIR", help="analyse this fully fine-tuned model folder (no training)")
@@ -100,10 +95,7 @@ def build_parser() -> ArgumentParser:
     cli_args.add(
         p,
         d,
-        "--batch-size",
-        "--max-length",
-        "--max-train-examples",
-        "--max-eval-examples",
+        *cli_args.SIZE,
         "--data-seed",
         "--threads",
         max_eval_examples="validation and test subsets of this size (default 400; 0 = all)",

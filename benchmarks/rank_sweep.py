@@ -51,11 +51,7 @@ Why this grid, this alpha policy and this budget: docs/rank-sweep.md.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.rank_sweep",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.rank_sweep", DESCRIPTION)
     a, d = p.add_argument, DEFAULTS
     a(
         "--task",
@@ -102,10 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.add(
         p,
         d,
-        "--batch-size",
-        "--max-length",
-        "--max-train-examples",
-        "--max-eval-examples",
+        *cli_args.SIZE,
         max_length="max tokens per note, right-truncated (default 480, the paper's)",
     )
     a(
@@ -303,12 +296,7 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
         "config": {k: v for k, v in settings.items() if k != "data_files"},
         "ranks": args.ranks,
         "reference_rank": args.reference_rank,
-        "torch": torch.__version__,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "threads": torch.get_num_threads(),
-        "runs": len(rows),
-        "wall_seconds": round(wall, 1),
-        "cpu_seconds": round(cpu, 1),
+        **grid.run_facts(rows, wall, cpu),
         "rank_above_reference_helps": helps,
         "verdict": text,
         "results": sweep_report.json_summary(summary, args.reference_rank),
