@@ -1,5 +1,7 @@
-"""The flags and the driver that paper_grid, few_shot and time_budget share.
+"""The flags, the driver and the command-line skeleton that paper_grid, few_shot and time_budget share.
 
+study_parser(): the common flags (add_common), the study's own, --reference. run_study(): one
+invocation (checks, drive, the study's report, the last JSON line); main(): parse, run, print.
 drive(): check every input (one-line error before anything trains), refuse a resume with other
 settings, plan, print what is done and what is left, print the time estimate, run the pending
 runs through the grid engine (benchmarks.grid) and return every row of runs.csv.
