@@ -238,9 +238,13 @@ def train_examples(ctx: Context, run: Run, args) -> list[dict]:
 
 # ---------------------------------------------------------------- one run
 def set_up(ctx: Context, run: Run, seed: int):
-    """The base model loaded afresh (head drawn from `seed`) with the run's method on it (paper presets)."""
+    """The base model loaded afresh (head drawn from `seed`) with the run's method on it (paper presets).
+    The fresh head always trains, so its "used untrained" warning (the estimate's timed evaluation
+    step would trigger it) is switched off, as in the rank sweep."""
     seed_everything(seed)
-    model = load_pretrained(run.model, head=ctx.task.head, num_labels=len(ctx.labels), seed=seed)
+    model = load_pretrained(
+        run.model, head=ctx.task.head, num_labels=len(ctx.labels), seed=seed, warn_untrained_head=False
+    )
     preset, targets = resolve_preset(("preset",), Path(run.model))
     kind = "SEQ_CLS" if ctx.task.type == SEQ_CLS else "TOKEN_CLS"
     return build(model, MethodSpec(run.method, preset, targets=targets, task_type=kind))[0]
