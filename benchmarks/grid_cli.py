@@ -94,8 +94,8 @@ def settings_of(args, inputs: dict, extra: dict) -> dict:
 
 
 def estimate(contexts, pending, args, budget: float | None = None, every: int | None = None) -> float:
-    """Seconds for `pending`: training tokens (or the budget) and evaluation tokens, at rates timed
-    now per (model, task, method)."""
+    """Seconds for `pending`: each run's set-up, its training tokens (or the budget) and its
+    evaluation tokens, at rates timed now per (model, task, method)."""
 
     from benchmarks import grid_study
 
@@ -105,14 +105,13 @@ def estimate(contexts, pending, args, budget: float | None = None, every: int | 
         key = (run.model, run.task, run.method)
         if key not in rates:
             rates[key] = grid_study.seconds_per_token(ctx, run, args)
-        step, per_eval = rates[key]
+        step, per_eval, setup = rates[key]
         tokens = grid_study.train_tokens(ctx, run, args)
         steps = args.epochs * math.ceil(len(grid_study.train_examples(ctx, run, args)) / args.batch_size)
         train = tokens * step if budget is None else min(budget, tokens * step)
         evals = args.epochs if not every else train / (tokens * step / steps) / every + 1
-        total += train + per_eval * (
-            evals * grid_study.eval_tokens(ctx, "val", args) + grid_study.eval_tokens(ctx, "test", args)
-        )
+        scored = evals * grid_study.eval_tokens(ctx, "val", args) + grid_study.eval_tokens(ctx, "test", args)
+        total += setup + train + per_eval * scored
     return total
 
 

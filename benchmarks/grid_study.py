@@ -22,6 +22,7 @@ from benchmarks import grid
 from benchmarks.cli_args import names
 from minipeft.training import LengthBucketSampler, PadCollate, TrainConfig, evaluate, seed_everything, train
 from minipeft.training.batching import to_device
+from minipeft.training.optim import build_adamw
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
 from tasks.encode import encode_tagged, encode_texts
@@ -321,27 +322,35 @@ def _padded(lengths: list[int], batches: list[list[int]]) -> int:
     return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
 
-def seconds_per_token(ctx: Context, run: Run, args) -> tuple[float, float]:
-    """(training, evaluation) seconds per padded token for this model, task and method, timed now."""
+def seconds_per_token(ctx: Context, run: Run, args) -> tuple[float, float, float]:
+    """(training, evaluation) seconds per padded token for this model, task and method, and the
+    seconds of one run's set-up (loading the model, injecting the method), timed now. A training
+    step is timed whole: forward, backward and the AdamW update (full fine-tuning's update of every
+    weight is a real share of its step)."""
+    t0 = time.perf_counter()
     model = set_up(ctx, run, 0)
+    setup = time.perf_counter() - t0
     is_seq = ctx.task.type == SEQ_CLS
     loss_fn = seq_cls_loss if is_seq else token_cls_loss
     data = train_examples(ctx, run, args)
     batches = LengthBucketSampler([len(e["input_ids"]) for e in data], args.batch_size, seed=0).batches(0)[:3]
+    opt = build_adamw(model, lr=1e-6, weight_decay=0.0)
     times = []
     for b in batches:
         batch = to_device(ctx.collate([data[i] for i in b]), torch.device("cpu"))
         t0 = time.perf_counter()
         loss_fn(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         times.append((time.perf_counter() - t0) / batch["input_ids"].numel())
-        model.zero_grad(set_to_none=True)
     model.eval()
     val = ctx.encoded["val"][:64]
     batch = ctx.collate(val)
     t0 = time.perf_counter()
     with torch.no_grad():
         loss_fn(model, batch)
-    return sorted(times)[len(times) // 2], (time.perf_counter() - t0) / batch["input_ids"].numel()
+    per_eval = (time.perf_counter() - t0) / batch["input_ids"].numel()
+    return sorted(times)[len(times) // 2], per_eval, setup
 
 
 def eval_tokens(ctx: Context, split: str, args) -> int:

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from minipeft import registry
+from minipeft.files import read_json
 from minipeft.inject import adapter_state, adapters, saved_modules
 from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
 from minipeft.version import __version__
@@ -357,10 +358,7 @@ def check_manifest(
             stacklevel=2,
         )
     else:
-        try:
-            manifest = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        manifest = read_json(file, "save the adapter again")
         if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:
             _check_shape(manifest, file)
         _verify(manifest, config, tensors, file)

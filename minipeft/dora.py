@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from minipeft import ops
 from minipeft.adapter import adopt_linear
 from minipeft.config import DoraConfig
-from minipeft.lora import LoRALinear
+from minipeft.lora import LoRALinear, add_low_rank_pair
 
 
 class DoRALinear(nn.Module):
@@ -55,17 +54,8 @@ class DoRALinear(nn.Module):
                 "target nn.Linear layers only, or use plain LoRA (use_dora=False)"
             )
         adopt_linear(self, base)
-        self.r, self.alpha, self.use_rslora, self.fused, self.init = r, alpha, use_rslora, fused, init
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        like = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
-        self.lora_dropout = nn.Dropout(dropout)
-        if init == "kaiming":
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        elif init == "gaussian":
-            nn.init.normal_(self.lora_A, std=1 / r)
-        else:
+        self.fused, self.init = fused, init
+        if not add_low_rank_pair(self, r, alpha, dropout, use_rslora, init):
             raise ValueError(f"DoRALinear init must be 'kaiming' or 'gaussian', found {init!r}")
         self.lora_magnitude_vector = nn.Parameter(self.weight_norm())  # (out,) = ‖W‖ at init
 

@@ -176,16 +176,30 @@ def _check_folder(path: Path, flag: str) -> None:
         )
 
 
+def read_json(path, fix: str):
+    """The JSON document in `path`; a file that is not UTF-8 JSON raises ValueError naming it, the
+    parser's complaint and `fix` (what to do about it)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); {fix}") from None
+
+
+def read_json_object(path, fix: str) -> dict:
+    """read_json for a file that must hold an object {...}; anything else raises ValueError naming it."""
+    doc = read_json(path, fix)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, found a {type(doc).__name__}; {fix}")
+    return doc
+
+
 def read_marker(path: Path, marker: str) -> dict | None:
     """The marker document in `path`, None when absent; a damaged one raises naming the file."""
     file = path / marker
     if not file.exists():
         return None
     refuse_symlink(file)
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not a readable marker ({e}); choose a new output folder") from None
+    doc = read_json(file, "choose a new output folder")
     if not isinstance(doc, dict) or doc.get("format") != MARKER_FORMAT:
         raise ValueError(
             f"{file}: not a marker written by minipeft (expected format {MARKER_FORMAT!r}); "

@@ -10,7 +10,6 @@ not implemented are refused by name instead of being silently ignored.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from minipeft import audit, registry
 from minipeft.adapter import module_names
-from minipeft.files import read_tensors, replace_dir, save_tensors, write_json
+from minipeft.files import read_json_object, read_tensors, replace_dir, save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
 
 PREFIX = "base_model.model."
@@ -217,7 +216,9 @@ def save_adapter(
     return out
 
 
-def _read(in_dir: Path) -> tuple[dict, dict]:
+def read_adapter_folder(in_dir: Path) -> tuple[dict, dict]:
+    """(adapter_config.json as a dict, the tensors of adapter_model.safetensors) of a PEFT-layout
+    folder, for every adapter type (minipeft.prompt_io too); missing or damaged files raise naming them."""
     cfg_file, weights = in_dir / CONFIG_FILE, in_dir / WEIGHTS_FILE
     for f in (cfg_file, weights):
         if not f.is_file():
@@ -225,13 +226,7 @@ def _read(in_dir: Path) -> tuple[dict, dict]:
                 f"{f}: not found; an adapter folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
                 "(written by save_adapter or PEFT's save_pretrained)"
             )
-    try:
-        d = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{cfg_file}: not valid JSON ({e}); write the adapter again") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{cfg_file}: expected a JSON object, found a {type(d).__name__}")
-    return d, read_tensors(weights)
+    return read_json_object(cfg_file, "write the adapter again"), read_tensors(weights)
 
 
 def _check_tensors(model: nn.Module, found: dict, file: Path) -> dict:
@@ -274,7 +269,7 @@ def load_adapter(model: nn.Module, in_dir, allow_base_mismatch: bool = False):
     tensors against the manifest and the model's base fingerprint, and load them. On any error the
     model is given back unchanged. Returns the config (LoraConfig, IA3Config, ...)."""
     in_dir = Path(in_dir)
-    d, found = _read(in_dir)
+    d, found = read_adapter_folder(in_dir)
     if adapters(model):
         raise ValueError(
             f"load_adapter({in_dir}): the model already holds adapters; call remove(model) first"

@@ -20,6 +20,28 @@ from minipeft.lora_init import residual_init
 PEFT_INITS = {True: "kaiming", False: "kaiming", "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
 
 
+def add_low_rank_pair(
+    layer: nn.Module, r: int, alpha: float, dropout: float, use_rslora: bool, init: str
+) -> bool:
+    """Give `layer` (after adopt_linear) LoRA's low-rank pair, shared by LoRALinear and DoRALinear:
+    s = alpha/r (alpha/√r with rsLoRA), A (r, in), B (out, r) = 0, dropout on the input. A starts
+    kaiming-uniform(a=√5) for init="kaiming" or N(0, (1/r)²) for "gaussian" (PEFT's two plain inits);
+    for any other init A is left uninitialised and False is returned: the caller sets it or refuses."""
+    layer.r, layer.alpha, layer.use_rslora = r, alpha, use_rslora
+    layer.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+    like = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+    layer.lora_A = nn.Parameter(torch.empty(r, layer.in_features, **like))  # (r, in)
+    layer.lora_B = nn.Parameter(torch.zeros(layer.out_features, r, **like))  # (out, r)
+    layer.lora_dropout = nn.Dropout(dropout)
+    if init == "kaiming":
+        nn.init.kaiming_uniform_(layer.lora_A, a=math.sqrt(5))
+    elif init == "gaussian":
+        nn.init.normal_(layer.lora_A, std=1 / r)
+    else:
+        return False
+    return True
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable low-rank update:
 
@@ -61,28 +83,19 @@ class LoRALinear(nn.Module):
     ):
         super().__init__()
         adopt_linear(self, base)
-        self.r, self.alpha, self.use_rslora, self.fused = r, alpha, use_rslora, fused
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        like = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))  # (r, in)
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # (out, r)
-        self.lora_dropout = nn.Dropout(dropout)
-        self.init = init
+        self.fused, self.init = fused, init
         self.register_buffer("lora_A0", None, persistent=False)  # (r, in) for pissa/olora, else None
         self.register_buffer("lora_B0", None, persistent=False)  # (out, r)
-        if init == "kaiming":
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        elif init == "gaussian":
-            nn.init.normal_(self.lora_A, std=1 / r)
-        elif init in ("pissa", "olora"):
-            self.lora_A0, self.lora_B0 = residual_init(init, base.weight.detach(), r, self.scaling)
-            with torch.no_grad():
-                self.lora_A.copy_(self.lora_A0)
-                self.lora_B.copy_(self.lora_B0)
-        else:
+        if add_low_rank_pair(self, r, alpha, dropout, use_rslora, init):
+            return  # kaiming or gaussian
+        if init not in ("pissa", "olora"):
             raise ValueError(
                 f"LoRALinear init must be 'kaiming', 'gaussian', 'pissa' or 'olora', found {init!r}"
             )
+        self.lora_A0, self.lora_B0 = residual_init(init, base.weight.detach(), r, self.scaling)
+        with torch.no_grad():
+            self.lora_A.copy_(self.lora_A0)
+            self.lora_B.copy_(self.lora_B0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., in)
         if self.disabled:

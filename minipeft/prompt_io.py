@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minipeft.files import read_tensors, replace_dir, save_tensors, write_text
+from minipeft.files import replace_dir, save_tensors, write_text
+from minipeft.io import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, read_adapter_folder
 from minipeft.prompt import PrefixConfig, PrefixTuning, PromptConfig, PromptTuning
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 KEY = "prompt_embeddings"
 
 
@@ -72,28 +71,10 @@ def save_prompt(wrapper: nn.Module, out_dir, base_model_name_or_path: str | None
     if base_model_name_or_path is None:
         base_model_name_or_path = getattr(wrapper.base_model, "name_or_path", None) or None
     text = json.dumps(_peft_config(wrapper, base_model_name_or_path), indent=2, sort_keys=True) + "\n"
-    with replace_dir(
-        out, (WEIGHTS_FILE, CONFIG_FILE, "adapter_manifest.json", "task.json"), "save_prompt"
-    ) as tmp:
+    with replace_dir(out, ADAPTER_FILES, "save_prompt") as tmp:
         save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
         write_text(tmp / CONFIG_FILE, text)
     return out
-
-
-def _read(folder: Path) -> tuple[dict, dict]:
-    cfg_file, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for f in (cfg_file, weights):
-        if not f.exists():
-            raise FileNotFoundError(
-                f"{f}: missing; expected a PEFT adapter folder ({CONFIG_FILE} + {WEIGHTS_FILE})"
-            )
-    try:
-        d = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{cfg_file}: unreadable adapter config ({e}); copy or write it again") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{cfg_file}: expected a JSON object, found a {type(d).__name__}")
-    return d, read_tensors(weights)
 
 
 def _refuse(d: dict, file: Path) -> None:
@@ -125,7 +106,7 @@ def _present(model: nn.Module, names) -> tuple[str, ...]:
 def load_prompt(model: nn.Module, folder) -> nn.Module:
     """Wrap `model` as the adapter in `folder` says and load its tensors; returns the wrapper."""
     folder = Path(folder)
-    d, tensors = _read(folder)
+    d, tensors = read_adapter_folder(folder)
     file = folder / CONFIG_FILE
     _refuse(d, file)
     common = dict(

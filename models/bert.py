@@ -12,19 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (
-    ACTIVATIONS,
-    BertOutputs,
-    check_inputs,
-    classifier_dropout,
-    position_ids,
-    prefix_length,
-    queries,
-    run_layers,
-)
+from models.blocks import DenseAddNorm, EncoderModel, Intermediate, LayerStack, Pooler, multi_head_attention
+from models.common import BertOutputs, position_ids, queries  # noqa: F401 (models.BertOutputs)
 from models.config import BertConfig
 from models.dropout import Dropout
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class BertEmbeddings(nn.Module):
@@ -67,187 +59,69 @@ class BertSelfAttention(nn.Module):
         self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        q = split_heads(
-            self.query(queries(x, first_only)), self.num_heads
-        )  # (batch, heads, seq or 1, head_dim)
-        k = split_heads(self.key(x), self.num_heads)
-        v = split_heads(self.value(x), self.num_heads)
-        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)  # mask (batch, 1, 1, keys) or None
+        q, k, v = self.query(queries(x, first_only)), self.key(x), self.value(x)  # (batch, seq or 1, hidden)
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, p, self.recompute))  # (batch, seq or 1, hidden)
+        return multi_head_attention(q, k, v, self.num_heads, attention_mask, prefix_kv, p, self.recompute)
 
 
-class BertSelfOutput(nn.Module):
-    """a = LN(x + Dropout(W_o ctx + b_o))."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, ctx, x):
-        return self.LayerNorm(self.dropout(self.dense(ctx)) + x)  # (batch, seq, hidden)
+def add_norm(cfg: BertConfig, d_in: int) -> DenseAddNorm:
+    """x' = LN(r + Dropout(W x + b)) back to hidden_size: `attention.output` and `output`."""
+    norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+    return DenseAddNorm(d_in, cfg.hidden_size, norm, cfg.hidden_dropout_prob)
 
 
 class BertAttention(nn.Module):
+    """a = LN(x + Dropout(W_o ctx + b_o)), ctx the heads of BertSelfAttention."""
+
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.self = BertSelfAttention(cfg)
-        self.output = BertSelfOutput(cfg)
+        self.output = add_norm(cfg, cfg.hidden_size)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         return self.output(self.self(x, attention_mask, prefix_kv, first_only), queries(x, first_only))
 
 
-class BertIntermediate(nn.Module):
-    """h = GELU(W_1 a + b_1)."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
-
-    def forward(self, a):
-        return self.intermediate_act_fn(self.dense(a))  # (batch, seq, intermediate)
-
-
-class BertOutput(nn.Module):
-    """x' = LN(a + Dropout(W_2 h + b_2))."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, h, a):
-        return self.LayerNorm(self.dropout(self.dense(h)) + a)  # (batch, seq, hidden)
-
-
 class BertLayer(nn.Module):
+    """a = attention(x); x' = LN(a + Dropout(W_2 GELU(W_1 a + b_1) + b_2))."""
+
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.attention = BertAttention(cfg)
-        self.intermediate = BertIntermediate(cfg)
-        self.output = BertOutput(cfg)
+        self.intermediate = Intermediate(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
+        self.output = add_norm(cfg, cfg.intermediate_size)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
         a = self.attention(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
         return self.output(self.intermediate(a), a)  # (batch, seq or 1, hidden)
 
 
-class BertEncoder(nn.Module):
-    """A stack of BertLayer. `gradient_checkpointing = True` recomputes each layer in backward
-    (torch.utils.checkpoint, use_reentrant=False) while training, trading compute for memory.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
-    as in models.common.run_layers."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.gradient_checkpointing = False
-
-    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(
-            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
-        )  # (batch, seq/1, hidden)
-
-
-class BertPooler(nn.Module):
-    """pooled = tanh(W_p h[:, 0] + b_p), the [CLS] position."""
-
-    def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.activation = nn.Tanh()
-
-    def forward(self, h):
-        return self.activation(self.dense(h[:, 0]))  # (batch, hidden)
-
-
-class BertModel(nn.Module):
-    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output).
-
-    With `prefix_kv` the tokens' positions start after the prefix (HF's rule for past keys and
-    values, which PEFT prefix tuning inherits), so the prefix uses up position embeddings.
-    With `first_only` the last layer computes the first position only: last_hidden_state is then
-    (batch, 1, hidden), and pooler_output is unchanged."""
+class BertModel(EncoderModel):
+    """Embeddings -> encoder -> pooler (tanh(W_p h[:, 0] + b_p)); returns
+    BertOutputs(last_hidden_state, pooler_output), as models.blocks.EncoderModel."""
 
     def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
-        super().__init__()
-        self.config = cfg
-        self.name_or_path = cfg.name_or_path
+        super().__init__(cfg)
         self.embeddings = BertEmbeddings(cfg)
-        self.encoder = BertEncoder(cfg)
-        self.pooler = BertPooler(cfg) if add_pooling_layer else None
-
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        prefix_kv=None,
-        first_only=False,
-    ):
-        check_inputs(input_ids, inputs_embeds)
-        x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
-        return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
+        self.encoder = LayerStack(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.pooler = Pooler(cfg.hidden_size) if add_pooling_layer else None
 
 
-class BertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob.
+class BertForSequenceClassification(SequenceClassification):
+    """logits = W_c · Dropout(pooled) + b_c, dropout rate classifier_dropout ?? hidden_dropout_prob
+    (models.heads.SequenceClassification, with `first_position_only`)."""
 
-    The pooler reads the first position only, so with the config's `first_position_only` (True by
-    default) the last layer computes that position alone (its keys and values still read every
-    token): the same logits and gradients for about 1/num_hidden_layers less work. Build with
-    `first_position_only=False` in the config (or `load_pretrained(..., first_position_only=False)`)
-    for the full last layer (the same value up to float rounding; dropout then draws from the
-    random stream in another order)."""
-
-    def __init__(self, cfg: BertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.bert = BertModel(self.config)
-        self.dropout = Dropout(classifier_dropout(cfg))
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        pooled = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            inputs_embeds,
-            prefix_kv,
-            self.config.first_position_only,
-        ).pooler_output
-        return self.classifier(self.dropout(pooled))  # (batch, labels)
+    BASE, ENCODER = "bert", BertModel
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(TokenClassification):
     """logits_t = W_c · Dropout(h_t) + b_c for every token t; no pooler (as HF builds it)."""
 
-    def __init__(self, cfg: BertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.bert = BertModel(self.config, add_pooling_layer=False)
-        self.dropout = Dropout(classifier_dropout(cfg))
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+    BASE, ENCODER = "bert", BertModel
 
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        h = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv).last_hidden_state
-        return self.classifier(self.dropout(h))  # (batch, seq, labels)
+
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(BertModel, BertForSequenceClassification, BertForTokenClassification)
 
 
 def init_weights(model: nn.Module, std: float, generator: torch.Generator | None = None) -> None:

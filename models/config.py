@@ -5,11 +5,13 @@ fields with config.json's own names, plus `model_type`, `id2label`/`label2id`, `
 `extra` (unknown keys, kept and written back on save). Only what our encoders implement is accepted;
 anything else (relative position embeddings, an activation we do not have, another family) is
 refused by name, with the fix, instead of silently computing something other than the checkpoint's
-own model. Reading, writing and the checks every family shares live in models/hf_config.py
-(`validate`, `from_dict`, `to_dict`), driven by three class-level settings:
+own model. The fields and methods every family shares are declared once, in `ModelConfig`; the
+reading, writing and checks behind them live in models/hf_config.py (`validate`, `from_dict`,
+`to_dict`), driven by three class-level settings of each family:
 
     CHECK   (activation field, width field or property, heads field): width must split into heads
     FIXED   {config.json key: the only value we implement}: absent is fine, written back on save
+            (default: none)
     ARCHITECTURES  the `architectures` entry written by to_dict for the bare encoder
 """
 
@@ -23,8 +25,45 @@ import models.hf_config as hf_config
 NORMALIZATIONS = ("no_norm", "layer_norm")  # MobileBERT
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """What every family's config has besides its architecture fields, and the methods they share.
+
+    Its fields are keyword-only, so a family's own fields keep their positions in __init__. A
+    family declares its architecture fields, `model_type` (its default is the family's name),
+    CHECK and ARCHITECTURES, and FIXED when it has one; it never repeats what is here."""
+
+    FIXED: ClassVar = {}  # config.json keys with the only value implemented (none by default)
+
+    id2label: dict | None = None  # {int: str}, kept for heads
+    label2id: dict | None = None  # {str: int}
+    name_or_path: str = ""  # where it was read from (not an architecture field)
+    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
+    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
+    # first_position_only: sequence heads' last layer computes the first position only
+    recompute_attention: bool = True
+    first_position_only: bool = True
+    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
+
+    def __post_init__(self):
+        hf_config.validate(self)  # a family with more rules runs this first, then its own checks
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head: the CHECK width over the CHECK head count."""
+        _, width, heads = type(self).CHECK
+        return getattr(self, width) // getattr(self, heads)
+
+    # config.json reading and writing: models/hf_config.py, the same for every family
+    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
+    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
+    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
+    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
+    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
+
+
 @dataclass(frozen=True)
-class BertConfig:
+class BertConfig(ModelConfig):
     CHECK: ClassVar = ("hidden_act", "hidden_size", "num_attention_heads")
     FIXED: ClassVar = {"position_embedding_type": "absolute"}  # relative embeddings: not implemented
     ARCHITECTURES: ClassVar = ("BertModel",)
@@ -43,36 +82,14 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob
-    id2label: dict | None = None  # {int: str}, kept for heads
-    label2id: dict | None = None  # {str: int}
     model_type: str = "bert"
-    name_or_path: str = ""  # where it was read from (not an architecture field)
-    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
-    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
-    # first_position_only: sequence heads' last layer computes the first position only
-    recompute_attention: bool = True
-    first_position_only: bool = True
-    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
-
-    def __post_init__(self):
-        hf_config.validate(self)
-
-    head_dim = property(lambda self: self.hidden_size // self.num_attention_heads)
-
-    # config.json reading and writing: models/hf_config.py, the same for every family
-    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
-    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
-    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
-    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
-    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
 
 
 @dataclass(frozen=True)
-class DistilBertConfig:
+class DistilBertConfig(ModelConfig):
     """The fields of HF's DistilBertConfig that define the computation (config.json names)."""
 
     CHECK: ClassVar = ("activation", "dim", "n_heads")
-    FIXED: ClassVar = {}
     ARCHITECTURES: ClassVar = ("DistilBertModel",)
 
     vocab_size: int = 30522
@@ -88,43 +105,22 @@ class DistilBertConfig:
     sinusoidal_pos_embds: bool = False  # the table's values come from the checkpoint either way
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    id2label: dict | None = None
-    label2id: dict | None = None
     model_type: str = "distilbert"
-    name_or_path: str = ""
-    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
-    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
-    # first_position_only: sequence heads' last layer computes the first position only
-    recompute_attention: bool = True
-    first_position_only: bool = True
-    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
-
-    def __post_init__(self):
-        hf_config.validate(self)
 
     # BERT-style names, so generic code (prefix sizes, presets) reads every family the same way
     hidden_size = property(lambda self: self.dim)
     num_hidden_layers = property(lambda self: self.n_layers)
     num_attention_heads = property(lambda self: self.n_heads)
-    head_dim = property(lambda self: self.dim // self.n_heads)
-
-    # config.json reading and writing: models/hf_config.py, the same for every family
-    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
-    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
-    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
-    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
-    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)
 
 
 @dataclass(frozen=True)
-class MobileBertConfig:
+class MobileBertConfig(ModelConfig):
     """Defaults are google/mobilebert-uncased: 24 layers, body 512, bottleneck ("true hidden") 128,
     128-wide trigram embeddings, 4 heads, FFN 512, 4 stacked feed-forward blocks, NoNorm.
     `true_hidden_size` is derived as in HF (intra_bottleneck_size with bottlenecks, else
     hidden_size); a config.json that states a different value is refused."""
 
     CHECK: ClassVar = ("hidden_act", "true_hidden_size", "num_attention_heads")
-    FIXED: ClassVar = {}
     ARCHITECTURES: ClassVar = ("MobileBertModel",)
 
     vocab_size: int = 30522
@@ -150,19 +146,10 @@ class MobileBertConfig:
     normalization_type: str = "no_norm"
     classifier_activation: bool = True  # pooler = tanh(dense(h[:, 0])); False: h[:, 0]
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob
-    id2label: dict | None = None
-    label2id: dict | None = None
     model_type: str = "mobilebert"
-    name_or_path: str = ""
-    # runtime settings, not architecture: never read from nor written to config.json (docs/cuda.md)
-    # recompute_attention: CPU training with attention dropout recomputes the probabilities in backward
-    # first_position_only: sequence heads' last layer computes the first position only
-    recompute_attention: bool = True
-    first_position_only: bool = True
-    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, written back on save
 
     def __post_init__(self):
-        hf_config.validate(self)
+        super().__post_init__()
         if self.normalization_type not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization_type={self.normalization_type!r}; expected one of {NORMALIZATIONS}"
@@ -189,12 +176,3 @@ class MobileBertConfig:
     def true_hidden_size(self) -> int:
         """Width of the attention and feed-forward blocks (the bottleneck)."""
         return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
-
-    head_dim = property(lambda self: self.true_hidden_size // self.num_attention_heads)
-
-    # config.json reading and writing: models/hf_config.py, the same for every family
-    from_dict = classmethod(hf_config.from_dict)  # (d, source="config") -> config
-    from_json = classmethod(hf_config.from_json)  # (path: config.json or its folder) -> config
-    with_labels = hf_config.with_labels  # (num_labels) -> a copy with that many labels
-    to_dict = hf_config.to_dict  # (architectures=ARCHITECTURES) -> dict in HF's layout
-    num_labels = property(lambda self: len(self.id2label) if self.id2label else None)

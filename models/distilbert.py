@@ -14,25 +14,18 @@ ignored: DistilBERT has no segment embeddings (HF's DistilBERT tokenizer does no
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (
-    ACTIVATIONS,
-    BertOutputs,
-    check_inputs,
-    position_ids,
-    prefix_length,
-    queries,
-    run_layers,
-)
+from models.blocks import EncoderModel, LayerStack, Pooler, multi_head_attention
+from models.common import ACTIVATIONS, position_ids, queries
 from models.config import DistilBertConfig
 from models.dropout import Dropout
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class Embeddings(nn.Module):
-    """e = Dropout(LN(E_word[ids] + E_pos[0..T))); LN eps is 1e-12 as in HF."""
+    """e = Dropout(LN(E_word[ids] + E_pos[0..T))); LN eps is 1e-12 as in HF. `token_type_ids` is
+    accepted for the common call signature and ignored (no segment embeddings)."""
 
     def __init__(self, cfg: DistilBertConfig):
         super().__init__()
@@ -41,7 +34,7 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.dim, eps=1e-12)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, input_ids=None, inputs_embeds=None, past_length: int = 0):
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None, past_length: int = 0):
         """`past_length`: positions start there (after a key/value prefix, as BERT's)."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
@@ -68,16 +61,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        q = split_heads(
-            self.q_lin(queries(x, first_only)), self.n_heads
-        )  # (batch, heads, seq or 1, head_dim)
-        k = split_heads(self.k_lin(x), self.n_heads)
-        v = split_heads(self.v_lin(x), self.n_heads)
-        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
+        q, k, v = self.q_lin(queries(x, first_only)), self.k_lin(x), self.v_lin(x)  # (batch, seq or 1, dim)
         p = self.dropout_p if self.training else 0.0
-        return self.out_lin(
-            merge_heads(attention(q, k, v, mask, p, self.recompute))
-        )  # (batch, seq or 1, dim)
+        ctx = multi_head_attention(q, k, v, self.n_heads, attention_mask, prefix_kv, p, self.recompute)
+        return self.out_lin(ctx)  # (batch, seq or 1, dim)
 
 
 class FFN(nn.Module):
@@ -108,97 +95,35 @@ class TransformerBlock(nn.Module):
         return self.output_layer_norm(self.ffn(a) + a)  # (batch, seq or 1, dim)
 
 
-class Transformer(nn.Module):
-    """A stack of TransformerBlock; `gradient_checkpointing = True` recomputes each block in backward.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
-    as in models.common.run_layers."""
+class DistilBertModel(EncoderModel):
+    """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]): DistilBERT has
+    no pooler, so pooler_output is the first position's state (what HF's sequence head feeds its
+    `pre_classifier`). Prefix positions and `first_only` as in models.blocks.EncoderModel.
+    `add_pooling_layer` is accepted for the common signature: there are no pooler weights."""
 
-    def __init__(self, cfg: DistilBertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.gradient_checkpointing = False
+    STACK = "transformer"
 
-    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(
-            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
-        )  # (batch, seq/1, dim)
-
-
-class DistilBertModel(nn.Module):
-    """Embeddings -> transformer; returns BertOutputs(last_hidden_state, h[:, 0]) (no pooler).
-    With `prefix_kv` the tokens' positions start after the prefix, as in our BERT; with `first_only`
-    the last layer computes the first position only, as in our BERT."""
-
-    def __init__(self, cfg: DistilBertConfig):
-        super().__init__()
-        self.config = cfg
-        self.name_or_path = cfg.name_or_path
+    def __init__(self, cfg: DistilBertConfig, add_pooling_layer: bool = True):
+        super().__init__(cfg)
         self.embeddings = Embeddings(cfg)
-        self.transformer = Transformer(cfg)
-
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        prefix_kv=None,
-        first_only=False,
-    ):
-        check_inputs(input_ids, inputs_embeds)
-        x = self.embeddings(input_ids, inputs_embeds, prefix_length(prefix_kv))  # (batch, seq, dim)
-        h = self.transformer(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, dim)
-        return BertOutputs(h, h[:, 0])
+        self.transformer = LayerStack(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.pooler = Pooler(cfg.dim, dense=False)  # h[:, 0], no weights
 
 
-class DistilBertForSequenceClassification(nn.Module):
-    """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout.
+class DistilBertForSequenceClassification(SequenceClassification):
+    """logits = W_c · Dropout(ReLU(W_pre h[:, 0] + b_pre)) + b_c, dropout rate seq_classif_dropout;
     the config's `first_position_only` (True by default) as in our BERT's sequence head."""
 
-    def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.distilbert = DistilBertModel(self.config)
-        self.pre_classifier = nn.Linear(cfg.dim, cfg.dim)
-        self.classifier = nn.Linear(cfg.dim, num_labels)
-        self.dropout = Dropout(cfg.seq_classif_dropout)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        h = self.distilbert(
-            input_ids, attention_mask, None, inputs_embeds, prefix_kv, self.config.first_position_only
-        ).last_hidden_state
-        pooled = torch.relu(self.pre_classifier(h[:, 0]))  # (batch, dim)
-        return self.classifier(self.dropout(pooled))  # (batch, labels)
+    BASE, ENCODER, PRE_CLASSIFIER = "distilbert", DistilBertModel, True
+    dropout_rate = staticmethod(lambda cfg: cfg.seq_classif_dropout)
 
 
-class DistilBertForTokenClassification(nn.Module):
+class DistilBertForTokenClassification(TokenClassification):
     """logits_t = W_c · Dropout(h_t) + b_c for every token t, dropout rate `dropout`."""
 
-    def __init__(self, cfg: DistilBertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.distilbert = DistilBertModel(self.config)
-        self.dropout = Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.dim, num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        h = self.distilbert(input_ids, attention_mask, None, inputs_embeds, prefix_kv).last_hidden_state
-        return self.classifier(self.dropout(h))  # (batch, seq, labels)
+    BASE, ENCODER = "distilbert", DistilBertModel
+    dropout_rate = staticmethod(lambda cfg: cfg.dropout)
 
 
-# What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {
-    None: DistilBertModel,
-    "sequence-classification": DistilBertForSequenceClassification,
-    "token-classification": DistilBertForTokenClassification,
-}
-BASE_PREFIX = "distilbert"
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(DistilBertModel, DistilBertForSequenceClassification, DistilBertForTokenClassification)

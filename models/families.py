@@ -24,30 +24,21 @@ class Family:
     pretraining: tuple[str, ...]  # key prefixes of pretraining heads, ignored
 
 
+def _family(config: type, module, head_modules: tuple, pretraining: tuple) -> Family:
+    """A family from its config class and its module's HEADS; the prefix is the heads' BASE."""
+    prefix = module.HEADS["sequence-classification"].BASE
+    return Family(config.model_type, config, module.HEADS, prefix, head_modules, pretraining)
+
+
 FAMILIES = {
-    "bert": Family(
-        "bert",
-        BertConfig,
-        {
-            None: bert.BertModel,
-            "sequence-classification": bert.BertForSequenceClassification,
-            "token-classification": bert.BertForTokenClassification,
-        },
-        "bert",
-        ("classifier",),
-        ("cls.",),
-    ),
-    "distilbert": Family(
-        "distilbert",
+    "bert": _family(BertConfig, bert, ("classifier",), ("cls.",)),
+    "distilbert": _family(
         DistilBertConfig,
-        distilbert.HEADS,
-        distilbert.BASE_PREFIX,
+        distilbert,
         ("pre_classifier", "classifier"),
         ("vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
     ),
-    "mobilebert": Family(
-        "mobilebert", MobileBertConfig, mobilebert.HEADS, mobilebert.BASE_PREFIX, ("classifier",), ("cls.",)
-    ),
+    "mobilebert": _family(MobileBertConfig, mobilebert, ("classifier",), ("cls.",)),
 }
 ARCHITECTURES = {cls: cls.__name__ for fam in FAMILIES.values() for cls in fam.heads.values()}
 

@@ -2,8 +2,9 @@
 
 Plain functions over a frozen dataclass with the fields `id2label`, `label2id`, `model_type`,
 `name_or_path` and `extra` (unknown keys, kept and written back) and the class-level settings
-CHECK, FIXED and ARCHITECTURES, so each family keeps one flat config class, no base class.
-`validate` is the one check every config's __post_init__ runs; a family adds its own after it.
+CHECK, FIXED and ARCHITECTURES (models.config.ModelConfig binds them as methods, once for every
+family). `validate` is the one check every config's __post_init__ runs; a family adds its own
+after it.
 """
 
 from __future__ import annotations
@@ -101,14 +102,15 @@ def from_json(cls, path):
     return cls.from_dict(read_json_object(path), source=str(path))
 
 
-def read_json_object(path: Path) -> dict:
-    """A JSON file that must hold an object; anything else raises ValueError naming the file."""
+def read_json_object(path, fix: str = "fix the file") -> dict:
+    """A JSON file that must hold an object; anything else raises ValueError naming the file, with
+    `fix` (what the user should do, e.g. "write it again with tasks.finetune") at the end."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise ValueError(f"{path}: not valid JSON ({e}); {fix}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(d).__name__}; fix the file")
+        raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(d).__name__}; {fix}")
     return d
 
 

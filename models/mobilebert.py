@@ -18,19 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.attention import attention, merge_heads, split_heads, with_prefix
-from models.common import (
-    ACTIVATIONS,
-    BertOutputs,
-    check_inputs,
-    classifier_dropout,
-    position_ids,
-    prefix_length,
-    queries,
-    run_layers,
-)
+from models.blocks import DenseAddNorm, EncoderModel, Intermediate, LayerStack, Pooler, multi_head_attention
+from models.common import position_ids, queries
 from models.config import MobileBertConfig
 from models.dropout import Dropout
+from models.heads import SequenceClassification, TokenClassification, heads_table
 
 
 class NoNorm(nn.Module):
@@ -50,6 +42,11 @@ def make_norm(cfg: MobileBertConfig, size: int, eps: float | None = None) -> nn.
     if cfg.normalization_type == "no_norm":
         return NoNorm(size)
     return nn.LayerNorm(size) if eps is None else nn.LayerNorm(size, eps=eps)
+
+
+def intermediate(cfg: MobileBertConfig) -> Intermediate:
+    """h = act(W_1 a + b_1) from the bottleneck width."""
+    return Intermediate(cfg.true_hidden_size, cfg.intermediate_size, cfg.hidden_act)
 
 
 class MobileBertEmbeddings(nn.Module):
@@ -102,59 +99,21 @@ class MobileBertSelfAttention(nn.Module):
         self.recompute = cfg.recompute_attention  # models.attention.attention(recompute=...)
 
     def forward(self, q_in, k_in, v_in, attention_mask=None, prefix_kv=None):
-        q = split_heads(self.query(q_in), self.num_heads)  # (batch, heads, seq, head_dim)
-        k = split_heads(self.key(k_in), self.num_heads)
-        v = split_heads(self.value(v_in), self.num_heads)
-        k, v, mask = with_prefix(k, v, attention_mask, prefix_kv)
+        q, k, v = self.query(q_in), self.key(k_in), self.value(v_in)  # (batch, seq or 1, true_hidden)
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, mask, p, self.recompute))  # (batch, seq, true_hidden)
-
-
-class MobileBertSelfOutput(nn.Module):
-    """a = Norm(u + W_o ctx) (dropout on W_o ctx only without bottlenecks, as HF)."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.true_hidden_size, cfg.true_hidden_size)
-        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
-        self.dropout = Dropout(0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
-
-    def forward(self, ctx, residual):
-        return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)  # (batch, seq, true_hidden)
+        return multi_head_attention(q, k, v, self.num_heads, attention_mask, prefix_kv, p, self.recompute)
 
 
 class MobileBertAttention(nn.Module):
     def __init__(self, cfg: MobileBertConfig):
         super().__init__()
         self.self = MobileBertSelfAttention(cfg)
-        self.output = MobileBertSelfOutput(cfg)
+        # a = Norm(u + W_o ctx) (dropout on W_o ctx only without bottlenecks, as HF)
+        width, norm = cfg.true_hidden_size, make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
+        self.output = DenseAddNorm(width, width, norm, 0.0 if cfg.use_bottleneck else cfg.hidden_dropout_prob)
 
     def forward(self, q_in, k_in, v_in, residual, attention_mask=None, prefix_kv=None):
         return self.output(self.self(q_in, k_in, v_in, attention_mask, prefix_kv), residual)
-
-
-class MobileBertIntermediate(nn.Module):
-    """h = act(W_1 a + b_1)."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.true_hidden_size, cfg.intermediate_size)
-        self.intermediate_act_fn = ACTIVATIONS[cfg.hidden_act]()
-
-    def forward(self, a):
-        return self.intermediate_act_fn(self.dense(a))  # (batch, seq, intermediate)
-
-
-class FFNOutput(nn.Module):
-    """a' = Norm(a + W_2 h + b_2)."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.true_hidden_size)
-        self.LayerNorm = make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
-
-    def forward(self, h, a):
-        return self.LayerNorm(self.dense(h) + a)  # (batch, seq, true_hidden)
 
 
 class FFNLayer(nn.Module):
@@ -162,24 +121,12 @@ class FFNLayer(nn.Module):
 
     def __init__(self, cfg: MobileBertConfig):
         super().__init__()
-        self.intermediate = MobileBertIntermediate(cfg)
-        self.output = FFNOutput(cfg)
+        self.intermediate = intermediate(cfg)
+        width, norm = cfg.true_hidden_size, make_norm(cfg, cfg.true_hidden_size, cfg.layer_norm_eps)
+        self.output = DenseAddNorm(cfg.intermediate_size, width, norm)  # a' = Norm(a + W_2 h + b_2)
 
     def forward(self, a):
         return self.output(self.intermediate(a), a)  # (batch, seq, true_hidden)
-
-
-class OutputBottleneck(nn.Module):
-    """x' = Norm(x + Dropout(W_up y + b_up)): back from the bottleneck to the body width."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.true_hidden_size, cfg.hidden_size)
-        self.LayerNorm = make_norm(cfg, cfg.hidden_size, cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, y, x):
-        return self.LayerNorm(self.dropout(self.dense(y)) + x)  # (batch, seq, hidden)
 
 
 class MobileBertOutput(nn.Module):
@@ -190,8 +137,11 @@ class MobileBertOutput(nn.Module):
         self.use_bottleneck = cfg.use_bottleneck
         self.dense = nn.Linear(cfg.intermediate_size, cfg.true_hidden_size)
         self.LayerNorm = make_norm(cfg, cfg.true_hidden_size)  # HF: default eps here
-        if cfg.use_bottleneck:
-            self.bottleneck = OutputBottleneck(cfg)
+        if cfg.use_bottleneck:  # x' = Norm(x + Dropout(W_up y + b_up)): back to the body width
+            norm = make_norm(cfg, cfg.hidden_size, cfg.layer_norm_eps)
+            self.bottleneck = DenseAddNorm(
+                cfg.true_hidden_size, cfg.hidden_size, norm, cfg.hidden_dropout_prob
+            )
         else:
             self.dropout = Dropout(cfg.hidden_dropout_prob)
 
@@ -237,7 +187,7 @@ class MobileBertLayer(nn.Module):
         super().__init__()
         self.use_bottleneck = cfg.use_bottleneck
         self.attention = MobileBertAttention(cfg)
-        self.intermediate = MobileBertIntermediate(cfg)
+        self.intermediate = intermediate(cfg)
         self.output = MobileBertOutput(cfg)
         if cfg.use_bottleneck:
             self.bottleneck = Bottleneck(cfg)
@@ -253,115 +203,31 @@ class MobileBertLayer(nn.Module):
         return self.output(self.intermediate(a), a, queries(x, first_only))  # (batch, seq or 1, hidden)
 
 
-class MobileBertEncoder(nn.Module):
-    """A stack of MobileBertLayer; `gradient_checkpointing = True` recomputes each layer in backward.
-    `prefix_kv` is None or a sequence with one (key, value) pair (or None) per layer; `first_only`
-    as in models.common.run_layers."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.gradient_checkpointing = False
-
-    def forward(self, x, attention_mask=None, prefix_kv=None, first_only=False):
-        checkpointing = self.gradient_checkpointing and self.training
-        return run_layers(
-            self.layer, x, attention_mask, prefix_kv, checkpointing, first_only
-        )  # (batch, seq/1, hidden)
-
-
-class MobileBertPooler(nn.Module):
-    """pooled = tanh(W_p h[:, 0] + b_p) with `classifier_activation`, else h[:, 0] itself."""
-
-    def __init__(self, cfg: MobileBertConfig):
-        super().__init__()
-        self.do_activate = cfg.classifier_activation
-        if cfg.classifier_activation:
-            self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-
-    def forward(self, h):
-        return torch.tanh(self.dense(h[:, 0])) if self.do_activate else h[:, 0]  # (batch, hidden)
-
-
-class MobileBertModel(nn.Module):
-    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output)."""
+class MobileBertModel(EncoderModel):
+    """Embeddings -> encoder -> pooler; returns BertOutputs(last_hidden_state, pooler_output), as
+    models.blocks.EncoderModel. The pooler is tanh(W_p h[:, 0] + b_p) with `classifier_activation`,
+    else h[:, 0] itself. `inputs_embeds` replaces the word-embedding lookup: (batch, seq,
+    embedding_size), before the trigram projection, as in HF."""
 
     def __init__(self, cfg: MobileBertConfig, add_pooling_layer: bool = True):
-        super().__init__()
-        self.config = cfg
-        self.name_or_path = cfg.name_or_path
+        super().__init__(cfg)
         self.embeddings = MobileBertEmbeddings(cfg)
-        self.encoder = MobileBertEncoder(cfg)
-        self.pooler = MobileBertPooler(cfg) if add_pooling_layer else None
-
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        prefix_kv=None,
-        first_only=False,
-    ):
-        """`inputs_embeds` replaces the word-embedding lookup: (batch, seq, embedding_size), before
-        the trigram projection, as in HF. With `prefix_kv` the tokens' positions start after the
-        prefix, and with `first_only` the last layer computes the first position only, as in our BERT."""
-        check_inputs(input_ids, inputs_embeds)
-        x = self.embeddings(input_ids, token_type_ids, inputs_embeds, prefix_length(prefix_kv))
-        h = self.encoder(x, attention_mask, prefix_kv, first_only)  # (batch, seq or 1, hidden)
-        return BertOutputs(h, self.pooler(h) if self.pooler is not None else None)
+        self.encoder = LayerStack(MobileBertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.pooler = Pooler(cfg.hidden_size, cfg.classifier_activation) if add_pooling_layer else None
 
 
-class MobileBertForSequenceClassification(nn.Module):
+class MobileBertForSequenceClassification(SequenceClassification):
     """logits = W_c · Dropout(pooled) + b_c; the config's `first_position_only` (True by default) as
     in our BERT's sequence head."""
 
-    def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.mobilebert = MobileBertModel(self.config)
-        self.dropout = Dropout(classifier_dropout(cfg))
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        out = self.mobilebert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            inputs_embeds,
-            prefix_kv,
-            self.config.first_position_only,
-        )
-        return self.classifier(self.dropout(out.pooler_output))  # (batch, labels)
+    BASE, ENCODER = "mobilebert", MobileBertModel
 
 
-class MobileBertForTokenClassification(nn.Module):
+class MobileBertForTokenClassification(TokenClassification):
     """logits_t = W_c · Dropout(h_t) + b_c for every token t; no pooler (as HF builds it)."""
 
-    def __init__(self, cfg: MobileBertConfig, num_labels: int = 2):
-        super().__init__()
-        self.config = cfg.with_labels(num_labels)
-        self.name_or_path = cfg.name_or_path
-        self.num_labels = num_labels
-        self.mobilebert = MobileBertModel(self.config, add_pooling_layer=False)
-        self.dropout = Dropout(classifier_dropout(cfg))
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, prefix_kv=None
-    ):
-        out = self.mobilebert(input_ids, attention_mask, token_type_ids, inputs_embeds, prefix_kv)
-        return self.classifier(self.dropout(out.last_hidden_state))  # (batch, seq, labels)
+    BASE, ENCODER = "mobilebert", MobileBertModel
 
 
-# What the loader needs to build this family: head name -> class, and the HF weight prefix.
-HEADS = {
-    None: MobileBertModel,
-    "sequence-classification": MobileBertForSequenceClassification,
-    "token-classification": MobileBertForTokenClassification,
-}
-BASE_PREFIX = "mobilebert"
+# what load_pretrained builds, by its `head` argument
+HEADS = heads_table(MobileBertModel, MobileBertForSequenceClassification, MobileBertForTokenClassification)

@@ -14,7 +14,6 @@ BertNormalizer (lower-casing per `do_lower_case`) -> BertPreTokenizer -> WordPie
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+
+from models.hf_config import read_json_object
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -118,15 +119,7 @@ def _read_json(file: Path) -> dict:
     added-token dict {"content": "[UNK]", ...}) and whose switches are booleans."""
     if not file.exists():
         return {}
-    try:
-        cfg = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(
-            f"{file}: expected a JSON object {{...}}, found a {type(cfg).__name__}; fix the file"
-        )
-    cfg = dict(cfg)
+    cfg = read_json_object(file)
     for key in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"):
         v = cfg.get(key)
         v = v.get("content") if isinstance(v, dict) else v

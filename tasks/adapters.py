@@ -6,13 +6,12 @@ Either way the adapter's manifest, when present, is verified against its files a
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from minipeft import load_adapter
 from minipeft.audit import check_manifest
-from minipeft.files import read_tensors
+from minipeft.files import read_json_object, read_tensors
 from minipeft.inject import adapter_state
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
 from models import load_pretrained
@@ -21,14 +20,8 @@ PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
 
 
 def read_object(file: Path) -> dict:
-    """A JSON file holding an object, or a ValueError naming it."""
-    try:
-        doc = json.loads(Path(file).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e}); write the adapter again") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{file}: expected a JSON object, found a {type(doc).__name__}")
-    return doc
+    """A JSON file of an adapter folder holding an object, or a ValueError naming it."""
+    return read_json_object(file, "write the adapter again")
 
 
 def peft_type(adapter_dir: Path) -> str | None:

@@ -105,6 +105,18 @@ def _examples(rows, labels) -> list[TextExample]:
     return [TextExample(id=i, text=t, label=labels.index(y)) for i, t, y in rows]
 
 
+def _dataset(labels, train, validation, test, path: Path, notes) -> Dataset:
+    """A Dataset from (id, text, label name) rows per split, read from the one file `path`."""
+    return Dataset(
+        labels=labels,
+        train=_examples(train, labels),
+        validation=_examples(validation, labels),
+        test=_examples(test, labels),
+        files=(path,),
+        notes=tuple(notes),
+    )
+
+
 def load_rotten_tomatoes(data_dir: Path | None, seed: int) -> Dataset:
     path = _locate(data_dir, ROTTEN_TOMATOES, RT_FILE)
     with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
@@ -123,14 +135,7 @@ def load_rotten_tomatoes(data_dir: Path | None, seed: int) -> Dataset:
         f"rotten-tomatoes: {len(rows)} unique snippets after removing {dups} duplicates "
         f"({conflicts} with conflicting labels); stratified 70/10/20 split, seed {SPLIT_SEED}"
     )
-    return Dataset(
-        labels=RT_LABELS,
-        train=_examples(train, RT_LABELS),
-        validation=_examples(validation, RT_LABELS),
-        test=_examples(test, RT_LABELS),
-        files=(path,),
-        notes=(note,),
-    )
+    return _dataset(RT_LABELS, train, validation, test, path, (note,))
 
 
 def _read_drug_tsv(zf: zipfile.ZipFile, member: str, path: Path) -> list[dict]:
@@ -165,14 +170,7 @@ def _load_drugs(data_dir: Path | None, label_column: str, keep) -> tuple[Path, l
 def _drug_dataset(path, train_rows, test_rows, labels, notes) -> Dataset:
     train, validation = stratified_split(train_rows, lambda r: r[2], (0.85, 0.15), SPLIT_SEED)
     notes = tuple(notes) + (f"validation: stratified 15% of the shipped train file, seed {SPLIT_SEED}",)
-    return Dataset(
-        labels=labels,
-        train=_examples(train, labels),
-        validation=_examples(validation, labels),
-        test=_examples(test_rows, labels),
-        files=(path,),
-        notes=notes,
-    )
+    return _dataset(labels, train, validation, test_rows, path, notes)
 
 
 def load_drug_reviews(data_dir: Path | None, seed: int) -> Dataset:

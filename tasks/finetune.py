@@ -26,25 +26,14 @@ its checkpoints deleted, only when the adapter, task.json and metrics.json are a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 from models.assets import default_model_dir, sha256_file
 from tasks.cli import ArgumentParser, run_or_exit
 from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
-from tasks.methods import (
-    ADAPTER_METHODS,
-    DEFAULT_LR,
-    LOW_RANK_METHODS,
-    METHODS,
-    PROMPT_METHODS,
-    MethodSpec,
-    build,
-    resolve_preset,
-)
+from tasks.methods import DEFAULT_LR, METHODS, PROMPT_METHODS, MethodSpec, build
 from tasks.registry import SEQ_CLS, get_task, load_data, subsample, task_names
 
 
@@ -149,18 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
 if __name__ == "__main__":  # --help and usage errors answer before torch loads
     build_parser().parse_args()
 
-from safetensors.torch import load_file
-
 import minipeft
-from minipeft import files
-from minipeft.audit import MANIFEST_FILE, build_manifest
 from minipeft.prompt import prompt_counts
-from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, save_prompt
 from minipeft.training import PadCollate, TrainConfig, distributed, evaluate, seed_everything, train
-from minipeft.training.checkpoint import clean_run_files
-from models import load_pretrained, load_tokenizer, save_pretrained
+from models import load_pretrained, load_tokenizer
+from tasks.finetune_checks import check_args, check_max_length, method_spec
+from tasks.finetune_outputs import check_out, run_settings, write_outputs
+from tasks.finetune_report import describe_adapted, log, ner_selection_warnings, summary
 from tasks.metrics import json_safe
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
+
+# names that tests and other programs use as tasks.finetune.<name> (the parts live in the modules above)
+__all__ = [
+    "build_parser",
+    "run",
+    "main",
+    "subsample",
+    "check_max_length",
+    "run_settings",
+    "describe_adapted",
+    "ner_selection_warnings",
+]
 
 
 def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
@@ -170,55 +168,6 @@ def encode_split(task, tokenizer, examples, labels, args) -> list[dict]:
     for enc, wids, ex in zip(encoded, word_ids, examples):
         enc["word_ids"], enc["word_tags"] = wids, list(ex.tags)
     return encoded
-
-
-def write_json(path: Path, doc: dict) -> None:
-    files.write_json(path, doc, default=str)
-
-
-RUN_MARKER = "run.json"
-PROGRAM = "tasks.finetune"
-# flags that may change between a killed run and its resumption (they change no result)
-RESUME_FREE = ("out", "device", "no_progress", "checkpoint_every")
-
-
-def run_settings(args) -> dict:
-    """The settings run.json records; a resumption must repeat them."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
-
-
-def check_out(out: Path, args, claim: bool) -> None:
-    """--out must be new, empty, or this program's unfinished run with the same settings;
-    claim=True writes run.json (after the inputs were checked), claim=False only checks."""
-    doc = files.read_marker(out, RUN_MARKER) if out.is_dir() and not out.is_symlink() else None
-    if doc and doc.get("finished"):
-        raise FileExistsError(
-            f"{out / RUN_MARKER}: that run is finished (its outputs and metrics.json are on disk); "
-            "choose another --out"
-        )
-    files.claim_dir(out, program=PROGRAM, settings=run_settings(args), marker=RUN_MARKER, dry_run=not claim)
-
-
-POSITIVE = ("epochs", "batch_size", "grad_accum", "patience", "rank", "num_virtual_tokens")
-
-
-def check_args(args) -> None:
-    """Numbers a run cannot use, named by their flag before anything loads."""
-    for name in POSITIVE:
-        v = getattr(args, name)
-        if v is not None and v < 1:  # --rank None: the method's default (tasks.methods.DEFAULT_RANK)
-            extra = " (0 would stop after the first epoch)" if name == "patience" else ""
-            raise ValueError(f"--{name.replace('_', '-')} {v}: expected a whole number >= 1{extra}")
-    for name in ("max_train_examples", "max_eval_examples"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {v}: expected >= 1 (or leave it out)")
-    if args.lr is not None and not (args.lr > 0 and args.lr < float("inf")):
-        raise ValueError(f"--lr {args.lr}: expected a finite number > 0, e.g. 3e-4")
-    if not 0 <= args.warmup_ratio <= 1:
-        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: expected a share in [0, 1]")
-    if not 0 <= args.weight_decay < float("inf"):
-        raise ValueError(f"--weight-decay {args.weight_decay}: expected a finite number >= 0")
 
 
 def now() -> str:
@@ -241,110 +190,6 @@ def hyperparameters(args, spec: MethodSpec, lr: float) -> dict:
         "loraplus_ratio",
     )
     return {**spec.describe(), "lr": lr, **{k: getattr(args, k, None) for k in keys}}
-
-
-def save_prompt_adapter(wrapper, target: Path, model_dir: Path, provenance: dict) -> Path:
-    """save_prompt's PEFT files plus the adapter_manifest.json that save_adapter writes for LoRA/IA3
-    (tensor hashes, config hash, base fingerprint, provenance), built from the files as written."""
-    save_prompt(wrapper, target, base_model_name_or_path=str(model_dir))
-    config = json.loads((target / CONFIG_FILE).read_text())
-    manifest = build_manifest(
-        wrapper,
-        config,
-        load_file(str(target / WEIGHTS_FILE)),
-        json.loads(json.dumps(provenance, default=str)),
-    )
-    write_json(target / MANIFEST_FILE, manifest)
-    return target
-
-
-def save_model(
-    model, method: str, out: Path, model_dir: Path, task, labels, provenance: dict, task_doc
-) -> Path:
-    """The adapter (lora/ia3/prefix/prompt) or the whole model in HF layout (full/frozen), with
-    task.json inside; the folder replaces an earlier one as a whole (minipeft.files.replace_dir)."""
-    if method in ADAPTER_METHODS or method in PROMPT_METHODS:
-        target = out / "adapter"
-        with files.replace_dir(target, minipeft.io.ADAPTER_FILES, PROGRAM) as tmp:
-            if method in PROMPT_METHODS:
-                save_prompt_adapter(model, tmp, model_dir, provenance)
-            else:
-                kind = "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS"
-                minipeft.save_adapter(model, tmp, task_type=kind, provenance=provenance)
-            write_json(tmp / "task.json", task_doc)
-        return target
-    target = out / "model"
-    cfg = model.config
-    if dataclasses.is_dataclass(cfg) and {"id2label", "label2id"} <= {
-        f.name for f in dataclasses.fields(cfg)
-    }:
-        model.config = dataclasses.replace(
-            cfg, id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)}
-        )
-    save_pretrained(model, target, tokenizer_dir=model_dir)
-    write_json(target / "task.json", task_doc)
-    return target
-
-
-def log(msg: str) -> None:
-    print(f"[finetune] {msg}", file=sys.stderr, flush=True)
-
-
-def describe_adapted(method: str, adapted: list[str], head: tuple[str, ...]) -> str:
-    """'12 LoRA layers + head': the adapter layers counted apart from the trained head."""
-    if method == "full":
-        return "every parameter trains"
-    if method == "frozen":
-        return "the base frozen, the head trains"
-    layers = [p for p in adapted if p not in head]
-    name = {"lora": "LoRA", "ia3": "IA³"}.get(method, method)
-    return f"{len(layers)} {name} layer{'s' if len(layers) != 1 else ''}" + (
-        " + head" if len(layers) < len(adapted) else ""
-    )
-
-
-def ner_selection_warnings(history: list[dict], best_epoch, best_metric, metric: str) -> list[str]:
-    """What a person must know when NER picked a suspicious epoch: the validation score is 0 (no
-    entity found), or the first epoch won although later ones ran (rare entities often appear only
-    after many epochs, and early stopping can end the run before they do)."""
-    out = []
-    if best_metric is not None and best_metric == 0:
-        out.append(
-            f"the best validation {metric} is 0: the model finds no entity. Rare entity types may need "
-            "many more epochs: raise --epochs and --patience"
-        )
-    if len(history) > 1 and best_epoch == history[0]["epoch"]:
-        out.append(
-            f"the first epoch had the best validation {metric} of {len(history)} run, so the model "
-            "returned is the one after one epoch: raise --patience (and --epochs), or check the data"
-        )
-    return out
-
-
-def check_max_length(model_dir: Path, max_length: int, virtual_tokens: int = 0) -> None:
-    """Refuse a length the position table cannot hold; prefix/prompt tokens take `virtual_tokens`
-    positions."""
-    cfg_file = model_dir / "config.json"
-    limit = read_config(model_dir).get("max_position_embeddings") if cfg_file.is_file() else None
-    if not isinstance(limit, int) or isinstance(limit, bool):
-        limit = None  # load_pretrained names a bad value with its file
-    if max_length < 3 or (limit and max_length > limit):
-        raise ValueError(
-            f"--max-length {max_length}: expected 3..{limit or 512} tokens "
-            f"({cfg_file} has max_position_embeddings={limit})"
-        )
-    if limit and max_length + virtual_tokens > limit:
-        raise ValueError(
-            f"--max-length {max_length} + --num-virtual-tokens {virtual_tokens} = "
-            f"{max_length + virtual_tokens} positions, but {cfg_file} has max_position_embeddings="
-            f"{limit}; use --max-length {limit - virtual_tokens} or fewer (the paper: 480 + 10)"
-        )
-
-
-def read_config(model_dir: Path) -> dict:
-    from models.hf_config import read_json_object
-
-    return read_json_object(model_dir / "config.json")
 
 
 def load_inputs(args, task, model_dir: Path):
@@ -392,56 +237,6 @@ def train_config(args, task, lr: float) -> TrainConfig:
         loraplus_ratio=args.loraplus_ratio,
         measure_memory=not args.compile,  # saved-tensor hooks would see the compiled graph's choice
     )
-
-
-def check_loraplus(method: str, ratio) -> None:
-    if ratio is None:
-        return
-    if not ratio > 0:  # also refuses nan
-        raise ValueError(
-            f"--loraplus-ratio must be > 0 (B's learning rate is ratio x --lr; the paper uses 16), "
-            f"found {ratio}; leave it out to train with one learning rate"
-        )
-    if method not in LOW_RANK_METHODS:
-        raise ValueError(
-            f"--loraplus-ratio applies to {', '.join(LOW_RANK_METHODS)} (a low-rank pair), not "
-            f"--method {method}; drop --loraplus-ratio"
-        )
-
-
-def check_model_dir(model_dir: Path) -> None:
-    """The checkpoint's folder and config.json, checked before any data is read."""
-    from models.families import family_of
-
-    if not model_dir.is_dir():
-        raise FileNotFoundError(
-            f"--model {model_dir}: no such folder; expected a HuggingFace model folder (config.json, "
-            "model.safetensors, tokenizer files)"
-        )
-    family_of(model_dir / "config.json").config.from_json(model_dir / "config.json")
-
-
-def method_spec(args, task, model_dir: Path) -> MethodSpec:
-    """The method's settings, checked (lengths, targets, adapter options) before any data is read."""
-    prompt = args.method in PROMPT_METHODS
-    check_model_dir(model_dir)
-    check_max_length(model_dir, args.max_length, args.num_virtual_tokens if prompt else 0)
-    preset, targets = resolve_preset(args.targets, model_dir)
-    spec = MethodSpec(
-        args.method,
-        preset,
-        args.rank,
-        args.alpha,
-        args.dropout,
-        targets,
-        args.feedforward,
-        args.num_virtual_tokens,
-        "SEQ_CLS" if task.type == SEQ_CLS else "TOKEN_CLS",
-        args.init,
-    )
-    check_loraplus(args.method, args.loraplus_ratio)
-    spec.adapter_config(), spec.prompt_config()  # invalid adapter settings fail here
-    return spec
 
 
 def run(args) -> dict:
@@ -542,45 +337,12 @@ def run(args) -> dict:
     return doc
 
 
-def write_outputs(model, args, out: Path, model_dir: Path, task, labels, doc: dict, provenance: dict) -> None:
-    """The adapter/model folder (task.json inside), task.json, metrics.json; then the run is marked
-    finished and only then are its checkpoints deleted: a kill at any point resumes or is done."""
-    task_doc = {
-        "task": task.name,
-        "type": task.type,
-        "labels": list(labels),
-        "max_length": args.max_length,
-        "label_alignment": args.label_alignment,
-        "method": args.method,
-        "base_model": str(model_dir),
-    }
-    save_model(model, args.method, out, model_dir, task, labels, provenance, task_doc)
-    write_json(out / "task.json", task_doc)
-    write_json(out / "metrics.json", doc)
-    files.mark_finished(out, RUN_MARKER, ended=doc["ended"])
-    clean_run_files(out)
-
-
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     doc = run_or_exit(run, args)
-    test = doc["test"]
     if not distributed.context().is_main:  # distributed hook: one summary line per job
         return
-    print(
-        json.dumps(
-            {
-                "task": doc["task"],
-                "method": args.method,
-                "best_epoch": doc["best_epoch"],
-                "test": {
-                    k: test.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "entity_f1") if k in test
-                },
-                "train_seconds": round(doc["train_seconds"], 1),
-                "out": str(args.out),
-            }
-        )
-    )
+    print(json.dumps(summary(doc, args)))
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 from tqdm import tqdm
 
-from minipeft.files import refuse_symlink, write_text
+from minipeft.files import read_json_object, refuse_symlink, write_text
 from minipeft.training.batching import LengthBucketSampler, PadCollate
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter
@@ -90,14 +90,8 @@ from tasks.objective import model_inputs
 
 
 def read_object(file: Path) -> dict:
-    """A JSON file holding an object, or a ValueError naming it."""
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e}); write it again with tasks.finetune") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{file}: expected a JSON object, found a {type(doc).__name__}")
-    return doc
+    """A JSON file of a run holding an object, or a ValueError naming it."""
+    return read_json_object(file, "write it again with tasks.finetune")
 
 
 def read_task_info(folder: Path) -> dict:

@@ -60,6 +60,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~10 s; the fast tier is -m 'not slow'")
 
 
+def pytest_collection_modifyitems(config, items):
+    """pyproject.toml's `filterwarnings` (third-party notices, each by message and module) as a mark
+    on every test: pytest ranks marks above `-W` on the command line, so `-W default` (run to see
+    ResourceWarnings) or `-W error` still leave exactly those notices out, and nothing else."""
+    marks = [pytest.mark.filterwarnings(f) for f in config.getini("filterwarnings")]
+    for item in items:
+        for mark in marks:
+            item.add_marker(mark, append=False)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fuzzing suite's figures (issue 21), when any fuzz case ran."""
     import sys

@@ -257,9 +257,16 @@ def test_linked_log_is_refused_and_the_target_untouched(tmp_path, corpus):  # no
 
 
 def _finetune_proc(args, out) -> subprocess.Popen:
+    """tasks.finetune in a child process, its stderr in `_stderr(out)`: a file, not a pipe, so
+    nothing is left open when a child is killed, and a chatty child never blocks on a full pipe."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "tasks.finetune", *map(str, args), "--out", str(out)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(_stderr(out), "wb") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _stderr(out: Path) -> Path:
+    return Path(f"{out}.stderr")
 
 
 def _tensors(out: Path) -> dict:
@@ -305,7 +312,7 @@ def test_finetune_killed_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mod
     ref = _finetune_proc(args, tmp_path / "ref")
     _wait(ref, lambda: "end" in _events(tmp_path / "ref"))
     t_end = time.perf_counter()
-    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
+    assert ref.wait(timeout=600) == 0, _stderr(tmp_path / "ref").read_text()[-2000:]
     tail = time.perf_counter() - t_end
     steps = json.loads((tmp_path / "ref" / "metrics.json").read_text())["steps"]
 
@@ -325,7 +332,7 @@ def test_finetune_killed_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mod
         proc.wait(timeout=600)
     final = _finetune_proc(args, out)
     code = final.wait(timeout=600)
-    err = final.stderr.read().decode()
+    err = _stderr(out).read_text()
     assert code == 0 or "that run is finished" in err, err[-2000:]
     a, b = _tensors(tmp_path / "ref"), _tensors(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -13,6 +13,7 @@ import collections
 import pytest
 import torch
 import torch.nn.functional as F
+from small_models import SMALL_MOBILEBERT
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minipeft import IA3Config, LoraConfig, inject, ops
@@ -139,15 +140,7 @@ def _family(name):
         return DistilBertForSequenceClassification(cfg, num_labels=3)
     if name == "mobilebert":
         cfg = MobileBertConfig(
-            vocab_size=99,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=24,
-            embedding_size=8,
-            intra_bottleneck_size=16,
-            max_position_embeddings=64,
-            hidden_dropout_prob=P,
+            **{**SMALL_MOBILEBERT, "vocab_size": 99, "max_position_embeddings": 64}, hidden_dropout_prob=P
         )
         return MobileBertForSequenceClassification(cfg, num_labels=3)
     return tiny_bert(head=BertForTokenClassification, first_position_only=False, recompute_attention=False)
@@ -326,6 +319,8 @@ def test_finetune_compile_gives_the_eager_run(tmp_path, make_tiny_model, monkeyp
 STEP_FILES = {  # path: whole file (step code only), or only its `forward` methods
     "models/attention.py": "file",
     "models/common.py": "file",
+    "models/blocks.py": "file",
+    "models/heads.py": "forward",
     "models/dropout.py": "file",
     "minipeft/ops.py": "file",
     "models/bert.py": "forward",

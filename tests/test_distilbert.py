@@ -25,6 +25,39 @@ def _perturb(model, scale=0.1):
             p.add_(torch.randn_like(p) * scale)
 
 
+HF_SUFFIX = {
+    None: "Model",
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+}
+
+
+def hf_class(transformers, family: str, head):
+    """transformers' class of `family` ("DistilBert", "MobileBert") for our load_pretrained head."""
+    return getattr(transformers, family + HF_SUFFIX[head])
+
+
+def hf_copy_of_ours(transformers, ours, folder):
+    """Perturb our sequence classifier `ours`, save_pretrained it to `folder` and load it with
+    transformers' Auto class, which must pick the same family's class."""
+    _perturb(ours)
+    save_pretrained(ours, folder)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert type(hf).__name__ == type(ours).__name__
+    return hf
+
+
+def load_perturbed_copy(hf, folder, head, heads):
+    """Perturb the transformers model `hf`, save it to `folder` and load it with our load_pretrained:
+    the class of `heads[head]` (dispatch on model_type), with HF's state-dict keys and head loaded."""
+    _perturb(hf)
+    hf.save_pretrained(folder)
+    ours = load_pretrained(folder, head=head).eval()
+    assert isinstance(ours, heads[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
+    assert head is None or ours.head_loaded
+    return ours
+
+
 def _batch():
     ids = torch.randint(1, SMALL["vocab_size"], (2, 7))
     mask = torch.ones(2, 7, dtype=torch.long)
@@ -105,17 +138,9 @@ def test_bare_encoder_pooler_output_is_first_position():
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 def test_logits_match_transformers(tmp_path, head, activation):
     transformers = pytest.importorskip("transformers")
-    hf_cls = {
-        None: transformers.DistilBertModel,
-        "sequence-classification": transformers.DistilBertForSequenceClassification,
-        "token-classification": transformers.DistilBertForTokenClassification,
-    }[head]
-    hf = hf_cls(transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)).eval()
-    _perturb(hf)
-    hf.save_pretrained(tmp_path)
-    ours = load_pretrained(tmp_path, head=head).eval()  # dispatch on model_type
-    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
-    assert head is None or ours.head_loaded
+    config = transformers.DistilBertConfig(**SMALL, activation=activation, num_labels=3)
+    hf = hf_class(transformers, "DistilBert", head)(config).eval()
+    ours = load_perturbed_copy(hf, tmp_path, head, HEADS)
     ids, mask = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask)
@@ -144,10 +169,7 @@ def test_masked_lm_checkpoint_loads_encoder_and_initialises_both_head_layers(tmp
 def test_save_pretrained_loads_in_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     ours = DistilBertForSequenceClassification(DistilBertConfig(**SMALL), num_labels=3).eval()
-    _perturb(ours)
-    save_pretrained(ours, tmp_path)
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert type(hf).__name__ == "DistilBertForSequenceClassification"
+    hf = hf_copy_of_ours(transformers, ours, tmp_path)
     ids, mask = _batch()
     with torch.no_grad():
         torch.testing.assert_close(

@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+from cli_runs import sweep_argv
 from synthetic_tasks import write_mimic
 
 from benchmarks import rank_sweep, sweep_workers
@@ -33,32 +34,10 @@ def _rows(out):
 @pytest.mark.slow  # subprocesses or a real checkpoint: 10-40 s
 def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
     data = write_mimic(tmp_path / "mimic", "mp")
-    common = [
-        "--task",
-        "mimic-mp",
-        "--data-dir",
-        str(data),
-        "--model",
-        str(tiny_model),
-        "--ranks",
-        "2,8",
-        "--seeds",
-        "3",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "48",
-        "--lr",
-        "3e-3",
-        "--threads",
-        "1",
-        "--no-progress",
-    ]
-    rank_sweep.main([*common, "--out", str(tmp_path / "one")])
+    common = ["--seeds", "3", "--threads", "1"]  # after sweep_argv's: these win
+    rank_sweep.main(sweep_argv(data, tiny_model, tmp_path / "one", *common))
     capsys.readouterr()
-    rank_sweep.main([*common, "--out", str(tmp_path / "two"), "--workers", "2"])
+    rank_sweep.main(sweep_argv(data, tiny_model, tmp_path / "two", *common, "--workers", "2"))
     assert "spreading 2 runs over 2 processes with 1 thread(s) each" in capsys.readouterr().out
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert one.keys() == two.keys() == {("2", "3"), ("8", "3")}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import finetune_argv, run_finetune, run_predict
 from safetensors.torch import load_file
 from synthetic_tasks import write_conll, write_csv, write_i2b2_re, write_icd9, write_mimic
 
@@ -23,16 +24,6 @@ from tasks import finetune, predict
 from tasks.encode import align_labels, word_predictions
 from tasks.metrics import classification_metrics
 from tasks.registry import get_task
-
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
-
-
-def _finetune(task, data_dir, model, out, *extra):
-    args = finetune.build_parser().parse_args(
-        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra]
-    )
-    return finetune.run(args)
-
 
 CASES = [  # task, writer, method
     ("mimic-mp", lambda d: write_mimic(d, "mp"), "lora"),
@@ -48,7 +39,7 @@ CASES = [  # task, writer, method
 def test_end_to_end(tmp_path, tiny_model, task, writer, method):
     data_dir = writer(tmp_path / "data")
     out = tmp_path / "run"
-    doc = _finetune(task, data_dir, tiny_model, out, "--method", method)
+    doc = run_finetune(task, data_dir, tiny_model, out, "--method", method)
     t = get_task(task)
     for split in ("validation", "test"):
         assert set(t.metrics) <= set(doc[split])
@@ -68,21 +59,9 @@ def test_end_to_end(tmp_path, tiny_model, task, writer, method):
 def test_saved_adapter_reproduces_test_metrics_through_predict(tmp_path, tiny_model):
     data_dir = write_mimic(tmp_path / "data", "mp")
     out = tmp_path / "run"
-    doc = _finetune("mimic-mp", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
+    doc = run_finetune("mimic-mp", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     pred_file = tmp_path / "pred.csv"
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(data_dir / "test.csv"),
-            "--output",
-            str(pred_file),
-            "--no-progress",
-        ]
-    )
+    run_predict(out / "adapter", tiny_model, data_dir / "test.csv", pred_file)
     with open(data_dir / "test.csv", newline="") as f:
         gold = {r["id"]: r["hospital_expire_flag"] for r in csv.DictReader(f)}
     with open(pred_file, newline="") as f:
@@ -106,7 +85,7 @@ def test_saved_adapter_reproduces_test_metrics_through_predict(tmp_path, tiny_mo
 
 def test_frozen_changes_only_the_head_and_full_model_predicts(tmp_path, tiny_model):
     data_dir = write_icd9(tmp_path / "data")
-    _finetune("icd9-triage", data_dir, tiny_model, tmp_path / "run", "--method", "frozen", "--lr", "1e-2")
+    run_finetune("icd9-triage", data_dir, tiny_model, tmp_path / "run", "--method", "frozen", "--lr", "1e-2")
     before, after = (
         load_file(str(tiny_model / "model.safetensors")),
         load_file(str(tmp_path / "run" / "model" / "model.safetensors")),
@@ -128,7 +107,8 @@ def test_frozen_changes_only_the_head_and_full_model_predicts(tmp_path, tiny_mod
             "--no-progress",
         ]
     )
-    rows = list(csv.DictReader(open(tmp_path / "p.csv", newline="")))
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [str(i) for i in range(8)]  # no id column: row numbers
     assert list(rows[0])[2:] == [f"prob_{i}" for i in range(7)]
 
@@ -138,19 +118,7 @@ def test_bad_input_stops_before_training(tmp_path, tiny_model, capsys):
     write_csv(data_dir / "valid.csv", ["id", "text", "hospital_expire_flag"], [[1, "a\nb", 0], [2, "c", 2]])
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
-        finetune.main(
-            [
-                "--task",
-                "mimic-mp",
-                "--data-dir",
-                str(data_dir),
-                "--model",
-                str(tiny_model),
-                "--out",
-                str(out),
-                *FAST,
-            ]
-        )
+        finetune.main(finetune_argv("mimic-mp", data_dir, tiny_model, out))
     assert e.value.code == 2
     assert "valid.csv: line 4: hospital_expire_flag='2'" in capsys.readouterr().err
     assert not (out / "log.jsonl").exists()  # training never started
@@ -161,13 +129,13 @@ def test_finished_run_is_not_overwritten(tmp_path, tiny_model):
     out.mkdir()
     (out / "metrics.json").write_text("{}")  # a folder this program did not write: refused, untouched
     with pytest.raises(ValueError, match="not empty .*metrics.json.* no run.json"):
-        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
+        run_finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
     assert (out / "metrics.json").read_text() == "{}"
     marker = {"format": files.MARKER_FORMAT, "program": "tasks.finetune", "settings": {}, "finished": True}
     files.write_json(out / "run.json", marker)  # a finished run of ours: refused as finished
     with pytest.raises(FileExistsError, match="that run is finished .*choose another --out"):
-        _finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
+        run_finetune("mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, out)
 
 
 def test_align_labels_first_and_all_by_hand():
@@ -186,7 +154,7 @@ def test_word_predictions_first_subtoken_and_truncation():
 def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatch):
     data_dir = write_mimic(tmp_path / "data", "mp")
     extra = ("--method", "lora", "--epochs", "2", "--checkpoint-every", "1", "--lr", "3e-3")
-    _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "whole", *extra)
+    run_finetune("mimic-mp", data_dir, tiny_model, tmp_path / "whole", *extra)
 
     real_train = finetune.train
 
@@ -199,10 +167,10 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, monkeypatc
 
     monkeypatch.setattr(finetune, "train", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
+        run_finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     monkeypatch.setattr(finetune, "train", real_train)
-    _finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
+    run_finetune("mimic-mp", data_dir, tiny_model, tmp_path / "resumed", *extra)
     a = load_file(str(tmp_path / "whole" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -258,21 +226,9 @@ def test_predict_input_errors(tmp_path, capsys):
 def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model, capsys):
     data_dir = write_conll(tmp_path / "data")
     out = tmp_path / "run"
-    doc = _finetune("i2b2-2010", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
+    doc = run_finetune("i2b2-2010", data_dir, tiny_model, out, "--method", "lora", "--lr", "3e-3")
     capsys.readouterr()
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(data_dir / "test.txt.conll"),
-            "--output",
-            str(tmp_path / "tagged.conll"),
-            "--no-progress",
-        ]
-    )
+    run_predict(out / "adapter", tiny_model, data_dir / "test.txt.conll", tmp_path / "tagged.conll")
     err = capsys.readouterr().err
     scores = json.loads(err.split("entity scores: ")[1].splitlines()[0])
     assert scores["entity_f1"] == pytest.approx(doc["test"]["entity_f1"], abs=1e-4)
@@ -283,37 +239,18 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
     assert all(len(l) == 3 and l[2] in labels for l in got_lines if l)
     # the same tokens without tags: the same predictions, two columns
     (tmp_path / "plain.conll").write_text("\n".join(l[0] if l else "" for l in gold_lines) + "\n")
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(tmp_path / "plain.conll"),
-            "--output",
-            str(tmp_path / "plain_out.conll"),
-            "--no-progress",
-        ]
-    )
+    run_predict(out / "adapter", tiny_model, tmp_path / "plain.conll", tmp_path / "plain_out.conll")
     plain = [l.split() for l in (tmp_path / "plain_out.conll").read_text().splitlines()]
     assert plain == [[l[0], l[2]] if l else [] for l in got_lines]
     # a sentence longer than --max-length: its tail is tagged O and counted
     (tmp_path / "long.conll").write_text("\n".join(["fever"] * 60) + "\n")
-    predict.main(
-        [
-            "--adapter",
-            str(out / "adapter"),
-            "--model",
-            str(tiny_model),
-            "--input",
-            str(tmp_path / "long.conll"),
-            "--output",
-            str(tmp_path / "long_out.conll"),
-            "--max-length",
-            "12",
-            "--no-progress",
-        ]
+    run_predict(
+        out / "adapter",
+        tiny_model,
+        tmp_path / "long.conll",
+        tmp_path / "long_out.conll",
+        "--max-length",
+        "12",
     )
     assert "warning: 50 word(s) beyond --max-length 12 tokens were tagged O" in capsys.readouterr().err
     tags = [l.split()[1] for l in (tmp_path / "long_out.conll").read_text().splitlines()]
@@ -322,6 +259,6 @@ def test_ner_adapter_tags_conll_and_scores_as_training_did(tmp_path, tiny_model,
 
 def test_max_length_beyond_the_position_table_is_refused(tmp_path, tiny_model):
     with pytest.raises(ValueError, match=r"--max-length 480: expected 3\.\.128"):
-        _finetune(
+        run_finetune(
             "mimic-mp", write_mimic(tmp_path / "d", "mp"), tiny_model, tmp_path / "run", "--max-length", "480"
         )

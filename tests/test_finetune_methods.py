@@ -5,22 +5,13 @@ with one line and status 2 before any data is read."""
 import json
 
 import pytest
+from cli_runs import finetune_argv, run_finetune
 from synthetic_tasks import write_mimic
 
 from minipeft import adapters, load_adapter, summary
 from models import load_pretrained, load_tokenizer
 from tasks import audit, finetune, predict
 from tasks.metrics import classification_metrics
-
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
-
-
-def _args(data_dir, model, out, *extra):
-    return ["--task", "mimic-mp", "--data-dir", str(data_dir), "--model", str(model), "--out", str(out)] + [
-        *FAST,
-        *extra,
-    ]
-
 
 RUNS = {
     "dora": ["--method", "dora", "--lr", "3e-3"],
@@ -34,7 +25,7 @@ RUNS = {
 def test_method_runs_and_its_saved_adapter_reproduces_the_test_auroc(tmp_path, tiny_model, name):
     data_dir = write_mimic(tmp_path / "data", "mp")
     out = tmp_path / "run"
-    doc = finetune.run(finetune.build_parser().parse_args(_args(data_dir, tiny_model, out, *RUNS[name])))
+    doc = run_finetune("mimic-mp", data_dir, tiny_model, out, *RUNS[name])
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["config"]["loraplus_ratio"] == (16 if "loraplus" in name else None)
     net = load_pretrained(tiny_model, head="sequence-classification", num_labels=2)
@@ -75,7 +66,7 @@ def test_method_runs_and_its_saved_adapter_reproduces_the_test_auroc(tmp_path, t
 def test_bad_method_options_stop_with_one_line(tmp_path, tiny_model, capsys, extra, message):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
-        finetune.main(_args(tmp_path / "no-data-read", tiny_model, out, *extra))
+        finetune.main(finetune_argv("mimic-mp", tmp_path / "no-data-read", tiny_model, out, *extra))
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

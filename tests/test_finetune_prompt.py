@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runs import run_finetune, run_predict
 from safetensors.torch import load_file, save_file
 from synthetic_tasks import write_conll, write_mimic
 
@@ -24,7 +25,6 @@ from tasks import audit, finetune, predict
 from tasks.metrics import classification_metrics
 from tasks.verify_manifest import verify
 
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
 P, LAYERS, HIDDEN = 4, 2, 32
 PEFT_TYPE = {"prefix": "PREFIX_TUNING", "prompt": "PROMPT_TUNING"}
 
@@ -35,19 +35,12 @@ def tiny_model(make_tiny_model):
     return make_tiny_model(hidden_size=HIDDEN, num_hidden_layers=LAYERS, max_position_embeddings=64)
 
 
-def _finetune(task, data_dir, model, out, *extra):
-    args = finetune.build_parser().parse_args(
-        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra]
-    )
-    return finetune.run(args)
-
-
 @pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, tiny_model, method, capsys):
     data_dir = write_mimic(tmp_path / "data", "mp")
     out = tmp_path / "run"
-    doc = _finetune(
+    doc = run_finetune(
         "mimic-mp",
         data_dir,
         tiny_model,
@@ -82,17 +75,7 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     assert fingerprint(net) == manifest["base_fingerprint"]
 
     pred_file = tmp_path / "pred.csv"
-    predict.main(
-        [
-            "--adapter",
-            str(adapter),
-            "--input",
-            str(data_dir / "test.csv"),
-            "--output",
-            str(pred_file),
-            "--no-progress",
-        ]
-    )  # base model: the one task.json records
+    run_predict(adapter, None, data_dir / "test.csv", pred_file)  # base model: the one task.json records
     with open(data_dir / "test.csv", newline="") as f:
         test = list(csv.DictReader(f))
     gold = {r["id"]: r["hospital_expire_flag"] for r in test}
@@ -117,23 +100,13 @@ def test_mimic_run_saves_a_verified_adapter_that_predict_reproduces(tmp_path, ti
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
     assert verify(adapter) != []
     with pytest.raises(SystemExit) as e:
-        predict.main(
-            [
-                "--adapter",
-                str(adapter),
-                "--input",
-                str(data_dir / "test.csv"),
-                "--output",
-                str(tmp_path / "p2.csv"),
-                "--no-progress",
-            ]
-        )
+        run_predict(adapter, None, data_dir / "test.csv", tmp_path / "p2.csv")
     assert e.value.code == 2 and "prompt_embeddings does not match its SHA-256" in capsys.readouterr().err
 
 
 def test_prompt_tuning_token_classification_runs_on_conll(tmp_path, tiny_model):
     out = tmp_path / "run"
-    doc = _finetune(
+    doc = run_finetune(
         "i2b2-2010",
         write_conll(tmp_path / "data"),
         tiny_model,
@@ -151,7 +124,7 @@ def test_virtual_tokens_beyond_the_position_table_are_refused(tmp_path, tiny_mod
     with pytest.raises(
         ValueError, match=r"--max-length 62 \+ --num-virtual-tokens 4 = 66 .*use --max-length 60"
     ):
-        _finetune(
+        run_finetune(
             "mimic-mp",
             write_mimic(tmp_path / "d", "mp"),
             tiny_model,

@@ -16,6 +16,29 @@ from models.distilbert import DistilBertConfig, DistilBertForSequenceClassificat
 from models.mobilebert import MobileBertForSequenceClassification
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def _mobilebert(head_dim, **layout):
+    """A FAMILIES entry: 3-layer MobileBERT without dropout, with the given embedding/bottleneck layout."""
+    config = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=64,
+    )
+    return (
+        lambda: MobileBertForSequenceClassification(
+            MobileBertConfig(**config, **layout, **NO_DROPOUT), num_labels=3
+        ),
+        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense,
+        lambda m: m.mobilebert.encoder,
+        2,
+        head_dim,
+    )
+
+
 FAMILIES = {
     # name: (build, last layer's first feed-forward Linear, encoder holding gradient_checkpointing,
     #        heads, head_dim)
@@ -57,46 +80,8 @@ FAMILIES = {
         4,
         8,
     ),
-    "mobilebert": (
-        lambda: MobileBertForSequenceClassification(
-            MobileBertConfig(
-                vocab_size=99,
-                hidden_size=32,
-                num_hidden_layers=3,
-                num_attention_heads=2,
-                intermediate_size=24,
-                embedding_size=8,
-                intra_bottleneck_size=16,
-                max_position_embeddings=64,
-                **NO_DROPOUT,
-            ),
-            num_labels=3,
-        ),
-        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense,
-        lambda m: m.mobilebert.encoder,
-        2,
-        8,
-    ),
-    "mobilebert-no-bottleneck": (
-        lambda: MobileBertForSequenceClassification(
-            MobileBertConfig(
-                vocab_size=99,
-                hidden_size=32,
-                num_hidden_layers=3,
-                num_attention_heads=2,
-                intermediate_size=24,
-                embedding_size=32,
-                use_bottleneck=False,
-                max_position_embeddings=64,
-                **NO_DROPOUT,
-            ),
-            num_labels=3,
-        ),
-        lambda m: m.mobilebert.encoder.layer[-1].intermediate.dense,
-        lambda m: m.mobilebert.encoder,
-        2,
-        16,
-    ),
+    "mobilebert": _mobilebert(8, embedding_size=8, intra_bottleneck_size=16),
+    "mobilebert-no-bottleneck": _mobilebert(16, embedding_size=32, use_bottleneck=False),
 }
 
 

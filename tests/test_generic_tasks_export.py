@@ -11,6 +11,7 @@ import random
 
 import pytest
 import torch
+from cli_runs import run_finetune
 from synthetic_tasks import note, write_conll, write_csv
 
 from models import load_pretrained, load_tokenizer
@@ -19,7 +20,6 @@ from tasks.adapters import attach, load_base_for_adapter
 from tasks.data_csv import label_set
 from tasks.registry import get_task, load_data
 
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "48", "--no-progress", "--seed", "3"]
 NAMES = ("no", "yes")
 
 
@@ -32,13 +32,6 @@ def write_outcomes(folder, test_labels=None):
         rows = [[note(rng, k % 2), y, f"{split}{k}"] for k, y in enumerate(labels)]
         write_csv(folder / f"{split}.csv", ["note", "outcome", "key"], rows)
     return folder
-
-
-def _finetune(task, data_dir, model, out, *extra):
-    args = finetune.build_parser().parse_args(
-        ["--task", task, "--data-dir", str(data_dir), "--model", str(model), "--out", str(out), *FAST, *extra]
-    )
-    return finetune.run(args)
 
 
 def test_label_set_sorts_numbers_as_numbers_and_text_as_text():
@@ -99,7 +92,7 @@ def csv_run(tmp_path_factory, tiny_model):
     folder = write_outcomes(tmp / "d")
     out = tmp / "run"
     cols = ["--text-column", "note", "--label-column", "outcome", "--id-column", "key"]
-    _finetune("csv", folder, tiny_model, out, "--method", "lora", "--lr", "1e-2", *cols)
+    run_finetune("csv", folder, tiny_model, out, "--method", "lora", "--lr", "1e-2", *cols)
     return out
 
 

@@ -3,22 +3,14 @@ own MobileBERT on random weights for every bottleneck/normalisation variant (tes
 
 import pytest
 import torch
-from test_distilbert import _perturb
+from small_models import SMALL_MOBILEBERT
+from test_distilbert import _perturb, hf_class, hf_copy_of_ours, load_perturbed_copy
 
-from models import load_pretrained, save_pretrained
+from models import load_pretrained
 from models.config import MobileBertConfig
 from models.mobilebert import HEADS, MobileBertForSequenceClassification, MobileBertModel, NoNorm
 
-SMALL = dict(
-    vocab_size=50,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=24,
-    embedding_size=8,
-    intra_bottleneck_size=16,
-    max_position_embeddings=16,
-)
+SMALL = SMALL_MOBILEBERT
 VARIANTS = {  # google/mobilebert-uncased's layout, then the switches HF implements
     "default": {},
     "layer_norm-gelu-no_pooler_act": dict(
@@ -113,17 +105,9 @@ def test_inputs_embeds_are_pre_trigram_and_prefix_changes_output():
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_logits_match_transformers(tmp_path, head, variant):
     transformers = pytest.importorskip("transformers")
-    hf_cls = {
-        None: transformers.MobileBertModel,
-        "sequence-classification": transformers.MobileBertForSequenceClassification,
-        "token-classification": transformers.MobileBertForTokenClassification,
-    }[head]
-    hf = hf_cls(transformers.MobileBertConfig(**{**SMALL, **VARIANTS[variant]}, num_labels=3)).eval()
-    _perturb(hf)
-    hf.save_pretrained(tmp_path)
-    ours = load_pretrained(tmp_path, head=head).eval()  # dispatch on model_type
-    assert isinstance(ours, HEADS[head]) and set(ours.state_dict()) == set(hf.state_dict())  # HF's keys
-    assert head is None or ours.head_loaded
+    config = transformers.MobileBertConfig(**{**SMALL, **VARIANTS[variant]}, num_labels=3)
+    hf = hf_class(transformers, "MobileBert", head)(config).eval()
+    ours = load_perturbed_copy(hf, tmp_path, head, HEADS)
     ids, mask, tt = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt)
@@ -154,10 +138,7 @@ def test_pretraining_checkpoint_loads_for_token_classification(tmp_path):
 def test_save_pretrained_loads_in_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     ours = MobileBertForSequenceClassification(MobileBertConfig(**SMALL), num_labels=3).eval()
-    _perturb(ours)
-    save_pretrained(ours, tmp_path)
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert type(hf).__name__ == "MobileBertForSequenceClassification"
+    hf = hf_copy_of_ours(transformers, ours, tmp_path)
     ids, mask, tt = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits

@@ -5,19 +5,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from small_models import SMALL_BERT
 
 from models import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
 from models.attention import attention, key_mask, merge_heads, split_heads
 
-SMALL = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-)
+SMALL = SMALL_BERT
 
 
 def small(**kw):

@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from small_models import SMALL_BERT
 
 from models import (
     BertConfig,
@@ -16,16 +17,7 @@ from models import (
     save_pretrained,
 )
 
-SMALL = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-    model_type="bert",
-)
+SMALL = {**SMALL_BERT, "model_type": "bert"}
 
 
 def write(folder, tensors, config=None):

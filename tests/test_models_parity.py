@@ -2,20 +2,13 @@
 
 import pytest
 import torch
+from small_models import SMALL_BERT
 
 from models import load_pretrained, load_tokenizer, save_pretrained
 
 transformers = pytest.importorskip("transformers", reason="parity tests need the `reference` extra")
 
-SMALL = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-)
+SMALL = SMALL_BERT
 TEXTS = [
     "A short one.",
     "The patient was admitted with chest pain and shortness of breath overnight.",

@@ -20,9 +20,9 @@ SHAPE = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_
 LABELS = 3
 
 
-def _batch(seed=0):
+def _batch(seed=0, vocab=100):
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 100, (4, 9), generator=g)
+    ids = torch.randint(1, vocab, (4, 9), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
     return ids, mask, torch.randint(0, LABELS, (4,), generator=g)
@@ -41,10 +41,11 @@ def _ours(state):
     return model.eval()
 
 
-def _train(model, logits_of, steps=3):
+def _train(model, logits_of, vocab=100, steps=3):
+    """A few AdamW steps on every trainable tensor, so that no adapter tensor keeps its init."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-2)
-    ids, mask, y = _batch(1)
+    ids, mask, y = _batch(1, vocab)
     model.train()
     for _ in range(steps):
         opt.zero_grad()

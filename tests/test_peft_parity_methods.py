@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
+from test_peft_parity import LABELS, _batch, _hf_base, _hf_logits, _our_logits, _ours, _train
 
 from minipeft import DoraConfig, LoraConfig, VeraConfig, inject, load_adapter, save_adapter
 
@@ -20,8 +20,6 @@ peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 models = pytest.importorskip("models")
 
-SHAPE = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
-LABELS = 3
 QV = ["query", "value"]
 
 PEFT_CONFIGS = {
@@ -46,46 +44,10 @@ OUR_CONFIGS = {
 METHODS = list(OUR_CONFIGS)
 
 
-def _batch(seed=0, vocab=100):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, vocab, (4, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    return ids, mask, torch.randint(0, LABELS, (4,), generator=g)
-
-
-def _hf_tiny():
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(
-        transformers.BertConfig(**SHAPE, num_labels=LABELS)
-    ).eval()
-
-
-def _ours_tiny(state):
-    model = models.BertForSequenceClassification(models.BertConfig(**SHAPE), num_labels=LABELS)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not missing and all(k.endswith("position_ids") for k in unexpected)
-    return model.eval()
-
-
-def _train(model, logits_of, vocab=100, steps=3):
-    """A few AdamW steps on every trainable tensor, so that no adapter tensor keeps its init."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    ids, mask, y = _batch(1, vocab)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(logits_of(model, ids, mask), y).backward()
-        opt.step()
-    model.eval()
-
-
-def _hf_logits(model, ids, mask):
-    return model(input_ids=ids, attention_mask=mask).logits
-
-
-def _our_logits(model, ids, mask):
-    return model(input_ids=ids, attention_mask=mask)
+def _tiny_pair():
+    """(HF's tiny BERT, ours with the same weights)."""
+    hf = _hf_base()
+    return hf, _ours(copy.deepcopy(hf.state_dict()))
 
 
 def _from_peft(tmp_path, method, hf, ours, vocab=100):
@@ -126,16 +88,14 @@ def _to_peft(tmp_path, method, ours, hf, vocab=100):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_peft_adapter_loads_here_with_identical_logits(tmp_path, method):
-    hf = _hf_tiny()
-    ours = _ours_tiny(copy.deepcopy(hf.state_dict()))
+    hf, ours = _tiny_pair()
     want, got = _from_peft(tmp_path, method, hf, ours)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_adapter_saved_here_loads_in_peft_with_identical_logits(tmp_path, method):
-    hf = _hf_tiny()
-    ours = _ours_tiny(copy.deepcopy(hf.state_dict()))
+    hf, ours = _tiny_pair()
     want, got = _to_peft(tmp_path, method, ours, hf)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
@@ -147,8 +107,7 @@ def test_peft_vera_projections_equal_ours_bit_for_bit(tmp_path):
     """The shared pair comes from projection_prng_key alone: PEFT's draw and ours agree exactly."""
     from safetensors.torch import load_file
 
-    hf = _hf_tiny()
-    ours = _ours_tiny(copy.deepcopy(hf.state_dict()))
+    hf, ours = _tiny_pair()
     peft.get_peft_model(hf, PEFT_CONFIGS["vera"]()).save_pretrained(tmp_path)
     theirs = load_file(str(tmp_path / "adapter_model.safetensors"))
     inject(ours, OUR_CONFIGS["vera"])

@@ -3,6 +3,7 @@ extra peft==0.21.2), the paper's prefix counts, freezing, and training moving on
 
 import pytest
 import torch
+from small_models import SMALL_MOBILEBERT
 
 from minipeft.prompt import PrefixConfig, PromptConfig, prefix_tuning, prompt_counts, prompt_tuning
 from minipeft.prompt_io import load_prompt, save_prompt
@@ -174,17 +175,7 @@ def _hf_folder(tmp_path, family="bert"):
         )
     else:
         hf = transformers.MobileBertForSequenceClassification(
-            transformers.MobileBertConfig(
-                vocab_size=50,
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                intermediate_size=24,
-                embedding_size=8,
-                intra_bottleneck_size=16,
-                max_position_embeddings=32,
-                num_labels=3,
-            )
+            transformers.MobileBertConfig(**{**SMALL_MOBILEBERT, "max_position_embeddings": 32}, num_labels=3)
         )
     _perturb(hf.eval())
     hf.save_pretrained(tmp_path / "base")
@@ -335,16 +326,7 @@ def test_unmatched_head_and_embedding_names_are_refused():
 
 def test_mobilebert_prefix_runs_on_its_128_wide_keys():
     """Beyond PEFT (which cannot prefix-tune MobileBERT): the prefix fits the bottleneck attention."""
-    cfg = MobileBertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        embedding_size=8,
-        intra_bottleneck_size=16,
-        max_position_embeddings=32,
-    )
+    cfg = MobileBertConfig(**{**SMALL_MOBILEBERT, "max_position_embeddings": 32})
     w = prefix_tuning(
         MobileBertForSequenceClassification(cfg, num_labels=2), PrefixConfig(num_virtual_tokens=3)
     )

@@ -8,6 +8,7 @@ import statistics
 from types import SimpleNamespace
 
 import pytest
+from cli_runs import sweep_argv
 from synthetic_tasks import write_mimic
 
 from benchmarks import rank_sweep, sweep_plan, sweep_report, sweep_stats
@@ -93,33 +94,6 @@ def test_search_draws_are_shared_across_ranks_and_inside_the_paper_space():
     assert len({v[0] for v in by_key.values()}) == len(by_key), "trials must differ"
 
 
-def _sweep(data_dir, model, out, *extra):
-    return [
-        "--task",
-        "mimic-mp",
-        "--data-dir",
-        str(data_dir),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--ranks",
-        "2,8",
-        "--seeds",
-        "1,2",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "48",
-        "--lr",
-        "3e-3",
-        "--no-progress",
-        *extra,
-    ]
-
-
 @pytest.mark.slow  # several training runs or a subprocess: 2-5 s on an idle CPU
 def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, monkeypatch):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
@@ -127,7 +101,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
     loads = []
     real_load = rank_sweep.load_pretrained
     monkeypatch.setattr(rank_sweep, "load_pretrained", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    rank_sweep.main(_sweep(data_dir, tiny_model, out, "--max-runs", "3"))
+    rank_sweep.main(sweep_argv(data_dir, tiny_model, out, "--max-runs", "3"))
     assert len(loads) == 1, "the base model is loaded once per invocation, not per run"
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
@@ -138,7 +112,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
         assert 0.0 <= float(r["test_auroc"]) <= 1.0
     capsys.readouterr()
 
-    rank_sweep.main(_sweep(data_dir, tiny_model, out))
+    rank_sweep.main(sweep_argv(data_dir, tiny_model, out))
     text = capsys.readouterr().out
     assert "3 already in" in text and "1 to do now" in text
     doc = json.loads(text.strip().splitlines()[-1])
@@ -152,7 +126,7 @@ def test_mimic_layout_sweep_end_to_end_and_resume(tmp_path, tiny_model, capsys, 
     assert "Δ test AUROC vs r=8" in (out / "summary.md").read_text()
 
     with pytest.raises(SystemExit) as e:  # other settings in the same --out are refused
-        rank_sweep.main(_sweep(data_dir, tiny_model, out, "--epochs", "2"))
+        rank_sweep.main(sweep_argv(data_dir, tiny_model, out, "--epochs", "2"))
     assert e.value.code == 2 and "other settings" in capsys.readouterr().err
 
 
@@ -161,7 +135,7 @@ def test_same_seed_same_run_is_reproducible(tmp_path, tiny_model):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     outs = []
     for name in ("a", "b"):
-        rank_sweep.main(_sweep(data_dir, tiny_model, tmp_path / name, "--ranks", "8", "--seeds", "5"))
+        rank_sweep.main(sweep_argv(data_dir, tiny_model, tmp_path / name, "--ranks", "8", "--seeds", "5"))
         with open(tmp_path / name / "runs.csv") as f:
             outs.append(next(csv.DictReader(f)))
     assert outs[0]["test_auroc"] == outs[1]["test_auroc"] and outs[0]["val_auroc"] == outs[1]["val_auroc"]
@@ -177,7 +151,7 @@ def test_reference_rank_must_be_in_the_grid(capsys):
 def test_search_keeps_the_best_validation_trial(tmp_path, tiny_model, capsys):
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "search"
-    rank_sweep.main(_sweep(data_dir, tiny_model, out, "--ranks", "8", "--seeds", "3", "--search", "2"))
+    rank_sweep.main(sweep_argv(data_dir, tiny_model, out, "--ranks", "8", "--seeds", "3", "--search", "2"))
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
@@ -197,7 +171,7 @@ def test_sweep_over_dora_and_vera_ranks(tmp_path, tiny_model, capsys, method):
     (hidden 32): DoRA r(32 + 32) + 32 per layer, VeRA 32 + r per layer (its projections are frozen)."""
     data_dir = write_mimic(tmp_path / "mimic", "mp")
     out = tmp_path / "sweep"
-    rank_sweep.main(_sweep(data_dir, tiny_model, out, "--method", method, "--seeds", "1"))
+    rank_sweep.main(sweep_argv(data_dir, tiny_model, out, "--method", method, "--seeds", "1"))
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     per_layer = {"dora": lambda r: r * 64 + 32, "vera": lambda r: 32 + r}[method]

@@ -4,6 +4,7 @@ data-parallel training under torchrun, AdamW and dynamic padding.
     from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
 
 Files: train (the entry point), config (TrainConfig, TrainResult), loop (epochs and steps),
+run_state (the run's state: fresh, resumed, finished),
 evaluation (evaluate(), shared by torchrun's processes), report (log.jsonl and the screen),
 checkpoint, distributed, optim, batching, memory. Imports run one way: train -> loop ->
 evaluation -> distributed -> batching.

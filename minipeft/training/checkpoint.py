@@ -118,10 +118,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
     if not path.exists():
         return None
     files.refuse_symlink(path, f"run folder {run_dir}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the run over") from None
+    doc = files.read_json(path, "delete it to start the run over")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(
             f"{path}: expected a {FORMAT} file, found "

@@ -1,13 +1,13 @@
 """The state machine behind minipeft.training.train(): epochs, steps, evaluation, checkpoints.
 
-Public entry point is `minipeft.training.train`; this module is its implementation detail.
+Public entry point is `minipeft.training.train`; this module is its implementation detail. What
+the run's state dict holds, how a checkpoint becomes it again and what it ends as: run_state.py.
 state["epoch"] counts the epochs completed (the data order of epoch e+1 is drawn with e); every
 epoch number that leaves this module (history, best_epoch, log.jsonl, screen, callback) counts from 1.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -16,21 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minipeft import fingerprint, param_table
-
 from . import checkpoint as ckpt
 from . import distributed
 from .batching import LengthBucketSampler, to_device
-from .config import RESUME_FREE, TrainResult, resolve_device
+from .config import TrainResult, resolve_device
 from .evaluation import evaluate
 from .memory import SavedTensorsMeter, cuda_peak_bytes, peak_rss_bytes, reset_cuda_peak
 from .optim import build_adamw, linear_warmup_factor, named_trainable, set_lr, warmup_steps
 from .report import RunLog, Screen, jsonable, warn
-
-
-def _base_is_trainable(model: nn.Module) -> bool:
-    """True when a base parameter (not adapter, not head) trains."""
-    return any(r.trainable and r.role == "base" for r in param_table(model))
+from .run_state import check_base_unchanged, check_same_config, fresh_state, result_of, state_from_checkpoint
 
 
 def _set_grad_checkpointing(model: nn.Module, on: bool) -> dict[nn.Module, bool]:
@@ -89,43 +83,14 @@ class Loop:
         self.eval_seconds: list[float] = []  # this session's evaluations, for the ETA
 
     # ---------------------------------------------------------------- set-up and resume
-    def _fresh_state(self) -> dict:
-        return {
-            "step": 0,
-            "epoch": 0,
-            "position": 0,
-            "best_metric": None,
-            "best_epoch": None,
-            "best_metrics": {},
-            "best_file": None,
-            "best_step": None,
-            "last_eval_step": None,
-            "budget_spent": False,
-            "bad_epochs": 0,
-            "history": [],
-            "history_seconds": [],
-            "train_seconds": 0.0,
-            "examples": 0,
-            "stopped_early": False,
-            "epoch_loss": [0.0, 0],
-            "fingerprint_before": fingerprint(self.model),
-            "config": dataclasses.asdict(self.cfg),
-        }
-
     def _resume(self, doc: dict, tensors: dict) -> dict:
-        old, new = doc["config"], dataclasses.asdict(self.cfg)
-        diff = {k: (old.get(k), v) for k, v in new.items() if k not in RESUME_FREE and old.get(k) != v}
-        if diff:
-            raise ValueError(
-                f"{self.out_dir / 'checkpoint.json'} was written with another config "
-                f"(field: (checkpoint, now)) {diff}; use the same config or a new out_dir"
-            )
+        check_same_config(doc, self.cfg, self.out_dir / "checkpoint.json")
         ckpt.restore_trainable(self.named, tensors)
         ckpt.load_optimizer_tensors(self.named, self.optimizer, tensors)
         ckpt.set_rng_states(tensors, doc["rng"])
         if doc.get("best_file"):
             self.best_tensors = ckpt.files.read_tensors(ckpt.files.safe_child(self.out_dir, doc["best_file"]))
-        return {k: v for k, v in doc.items() if k not in ("format", "version", "tensors", "rng")}
+        return state_from_checkpoint(doc)
 
     def _start(self) -> dict:
         self.model.to(self.device)
@@ -139,7 +104,7 @@ class Loop:
         self.log = RunLog(self.out_dir, fresh=found is None)
         if found is None:
             ckpt.seed_everything(self.cfg.seed)
-            state = self._fresh_state()
+            state = fresh_state(self.model, self.cfg)
             self.resumed_from = None
             self.log(
                 event="start",
@@ -153,9 +118,6 @@ class Loop:
             )
         else:
             state = self._resume(*found)
-            for key, value in (("best_step", None), ("last_eval_step", None), ("budget_spent", False)):
-                state.setdefault(key, value)  # checkpoints written before these keys existed
-            state.setdefault("history_seconds", [None] * len(state["history"]))
             self.resumed_from = state["step"]
             self.log(event="resume", step=state["step"], epoch=state["epoch"] + 1, position=state["position"])
         return state
@@ -375,47 +337,15 @@ class Loop:
                 m.gradient_checkpointing = v
         return self._finish(state)
 
-    def _warnings(self, state: dict) -> list[str]:
-        """What a person must hear about the chosen epoch: the first stayed the best, or it scored 0."""
-        metric, found = self.cfg.select_metric, []
-        if state["best_epoch"] == 1 and len(state["history"]) > 1:
-            found.append(
-                f"the best epoch by validation {metric} is the first of {len(state['history'])}: the model "
-                f"may be barely trained; rare labels can need many epochs (raise epochs and patience)"
-            )
-        if state["best_metric"] == 0 and self.cfg.select_mode == "max":
-            found.append(
-                f"validation {metric} is 0 at the best epoch {state['best_epoch']}: the model finds none of "
-                f"what it is scored on; train longer, raise patience or the learning rate"
-            )
-        return found
-
     def _finish(self, state: dict) -> TrainResult:
-        after = fingerprint(self.model)
-        before = state["fingerprint_before"]
-        if before is not None and after != before and not _base_is_trainable(self.model):
-            raise RuntimeError(
-                f"the base model changed during an adapter/head-only run (fingerprint "
-                f"{before[:12]}… → {after[:12]}…); a frozen base weight was modified"
-            )
-        result = TrainResult(
-            best_epoch=state["best_epoch"],
-            best_metric=state["best_metric"],
-            history=state["history"],
-            steps=state["step"],
-            train_seconds=state["train_seconds"],
-            samples_per_second=state["examples"] / max(state["train_seconds"], 1e-9),
-            stopped_early=state["stopped_early"],
-            trainable_params=sum(p.numel() for _, p in self.named),
+        after = check_base_unchanged(self.model, state["fingerprint_before"])
+        result = result_of(
+            state,
+            self.cfg,
+            after=after,
+            trainable=sum(p.numel() for _, p in self.named),
             memory=self._memory(),
-            fingerprint_before=before,
-            fingerprint_after=after,
-            resumed_from_step=self.resumed_from,
-            best_metrics=state["best_metrics"],
-            warnings=self._warnings(state),
-            stopped_by_budget=state["budget_spent"],
-            best_step=state["best_step"],
-            history_seconds=state["history_seconds"],
+            resumed_from=self.resumed_from,
         )
         for text in result.warnings:
             self.log(event="warning", message=text)
