@@ -16,7 +16,6 @@ warm-up run (not timed) fills the OS file cache first. The last stdout line is o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,11 +92,7 @@ def spread(values: list[float]) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.ddp_scaling",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.ddp_scaling", __doc__)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default 3)")
     p.add_argument("--task", default="rotten-tomatoes", help="task name (default rotten-tomatoes)")
     p.add_argument("--train", type=int, default=96, help="training examples (default 96)")

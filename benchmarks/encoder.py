@@ -14,37 +14,27 @@ Prints a table; the last stdout line is one JSON document (config, torch version
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+from benchmarks import cli_args
 from models.assets import MINILM, asset_dir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.encoder",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.encoder", __doc__.split("\n\n")[0])
     p.add_argument(
         "--shapes",
         default="8x128,32x64",
         help="comma-separated batch shapes BATCHxSEQ to time (default: 8x128,32x64)",
     )
-    p.add_argument(
-        "--warmup", type=int, default=3, help="untimed forward passes per model and shape (default 3)"
-    )
-    p.add_argument(
-        "--repeats", type=int, default=15, help="timed forward passes per model and shape (default 15)"
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch.set_num_threads for this run; 0 keeps torch's default (default 0)",
+    cli_args.add_timing(
+        p,
+        warmup=(3, "untimed forward passes per model and shape"),
+        repeats=(15, "timed forward passes per model and shape"),
+        threads="torch.set_num_threads for this run; 0 keeps torch's default (default 0)",
     )
     p.add_argument(
         "--model-dir",

@@ -16,8 +16,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks import grid_cli
-from benchmarks.grid_cli import _ints
-from tasks.cli import run_or_exit
+from benchmarks.cli_args import ints
 
 DEFAULTS = dict(
     methods="lora,full",
@@ -43,22 +42,18 @@ more than the training). The paper's protocol on your files:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.few_shot",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    grid_cli.add_common(p, DEFAULTS)
-    p.add_argument(
+def _own_flags(a) -> None:
+    a(
         "--n-per-class",
-        type=_ints,
-        default=_ints(DEFAULTS["n_per_class"]),
+        type=ints,
+        default=ints(DEFAULTS["n_per_class"]),
         help=f"training examples per class, one set of runs each (default {DEFAULTS['n_per_class']}; "
         "the paper: 16,32,...,4096)",
     )
-    p.add_argument("--reference", help="method every paired Δ is taken against (default: full if present)")
-    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return grid_cli.study_parser("benchmarks.few_shot", DESCRIPTION, DEFAULTS, _own_flags)
 
 
 if __name__ == "__main__":  # --help and usage errors answer before torch loads
@@ -68,26 +63,12 @@ from benchmarks import grid_report, grid_study
 from benchmarks.grid_report import cell, number
 from benchmarks.sweep_stats import mean_std
 from minipeft.files import write_text
-from tasks.registry import SEQ_CLS, get_task
+
+load_context, run_one = grid_study.load_context, grid_study.study_run  # the grid engine's hooks
 
 
 def plan(args, inputs: dict) -> list[grid_study.Run]:
-    return [
-        grid_study.Run(m, t, method, seed, n)
-        for m in inputs["models"]
-        for t in inputs["tasks"]
-        for n in args.n_per_class
-        for seed in args.seeds
-        for method in inputs["methods"]
-    ]
-
-
-def load_context(args):
-    return grid_study.Contexts(args)
-
-
-def run_one(contexts, run, args) -> dict:
-    return grid_study.run_one(contexts.get(run.model, run.task), run, args)
+    return grid_study.plan(args, inputs, args.n_per_class)
 
 
 def table(rows, models, tasks, methods, ns, reference) -> tuple[str, str, list[str]]:
@@ -165,18 +146,7 @@ def figure(rows, models, tasks, methods, ns, path: Path) -> None:
 
 
 def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
-    models = [Path(m).name for m in inputs["models"]]
-    tasks, methods = inputs["tasks"], inputs["methods"]
-    reference = grid_report.reference_method(methods, args.reference)
-    rows = [
-        r
-        for r in rows
-        if r["model"] in models
-        and r["task"] in tasks
-        and r["method"] in methods
-        and int(r["seed"]) in args.seeds
-        and int(r["n_per_class"]) in args.n_per_class
-    ]
+    models, tasks, methods, reference, rows = grid_report.scope(rows, inputs, args, args.n_per_class)
     md, csv_text, sentences = table(rows, models, tasks, methods, args.n_per_class, reference)
     write_text(out / "table.md", md + "\n")
     write_text(out / "table.csv", csv_text)
@@ -195,39 +165,24 @@ def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
         "",
         *[f"- {s}" for s in sentences],
         "",
-        f"This invocation: {wall / 60:.1f} min wall clock, {cpu / 60:.1f} min of process CPU time (the "
-        f"machine may have been shared; runs already in runs.csv are not re-timed).",
+        grid_report.timing_sentence(wall, cpu),
         "",
     ]
-    write_text(out / "summary.md", "\n".join(summary))
-    print(md)
-    print("\n".join(sentences))
-    return {"reference": reference, "findings": sentences}
+    return grid_report.publish(out, summary, md, sentences, reference)
+
+
+def check(args) -> None:
+    if min(args.n_per_class) < 1:
+        raise ValueError(f"--n-per-class {args.n_per_class}: every n must be >= 1")
+    grid_study.require_classification(args.tasks, "few-shot draws examples per class (classification)")
 
 
 def main_run(args) -> str | None:
-    grid_report.reference_method(grid_study.names(args.methods), args.reference)  # before training
-    if min(args.n_per_class) < 1:
-        raise ValueError(f"--n-per-class {args.n_per_class}: every n must be >= 1")
-    for t in grid_study.names(args.tasks):
-        if get_task(t).type != SEQ_CLS:
-            raise ValueError(
-                f"--tasks {t} is a tagging task; few-shot draws examples per class (classification)"
-            )
-    extra = {"study": "few_shot"}
-    done = grid_cli.drive(args, "few_shot", "benchmarks.few_shot", plan, extra)
-    if done is None:
-        return None
-    rows, settings, inputs, wall, cpu = done
-    results = report(args, Path(args.out), rows, settings, inputs, wall, cpu)
-    return grid_cli.json_line("few_shot", settings, rows, wall, cpu, results, args.out)
+    return grid_cli.run_study(args, "few_shot", plan, report, {"study": "few_shot"}, check)
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    line = run_or_exit(main_run, args)
-    if line:
-        print(line)
+    grid_cli.main(build_parser, main_run, argv)
 
 
 if __name__ == "__main__":

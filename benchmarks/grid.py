@@ -150,3 +150,17 @@ def execute(
         rows = store.add(row)
     bar.close()
     return rows if pending else store.read()
+
+
+def run_facts(rows: Sequence, wall: float, cpu: float) -> dict:
+    """Where and how long a grid ran, for its last JSON line: torch, device, threads, runs, seconds."""
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "runs": len(rows),
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+    }

@@ -1,5 +1,7 @@
-"""The flags and the driver that paper_grid, few_shot and time_budget share.
+"""The flags, the driver and the command-line skeleton that paper_grid, few_shot and time_budget share.
 
+study_parser(): the common flags (add_common), the study's own, --reference. run_study(): one
+invocation (checks, drive, the study's report, the last JSON line); main(): parse, run, print.
 drive(): check every input (one-line error before anything trains), refuse a resume with other
 settings, plan, print what is done and what is left, print the time estimate, run the pending
 runs through the grid engine (benchmarks.grid) and return every row of runs.csv.
@@ -13,17 +15,10 @@ import math
 import time
 from pathlib import Path
 
+from benchmarks import cli_args
+from tasks.cli import run_or_exit
+
 # torch and the engine load inside the functions that need them: --help stays torch-free
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
 
 
 def add_common(p: argparse.ArgumentParser, d: dict) -> None:
@@ -46,59 +41,43 @@ def add_common(p: argparse.ArgumentParser, d: dict) -> None:
         "icd9-triage, i2b2-re, i2b2-2010, i2b2-2012, i2b2-2014 with --data-dir)",
     )
     a("--data-dir", help="folder of the one task that reads files, or TASK=DIR,TASK=DIR for several")
-    a(
-        "--seeds",
-        type=_ints,
-        default=_ints(d["seeds"]),
-        help=f"seeds, one run each (default {d['seeds']}, the paper's)",
-    )
-    a("--epochs", type=int, default=d["epochs"], help=f"epochs per run (default {d['epochs']})")
+    cli_args.add(p, d, "--seeds", "--epochs")
     a(
         "--lr",
         help="learning rate for every method, or METHOD=LR,... over the defaults for short runs "
         "(lora 2e-3, ia3 1e-2, full 5e-5, frozen 1e-3, prefix/prompt 3e-3; the paper's 5-epoch "
         "values are 3e-4 for adapters and 3e-5 for full)",
     )
-    a("--batch-size", type=int, default=16, help="training batch size (default 16)")
-    a(
-        "--max-length",
-        type=int,
-        default=d["max_length"],
-        help=f"tokens per example (default {d['max_length']}; the paper: 480)",
-    )
-    a(
-        "--max-train-examples",
-        type=int,
-        default=d.get("max_train_examples", 0),
-        help="train on a fixed random subset of this size "
-        f"(default {d.get('max_train_examples', 0)}; 0 = all)",
-    )
-    a(
-        "--max-eval-examples",
-        type=int,
-        default=d["max_eval_examples"],
-        help="score on fixed random subsets of validation and test of this size "
-        f"(default {d['max_eval_examples']}; "
-        "0 = whole, as the paper)",
-    )
-    a("--data-seed", type=int, default=0, help="seed of the data subsets and seeded splits (default 0)")
-    a(
+    cli_args.add(
+        p,
+        d,
+        *cli_args.SIZE,
+        "--data-seed",
         "--threads",
-        default="auto",
-        help="torch threads per process, or 'auto' (default): time a training step with torch's default "
+        "--workers",
+        "--shard",
+        "--max-runs",
+        "--out",
+        "--no-progress",
+        max_length=f"tokens per example (default {d['max_length']}; the paper: 480)",
+        max_eval_examples="score on fixed random subsets of validation and test of this size "
+        f"(default {d['max_eval_examples']}; 0 = whole, as the paper)",
+        data_seed="seed of the data subsets and seeded splits (default 0)",
+        threads="torch threads per process, or 'auto' (default): time a training step with torch's default "
         "and with 1 thread and keep the faster (on a machine shared with other jobs one thread is often "
         "several times faster)",
+        out=f"output folder (default {d['out']}); rerun with it to resume",
     )
-    a("--workers", type=int, default=1, help="processes to spread the runs over (default 1)")
-    a(
-        "--shard",
-        metavar="K/N",
-        help="run only the K-th of N slices of the plan (Slurm arrays: docs/grids.md); "
-        "rerun without it to assemble",
-    )
-    a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
-    a("--out", default=d["out"], help=f"output folder (default {d['out']}); rerun with it to resume")
-    a("--no-progress", action="store_true", help="no progress bars")
+
+
+def study_parser(module: str, description: str, d: dict, own=None) -> argparse.ArgumentParser:
+    """A study's parser: the common flags, the study's own (`own(p.add_argument)`), --reference."""
+    p = cli_args.parser(module, description)
+    add_common(p, d)
+    if own is not None:
+        own(p.add_argument)
+    p.add_argument("--reference", help="method every paired Δ is taken against (default: full if present)")
+    return p
 
 
 def settings_of(args, inputs: dict, extra: dict) -> dict:
@@ -166,9 +145,7 @@ def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None,
 
     started, cpu0 = time.perf_counter(), time.process_time()
     if args.threads != "auto":
-        if not str(args.threads).isdigit() or int(args.threads) < 1:
-            raise ValueError(f"--threads must be a positive integer or 'auto', got {args.threads!r}")
-        torch.set_num_threads(int(args.threads))
+        torch.set_num_threads(cli_args.positive_int(args.threads, "--threads"))
     inputs = grid_study.check_inputs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,19 +175,38 @@ def drive(args, name: str, module: str, plan, extra_settings: dict, budget=None,
     return rows, settings, inputs, time.perf_counter() - started, time.process_time() - cpu0
 
 
+def run_study(args, name: str, plan, report, extra: dict, check=None, budget=None, every=None):
+    """A study's whole invocation: --reference and the study's own `check(args)` before anything
+    trains, drive(), then `report(...)`; returns the last stdout line (None for a shard)."""
+    from benchmarks import grid_report
+
+    grid_report.reference_method(cli_args.names(args.methods), args.reference)  # before training
+    if check is not None:
+        check(args)
+    done = drive(args, name, f"benchmarks.{name}", plan, extra, budget, every)
+    if done is None:
+        return None
+    rows, settings, inputs, wall, cpu = done
+    results = report(args, Path(args.out), rows, settings, inputs, wall, cpu)
+    return json_line(name, settings, rows, wall, cpu, results, args.out)
+
+
+def main(build_parser, main_run, argv=None) -> None:
+    """Parse, run (a user mistake: one line on stderr, exit 2), print the JSON line."""
+    args = build_parser().parse_args(argv)
+    line = run_or_exit(main_run, args)
+    if line:
+        print(line)
+
+
 def json_line(name: str, settings: dict, rows: list, wall: float, cpu: float, results, out) -> str:
-    import torch
+    from benchmarks import grid
 
     return json.dumps(
         {
             "benchmark": name,
             "config": {k: v for k, v in settings.items() if k != "data_files"},
-            "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "threads": torch.get_num_threads(),
-            "runs": len(rows),
-            "wall_seconds": round(wall, 1),
-            "cpu_seconds": round(cpu, 1),
+            **grid.run_facts(rows, wall, cpu),
             "results": results,
             "out": str(out),
         },

@@ -14,6 +14,7 @@ import io
 import math
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 
 from benchmarks.sweep_stats import Delta, mean_std, paired_delta
 
@@ -120,3 +121,38 @@ def save_figure(fig, path) -> None:
         write_atomic(path, fig.savefig, suffix=".png")
     finally:
         plt().close(fig)
+
+
+def scope(rows: list[dict], inputs: dict, args, ns=None) -> tuple[list, tuple, tuple, str, list[dict]]:
+    """(models, tasks, methods, reference, rows): the rows of runs.csv this invocation's grid holds
+    (other shards' and earlier invocations' runs of other settings left out). `ns`: the examples
+    per class to keep (None: any)."""
+    models = [Path(m).name for m in inputs["models"]]
+    tasks, methods = inputs["tasks"], inputs["methods"]
+    mine = [
+        r
+        for r in rows
+        if r["model"] in models
+        and r["task"] in tasks
+        and r["method"] in methods
+        and int(r["seed"]) in args.seeds
+        and (ns is None or int(r["n_per_class"]) in ns)
+    ]
+    return models, tasks, methods, reference_method(methods, args.reference), mine
+
+
+def timing_sentence(wall: float, cpu: float) -> str:
+    return (
+        f"This invocation: {wall / 60:.1f} min wall clock, {cpu / 60:.1f} min of process CPU time (the "
+        f"machine may have been shared; runs already in runs.csv are not re-timed)."
+    )
+
+
+def publish(out: Path, summary: list[str], md: str, sentences: list[str], reference: str) -> dict:
+    """Write summary.md, print the table and the findings; the study's JSON results."""
+    from minipeft.files import write_text
+
+    write_text(Path(out) / "summary.md", "\n".join(summary))
+    print(md)
+    print("\n".join(sentences))
+    return {"reference": reference, "findings": sentences}

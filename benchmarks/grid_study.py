@@ -19,6 +19,7 @@ import torch
 
 import minipeft
 from benchmarks import grid
+from benchmarks.cli_args import names
 from minipeft.training import LengthBucketSampler, PadCollate, TrainConfig, evaluate, seed_everything, train
 from minipeft.training.batching import to_device
 from minipeft.training.optim import build_adamw
@@ -27,7 +28,7 @@ from models.assets import MINILM, asset_dir, sha256_file
 from tasks.encode import encode_tagged, encode_texts
 from tasks.methods import METHODS, MethodSpec, build, resolve_preset
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
-from tasks.registry import SEQ_CLS, get_task, load_data
+from tasks.registry import SEQ_CLS, get_task, load_data, subsample
 
 # learning rates for the short default budgets (the paper's 3e-4 adapters / 3e-5 full are for 5 epochs)
 SHORT_LR = {"lora": 2e-3, "ia3": 1e-2, "full": 5e-5, "frozen": 1e-3, "prefix": 3e-3, "prompt": 3e-3}
@@ -76,11 +77,20 @@ def store(out: Path, kind: str) -> grid.RunStore:
     return grid.RunStore(Path(out) / "runs.csv", COLUMNS, row_key, kind, required=KEY)
 
 
+def plan(args, inputs: dict, ns: tuple[int, ...] = (0,)) -> list[Run]:
+    """Model by model, task by task, n by n, seed by seed: a grid stopped part-way holds complete
+    pairs of methods. `ns`: the few-shot study's examples per class (0: the whole train split)."""
+    return [
+        Run(m, t, method, seed, n)
+        for m in inputs["models"]
+        for t in inputs["tasks"]
+        for n in ns
+        for seed in args.seeds
+        for method in inputs["methods"]
+    ]
+
+
 # ---------------------------------------------------------------- inputs, checked before training
-def names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in str(text).split(",") if x.strip())
-
-
 def model_dirs(args) -> list[str]:
     dirs = [str(Path(d)) for d in names(args.models)] if args.models else [str(asset_dir(MINILM))]
     for d in dirs:
@@ -139,6 +149,13 @@ def check_inputs(args) -> dict:
     return {"models": model_dirs(args), "tasks": tasks, "methods": methods, "data": dirs, "files": files}
 
 
+def require_classification(tasks: str, why: str) -> None:
+    """A study that scores AUROC refuses a tagging task in --tasks, saying `why`."""
+    for t in names(tasks):
+        if get_task(t).type != SEQ_CLS:
+            raise ValueError(f"--tasks {t} is a tagging task; {why}")
+
+
 def learning_rate(args, method: str) -> float:
     """--lr VALUE (every method) or METHOD=VALUE,... over SHORT_LR."""
     lrs = dict(SHORT_LR)
@@ -150,12 +167,6 @@ def learning_rate(args, method: str) -> float:
 
 
 # ---------------------------------------------------------------- context: one (model, task) at a time
-def subsample(examples: list, n: int, seed: int) -> list:
-    if not n or n >= len(examples):
-        return examples
-    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
-
-
 def per_class(examples: list, n: int, seed: int) -> list:
     """n examples of every class (all of a smaller class), drawn by `seed`; for one seed the draw at
     a smaller n is a subset of the draw at a larger n."""
@@ -212,6 +223,11 @@ class Contexts:
         return self.ctx
 
 
+def load_context(args) -> Contexts:
+    """The grid engine's hook: what a (worker) process keeps between runs."""
+    return Contexts(args)
+
+
 def train_examples(ctx: Context, run: Run, args) -> list[dict]:
     raw = (
         per_class(ctx.train, run.n_per_class, run.seed)
@@ -261,6 +277,11 @@ def run_one(ctx: Context, run: Run, args, **config) -> dict:
     test = evaluate(model, ctx.encoded["test"], eval_fn, batch_size=cfg.eval_batch_size, collate=ctx.collate)
     times = {"eval_seconds": time.perf_counter() - t0, "run_seconds": time.perf_counter() - wall0}
     return row_of(ctx, run, cfg, minipeft.summary(model), len(data), result, test, times)
+
+
+def study_run(contexts: Contexts, run: Run, args, **config) -> dict:
+    """The grid engine's hook: run_one in the run's (model, task) context."""
+    return run_one(contexts.get(run.model, run.task), run, args, **config)
 
 
 def row_of(

@@ -9,11 +9,11 @@ skips the runs already saved (runs.csv, adapters/, full/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+from benchmarks import cli_args
 from tasks.cli import ArgumentParser, run_or_exit
 
 DEFAULTS = dict(
@@ -31,6 +31,7 @@ DEFAULTS = dict(
     max_length=480,
     max_train_examples=4000,
     max_eval_examples=400,
+    out="runs/internals",
 )
 
 DESCRIPTION = """\
@@ -56,64 +57,32 @@ Adapters come from tasks.finetune (<out>/adapter) or benchmarks.rank_sweep --kee
 """
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m benchmarks.internals",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.internals", DESCRIPTION, cls=ArgumentParser)
     a, d = p.add_argument, DEFAULTS
     a("--adapters", nargs="+", metavar="DIR", help="analyse these saved LoRA/IA3 adapters (no training)")
     a("--full-model", metavar="DIR", help="analyse this fully fine-tuned model folder (no training)")
-    a("--model", help="base HuggingFace BERT folder (default: the fetched all-MiniLM-L6-v2)")
+    cli_args.add(
+        p, d, "--model", model="base HuggingFace BERT folder (default: the fetched all-MiniLM-L6-v2)"
+    )
     a("--task", default=d["task"], help="sequence-classification task to train on (default rotten-tomatoes)")
-    a("--data-dir", help="folder with your files in the task's layout (see python -m tasks.finetune --help)")
-    a(
+    cli_args.add(
+        p,
+        d,
+        "--data-dir",
         "--ranks",
-        type=_ints,
-        default=_ints(d["ranks"]),
-        help=f"LoRA ranks (default {d['ranks']}, as Hu et al.)",
-    )
-    a(
         "--seeds",
-        type=_ints,
-        default=_ints(d["seeds"]),
-        help=f"seeds, one LoRA run per rank and seed (default {d['seeds']})",
-    )
-    a(
         "--alpha-policy",
-        choices=("fixed", "proportional", "rslora"),
-        default=d["alpha_policy"],
-        help="LoRA scaling: fixed alpha/r (default, Hu et al.'s), proportional (alpha=r), "
-        "rslora alpha/sqrt(r)",
-    )
-    a(
         "--alpha",
-        type=float,
-        default=d["alpha"],
-        help="LoRA alpha of the fixed and rslora policies (default 8)",
-    )
-    a(
         "--targets",
-        type=_names,
-        default=_names(d["targets"]),
-        help="LoRA target modules (default query,value: W_q, W_v)",
+        "--epochs",
+        ranks=f"LoRA ranks (default {d['ranks']}, as Hu et al.)",
+        seeds=f"seeds, one LoRA run per rank and seed (default {d['seeds']})",
+        alpha_policy="LoRA scaling: fixed alpha/r (default, Hu et al.'s), proportional (alpha=r), "
+        "rslora alpha/sqrt(r)",
+        alpha="LoRA alpha of the fixed and rslora policies (default 8)",
+        targets="LoRA target modules (default query,value: W_q, W_v)",
     )
-    a("--epochs", type=int, default=d["epochs"], help="epochs per run (default 1)")
     a("--lr", type=float, default=d["lr"], help="LoRA learning rate (default 1e-3)")
     a(
         "--full-lr",
@@ -123,25 +92,14 @@ def build_parser() -> ArgumentParser:
     )
     a("--no-full", action="store_true", help="train no full fine-tune (the comparisons with it are skipped)")
     a("--dropout", type=float, default=d["dropout"], help="LoRA dropout (default 0.1)")
-    a("--batch-size", type=int, default=d["batch_size"], help="training batch size (default 16)")
-    a("--max-length", type=int, default=d["max_length"], help="max tokens per example (default 480)")
-    a(
-        "--max-train-examples",
-        type=int,
-        default=d["max_train_examples"],
-        help="train on a fixed random subset of this size (default 4000; 0 = all)",
-    )
-    a(
-        "--max-eval-examples",
-        type=int,
-        default=d["max_eval_examples"],
-        help="validation and test subsets of this size (default 400; 0 = all)",
-    )
-    a("--data-seed", type=int, default=0, help="seed of the data subsets (default 0)")
-    a(
+    cli_args.add(
+        p,
+        d,
+        *cli_args.SIZE,
+        "--data-seed",
         "--threads",
-        default="auto",
-        help="torch threads, or 'auto' (default): as benchmarks.rank_sweep --threads",
+        max_eval_examples="validation and test subsets of this size (default 400; 0 = all)",
+        threads="torch threads, or 'auto' (default): as benchmarks.rank_sweep --threads",
     )
     a("--layer", type=int, help="layer shown in the heatmaps and spectra (default: the middle layer)")
     a(
@@ -157,8 +115,7 @@ def build_parser() -> ArgumentParser:
         "left out of the LoRA-only analyses, subspace similarity and amplification)",
     )
     a("--no-figures", action="store_true", help="write no PNG figures (report.md and internals.json only)")
-    a("--out", default="runs/internals", help="output folder (default runs/internals)")
-    a("--no-progress", action="store_true", help="no progress bars")
+    cli_args.add(p, d, "--out", "--no-progress")
     return p
 
 
@@ -168,7 +125,6 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 
 from benchmarks import internals_analyse, internals_figures, internals_load, internals_report, internals_train
-from benchmarks.rank_sweep import _positive_int
 from minipeft import files
 from models.assets import MINILM, asset_dir
 
@@ -210,7 +166,7 @@ def run(args) -> dict:
     if args.threads == "auto":  # float64 SVDs of these sizes gain little from threads, lose much when shared
         torch.set_num_threads(1)
     elif trained is None:
-        torch.set_num_threads(_positive_int(args.threads, "--threads"))
+        torch.set_num_threads(cli_args.positive_int(args.threads, "--threads"))
     print(
         f"analysing {len(adapter_dirs)} adapter(s){' and a full fine-tune' if full_dir else ''} ...",
         flush=True,

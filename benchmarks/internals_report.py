@@ -36,13 +36,18 @@ def _pair_text(kind: str) -> str:
     return f"between two seeds at {kind.split()[-1]}"
 
 
+def _opening(title: str, question: str) -> list[str]:
+    """A section's heading and the question it answers (markdown() puts a blank line between sections)."""
+    return [f"## {title}", "", f"Question: {question}"]
+
+
 def similarity_section(doc) -> list[str]:
     h = doc["headline"]["phi11"]
-    lines = ["## 1. Subspace similarity (" + PAPERS["hu"] + ", §7.2)", ""]
-    lines.append(
-        "Question: do adapters trained at different ranks, or from different seeds, learn the same top "
+    lines = _opening(
+        "1. Subspace similarity (" + PAPERS["hu"] + ", §7.2)",
+        "do adapters trained at different ranks, or from different seeds, learn the same top "
         "directions? φ(A₁, A₂, i, j) = ‖U₁⁽ⁱ⁾ᵀU₂⁽ʲ⁾‖²_F / min(i, j) over the right-singular vectors of A; "
-        "1 means the same subspace, random directions give max(i, j)/d."
+        "1 means the same subspace, random directions give max(i, j)/d.",
     )
     if not h:
         return lines + ["", "Not computed: it needs at least two LoRA adapters on the same modules."]
@@ -71,12 +76,12 @@ def similarity_section(doc) -> list[str]:
 
 def amplification_section(doc) -> list[str]:
     h = doc["headline"]["amplification"]
-    lines = ["", "## 2. Amplification factor (" + PAPERS["hu"] + ", §7.3)", ""]
-    lines.append(
-        "Question: does ΔW amplify directions W already has? ‖UᵀWV‖_F projects W onto r directions: "
+    lines = _opening(
+        "2. Amplification factor (" + PAPERS["hu"] + ", §7.3)",
+        "does ΔW amplify directions W already has? ‖UᵀWV‖_F projects W onto r directions: "
         "ΔW's own top-r singular vectors, W's top-r, or random ones (as their Table 7); the factor is "
         "‖ΔW‖_F / ‖UᵀWV‖_F with ΔW's directions. A factor far above 1 means ΔW boosts directions that W "
-        "holds but does not emphasise. Means over layers and seeds."
+        "holds but does not emphasise. Means over layers and seeds.",
     )
     if not h:
         return lines + ["", "Not computed: no LoRA adapter or full fine-tune."]
@@ -127,12 +132,12 @@ def _amp_verdict(h: dict, module: str) -> str | None:
 
 def spectrum_section(doc) -> list[str]:
     h = doc["headline"]["rank90_median"]
-    lines = ["", "## 3. Spectrum and rank of the update (" + PAPERS["biderman"] + ")", ""]
-    lines.append(
-        "Question: how many directions does each update use? The 90%-variance rank is the smallest k whose "
+    lines = _opening(
+        "3. Spectrum and rank of the update (" + PAPERS["biderman"] + ")",
+        "how many directions does each update use? The 90%-variance rank is the smallest k whose "
         "top-k singular values hold 90% of Σσ²; median over the "
         f"{', '.join('W_' + m for m in _modules(doc))} "
-        f"matrices of all layers. Stable and effective rank ({PAPERS['roy']}) are in internals.json."
+        f"matrices of all layers. Stable and effective rank ({PAPERS['roy']}) are in internals.json.",
     )
     lines += [""] + [f"- {k}: median 90%-variance rank {v:g}." for k, v in h.items()]
     full = h.get("full")
@@ -159,12 +164,12 @@ def spectrum_section(doc) -> list[str]:
 def intruder_section(doc) -> list[str]:
     h, eps = doc["headline"]["intruders_mean_total"], doc["headline"]["intruders_at_eps"]
     n = doc["headline"]["matrices_per_update"]
-    lines = ["", "## 4. Intruder dimensions (" + PAPERS["shuttle"] + ")", ""]
-    lines.append(
-        "Question: does fine-tuning create new dominant directions? Among the top "
+    lines = _opening(
+        "4. Intruder dimensions (" + PAPERS["shuttle"] + ")",
+        "does fine-tuning create new dominant directions? Among the top "
         f"{doc['top_k']} left-singular "
         f"vectors of W0 + ΔW, count those whose largest cosine similarity with every singular vector of W0 "
-        f"is below ε; summed over the {n} compared matrices of one update, mean over seeds."
+        f"is below ε; summed over the {n} compared matrices of one update, mean over seeds.",
     )
     lines += [""] + [f"- {k}: {_f(v, 1)} intruder dimensions at ε = {eps}." for k, v in h.items()]
     full, loras = h.get("full"), {k: v for k, v in h.items() if k.startswith("LoRA")}
@@ -181,9 +186,9 @@ def intruder_section(doc) -> list[str]:
 
 
 def sizes_section(doc) -> list[str]:
-    lines = ["", "## 5. Where the change is", ""]
-    lines.append(
-        "Question: which layers and modules does each update change most? Relative change ‖ΔW‖_F / ‖W0‖_F:"
+    lines = _opening(
+        "5. Where the change is",
+        "which layers and modules does each update change most? Relative change ‖ΔW‖_F / ‖W0‖_F:",
     )
     lines.append("")
     for u in doc["updates"]:
@@ -235,7 +240,7 @@ def markdown(doc: dict, figures: dict) -> str:
         intruder_section,
         sizes_section,
     ):
-        lines += section(doc)
+        lines += ([""] if section is not similarity_section else []) + section(doc)
     lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
     return "\n".join(lines) + "\n"
 

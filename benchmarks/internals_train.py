@@ -1,5 +1,5 @@
-"""The training half of benchmarks.internals: LoRA runs through benchmarks.rank_sweep (its run_one with
---keep-adapters), one full fine-tune through minipeft.train, both resumable from --out.
+"""The training half of benchmarks.internals: LoRA runs as the rank sweep trains them (sweep_run.py:
+run_one with --keep-adapters), one full fine-tune through minipeft.train, both resumable from --out.
 
 --out holds settings.json (what every run depends on; another setting in the same --out is refused),
 runs.csv and adapters/r<rank>-s<seed>/ (as the rank sweep writes them), and full/model (HF layout)
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import rank_sweep, sweep_io
+from benchmarks import cli_args, rank_sweep, sweep_io, sweep_run
 from benchmarks.sweep_plan import Run, estimate_seconds, plan_runs
 from minipeft import files
 from minipeft.io import CONFIG_FILE, WEIGHTS_FILE
@@ -45,7 +45,7 @@ def sweep_args(args, out: Path) -> argparse.Namespace:
 
 
 def _adapter_done(out: Path, run: Run) -> bool:
-    d = rank_sweep.adapter_dir(out, run)
+    d = sweep_run.adapter_dir(out, run)
     return all((d / f).is_file() for f in (CONFIG_FILE, WEIGHTS_FILE))
 
 
@@ -54,7 +54,7 @@ def train_full(ctx, args, out: Path, seed: int) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     model = copy.deepcopy(ctx.model)
     seed_everything(seed)
-    rank_sweep.reset_head(model, seed)
+    sweep_run.reset_head(model, seed)
     for p in model.parameters():
         p.requires_grad_(True)
     cfg = TrainConfig(
@@ -141,7 +141,7 @@ def train_all(args, out: Path) -> dict:
     """Train what --out does not hold yet; returns the folders to analyse and their test metrics."""
     sargs = sweep_args(args, out)
     if args.threads != "auto":
-        torch.set_num_threads(rank_sweep._positive_int(args.threads, "--threads"))
+        torch.set_num_threads(cli_args.positive_int(args.threads, "--threads"))
     ctx = rank_sweep.load_context(sargs)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**rank_sweep.settings_of(sargs, ctx), "full_lr": None if args.no_full else args.full_lr}
@@ -161,7 +161,7 @@ def train_all(args, out: Path) -> dict:
     if pending or full_pending:
         print_estimate(ctx, pending, full_pending, sargs)
     for run in pending:
-        row = rank_sweep.run_one(ctx, run, sargs)
+        row = sweep_run.run_one(ctx, run, sargs)
         rows = [r for r in rows if sweep_io.run_key(r) != run.key] + [row]
         sweep_io.write_runs(out / "runs.csv", rows)
         print(
@@ -179,7 +179,7 @@ def train_all(args, out: Path) -> dict:
         )
     metrics = {}
     for r in sweep_io.read_runs(out / "runs.csv"):
-        where = rank_sweep.adapter_dir(out, Run(int(r["rank"]), int(r["seed"]), int(r["trial"]), "", 0, 0, 0))
+        where = sweep_run.adapter_dir(out, Run(int(r["rank"]), int(r["seed"]), int(r["trial"]), "", 0, 0, 0))
         metrics[str(where)] = {"test_auroc": float(r["test_auroc"]), "val_auroc": float(r["val_auroc"])}
     full_dir = None
     if not args.no_full:
@@ -187,7 +187,7 @@ def train_all(args, out: Path) -> dict:
         doc = json.loads((out / FULL_DIR / "result.json").read_text(encoding="utf-8"))
         metrics[str(full_dir)] = {"test_auroc": doc["test_auroc"], "val_auroc": doc["val_auroc"]}
     return {
-        "adapters": [rank_sweep.adapter_dir(out, r) for r in runs],
+        "adapters": [sweep_run.adapter_dir(out, r) for r in runs],
         "full": full_dir,
         "metrics": metrics,
         "settings": {k: v for k, v in settings.items() if k != "data_files"},

@@ -35,81 +35,66 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import cli_args
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("lora", "full")
 GIB = 1024**3
 MIB = 1024**2
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.memory",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_args.parser("benchmarks.memory", __doc__)
+    a = p.add_argument
+    a(
         "--method",
         default="lora,full",
         help="comma-separated list of lora (r=8 on query,value + classifier) and full "
         "(every parameter); default lora,full",
     )
-    p.add_argument(
-        "--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)"
-    )
-    p.add_argument(
+    a("--micro", type=int, default=8, help="examples per forward pass, TrainConfig.batch_size (default 8)")
+    a(
         "--accum",
         type=int,
         default=4,
         help="micro-batches per optimiser step, TrainConfig.grad_accum; the effective batch is "
         "micro x accum (default 4: 8 x 4 = the paper's 32)",
     )
-    p.add_argument(
+    a(
         "--checkpointing",
         choices=("on", "off", "both"),
         default="both",
         help="activation checkpointing (recompute each encoder layer in backward): on, off, or "
         "both as separate configurations (default both)",
     )
-    p.add_argument(
-        "--seq",
-        type=int,
-        default=480,
-        help="tokens per example, all examples this long (default 480, the paper's max length)",
-    )
-    p.add_argument(
-        "--layers",
-        type=int,
-        default=12,
-        help="encoder layers (default 12 = BERT-base; shrink for a smoke test)",
-    )
-    p.add_argument(
+    seq_help = "tokens per example, all examples this long (default 480, the paper's max length)"
+    a("--seq", type=int, default=480, help=seq_help)
+    layers_help = "encoder layers (default 12 = BERT-base; shrink for a smoke test)"
+    a("--layers", type=int, default=12, help=layers_help)
+    a(
         "--hidden",
         type=int,
         default=768,
         help="hidden size, a multiple of 64; heads = hidden/64, intermediate = 4 x hidden "
         "(default 768 = BERT-base; shrink for a smoke test)",
     )
-    p.add_argument(
-        "--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)"
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="processes per configuration; seconds is their median (default 1: memory is deterministic)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)",
-    )
-    p.add_argument(
+    a("--budget-gib", type=float, default=24.0, help="memory budget of the verdict in GiB (default 24)")
+    repeats_help = "processes per configuration; seconds is their median (default 1: memory is deterministic)"
+    a("--repeats", type=int, default=1, help=repeats_help)
+    threads_help = "torch threads (and OMP_NUM_THREADS) in each measuring process (default 1)"
+    a("--threads", type=int, default=1, help=threads_help)
+    a(
         "--one",
         action="store_true",
         help="internal: measure one configuration in this process and print its JSON line "
         "(needs exactly one --method and --checkpointing on|off)",
     )
+    return p
+
+
+def parse_args(argv=None):
+    """The arguments, checked: a usage error names the flag (exit 2)."""
+    p = build_parser()
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.method.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]

@@ -24,21 +24,18 @@ The last stdout line is one JSON document.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import time
 
+from benchmarks import cli_args
+
 SHAPES = {"minilm": (384, 1536), "bert-base": (768, 3072)}
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.ops",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = cli_args.parser("benchmarks.ops", __doc__)
     ap.add_argument(
         "--shapes",
         default="minilm,bert-base",

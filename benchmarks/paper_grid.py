@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 from benchmarks import grid_cli
-from tasks.cli import run_or_exit
 
 DEFAULTS = dict(
     methods="lora,ia3,full",
@@ -43,14 +42,7 @@ validation and 200 test examples. The paper's protocol on your files:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.paper_grid",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    grid_cli.add_common(p, DEFAULTS)
-    p.add_argument("--reference", help="method every paired Δ is taken against (default: full if present)")
-    return p
+    return grid_cli.study_parser("benchmarks.paper_grid", DESCRIPTION, DEFAULTS)
 
 
 if __name__ == "__main__":  # --help and usage errors answer before torch loads
@@ -61,24 +53,8 @@ from benchmarks.grid_report import NAMES, cell, number
 from minipeft.files import write_text
 from tasks.registry import SEQ_CLS, get_task
 
-
-def plan(args, inputs: dict) -> list[grid_study.Run]:
-    """Model by model, task by task, seed by seed: a grid stopped part-way holds complete pairs."""
-    return [
-        grid_study.Run(m, t, method, seed)
-        for m in inputs["models"]
-        for t in inputs["tasks"]
-        for seed in args.seeds
-        for method in inputs["methods"]
-    ]
-
-
-def load_context(args):
-    return grid_study.Contexts(args)
-
-
-def run_one(contexts, run, args) -> dict:
-    return grid_study.run_one(contexts.get(run.model, run.task), run, args)
+plan = grid_study.plan  # model by model, task by task, seed by seed
+load_context, run_one = grid_study.load_context, grid_study.study_run  # the grid engine's hooks
 
 
 def metrics_of(task: str) -> tuple[str, ...]:
@@ -188,19 +164,8 @@ def figure(rows: list[dict], models, tasks, methods, path: Path) -> None:
 
 
 def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
-    models = [Path(m).name for m in inputs["models"]]
-    tasks, methods = inputs["tasks"], inputs["methods"]
-    reference = grid_report.reference_method(methods, args.reference)
     keys = {(r["model"], r["task"], r["method"], int(r["seed"])) for r in rows}
-    rows = [
-        r
-        for r in rows
-        if r["model"] in models
-        and r["task"] in tasks
-        and r["method"] in methods
-        and int(r["seed"]) in args.seeds
-        and int(r["n_per_class"]) == 0
-    ]
+    models, tasks, methods, reference, rows = grid_report.scope(rows, inputs, args, (0,))
     md, csv_text = tables(rows, models, tasks, methods)
     write_text(out / "tables.md", md + "\n")
     write_text(out / "tables.csv", csv_text)
@@ -231,32 +196,18 @@ def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
             if missing <= 0
             else f"{missing} runs of the grid are not in runs.csv yet; rerun to finish."
         ),
-        f"This invocation: {wall / 60:.1f} min wall clock, {cpu / 60:.1f} min of process CPU time "
-        f"(the machine "
-        f"may have been shared; runs already in runs.csv are not re-timed).",
+        grid_report.timing_sentence(wall, cpu),
         "",
     ]
-    write_text(out / "summary.md", "\n".join(summary))
-    print(md)
-    print("\n".join(sentences))
-    return {"reference": reference, "findings": sentences}
+    return grid_report.publish(out, summary, md, sentences, reference)
 
 
 def main_run(args) -> str | None:
-    grid_report.reference_method(grid_study.names(args.methods), args.reference)  # before training
-    done = grid_cli.drive(args, "paper_grid", "benchmarks.paper_grid", plan, {"study": "paper_grid"})
-    if done is None:
-        return None
-    rows, settings, inputs, wall, cpu = done
-    results = report(args, Path(args.out), rows, settings, inputs, wall, cpu)
-    return grid_cli.json_line("paper_grid", settings, rows, wall, cpu, results, args.out)
+    return grid_cli.run_study(args, "paper_grid", plan, report, {"study": "paper_grid"})
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    line = run_or_exit(main_run, args)
-    if line:
-        print(line)
+    grid_cli.main(build_parser, main_run, argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks import cli_args
 from models.assets import MINILM, asset_dir, sha256_file
 from tasks.cli import run_or_exit
 from tasks.encode import encode_texts
@@ -32,8 +33,8 @@ DEFAULTS = dict(
     max_length=480,
     max_train_examples=2000,
     max_eval_examples=800,
+    out="runs/rank_sweep",
 )
-HEAD = ("classifier",)
 REQUIRED = ("rank", "seed", "trial", "val_auroc", "test_auroc")  # columns a resumable runs.csv must have
 
 DESCRIPTION = """\
@@ -49,26 +50,8 @@ Why this grid, this alpha policy and this budget: docs/rank-sweep.md.
 """
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.rank_sweep",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli_args.parser("benchmarks.rank_sweep", DESCRIPTION)
     a, d = p.add_argument, DEFAULTS
     a(
         "--task",
@@ -76,34 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="registered sequence-classification task (default rotten-tomatoes; "
         "mimic-mp, mimic-los, icd9-triage, i2b2-re need --data-dir)",
     )
-    a("--data-dir", help="folder with your files in the task's layout (see python -m tasks.finetune --help)")
-    a("--model", help="HuggingFace BERT folder (default: the fetched all-MiniLM-L6-v2)")
-    a(
-        "--ranks",
-        type=_ints,
-        default=_ints(d["ranks"]),
-        help=f"LoRA ranks (default {d['ranks']}; the paper: 8,16,32,64,128)",
-    )
+    cli_args.add(p, d, "--data-dir", "--model")
+    cli_args.add(p, d, "--ranks", ranks=f"LoRA ranks (default {d['ranks']}; the paper: 8,16,32,64,128)")
     a(
         "--reference-rank",
         type=int,
         default=8,
         help="rank every Δ is taken against (default 8, as the paper); must be in --ranks",
     )
-    a(
+    cli_args.add(
+        p,
+        d,
         "--seeds",
-        type=_ints,
-        default=_ints(d["seeds"]),
-        help=f"seed values, one run per rank and seed (default {d['seeds']}, the paper's)",
-    )
-    a(
         "--alpha-policy",
-        choices=("fixed", "proportional", "rslora"),
-        default=d["alpha_policy"],
-        help="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); proportional: "
-        "alpha=r, scaling 1; rslora (default): alpha=--alpha, scaling alpha/sqrt(r) (docs/rank-sweep.md)",
+        "--alpha",
+        seeds=f"seed values, one run per rank and seed (default {d['seeds']}, the paper's)",
+        alpha_policy="fixed: alpha=--alpha at every rank, scaling alpha/r (the authors' first sweep); "
+        "proportional: alpha=r, scaling 1; rslora (default): alpha=--alpha, scaling alpha/sqrt(r) "
+        "(docs/rank-sweep.md)",
     )
-    a("--alpha", type=float, default=d["alpha"], help="alpha of the fixed and rslora policies (default 8)")
     a(
         "--method",
         choices=("lora", "dora", "vera"),
@@ -111,33 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapter swept over rank: lora (default), dora, or vera (rank of its shared projections; "
         "no alpha, so the alpha policy does not apply)",
     )
-    a(
+    cli_args.add(
+        p,
+        d,
         "--targets",
-        type=_names,
-        default=_names(d["targets"]),
-        help="LoRA target modules (default query,value: the paper's for BERT)",
+        "--epochs",
+        targets="LoRA target modules (default query,value: the paper's for BERT)",
+        epochs="epochs per run (default 1; the paper: 5)",
     )
-    a("--epochs", type=int, default=d["epochs"], help="epochs per run (default 1; the paper: 5)")
     a("--lr", type=float, default=d["lr"], help="learning rate (default 1e-3; ignored with --search)")
     a("--dropout", type=float, default=d["dropout"], help="LoRA dropout (default 0.1; ignored with --search)")
-    a("--batch-size", type=int, default=d["batch_size"], help="training batch size (default 16)")
-    a(
-        "--max-length",
-        type=int,
-        default=d["max_length"],
-        help="max tokens per note, right-truncated (default 480, the paper's)",
-    )
-    a(
-        "--max-train-examples",
-        type=int,
-        default=d["max_train_examples"],
-        help="train on a fixed random subset of this size (default 2000; 0 = all)",
-    )
-    a(
-        "--max-eval-examples",
-        type=int,
-        default=d["max_eval_examples"],
-        help="score on fixed random subsets of validation and test of this size (default 800; 0 = all)",
+    cli_args.add(
+        p,
+        d,
+        *cli_args.SIZE,
+        max_length="max tokens per note, right-truncated (default 480, the paper's)",
     )
     a(
         "--search",
@@ -147,40 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's protocol: N random trials of lr, alpha and dropout per rank and seed, keeping "
         "the best by validation AUROC; overrides --alpha-policy/--lr/--dropout (default 0: off)",
     )
-    a(
+    cli_args.add(
+        p,
+        d,
         "--data-seed",
-        type=int,
-        default=0,
-        help="seed of the data subsets and of seeded splits (default 0; the same for every run)",
-    )
-    a(
         "--threads",
-        default="auto",
-        help="torch threads, or 'auto' (default): time a step with torch's default and with 1 thread "
+        "--workers",  # --workers hook
+        "--max-runs",
+        data_seed="seed of the data subsets and of seeded splits (default 0; the same for every run)",
+        threads="torch threads, or 'auto' (default): time a step with torch's default and with 1 thread "
         "and keep the faster; a resumed sweep reuses the count in runs.csv",
-    )
-    a(
-        "--workers",
-        type=int,
-        default=1,
-        help="processes to spread the runs over, each run on one process "
+        workers="processes to spread the runs over, each run on one process "
         "(default 1: this process); see benchmarks/sweep_workers.py",
-    )  # --workers hook
-    a("--max-runs", type=int, help="stop after this many new runs (resume later with the same --out)")
+    )
     a(
         "--keep-adapters",
         action="store_true",
         help="save each run's trained adapter (PEFT layout, with manifest) to --out/adapters/r<rank>-s<seed>"
         "[-t<trial>] before it is removed, e.g. for python -m benchmarks.internals --adapters (default: off)",
     )
-    a(
+    cli_args.add(
+        p,
+        d,
         "--shard",
-        metavar="K/N",
-        help="run only the K-th of N slices of the plan (a Slurm array task); rerun without it on the "
+        "--out",
+        "--no-progress",
+        shard="run only the K-th of N slices of the plan (a Slurm array task); rerun without it on the "
         "same --out to write the summary (docs/grids.md)",
     )
-    a("--out", default="runs/rank_sweep", help="output folder (default runs/rank_sweep)")
-    a("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -189,14 +145,12 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 
 import torch
 
-import minipeft
 from benchmarks import grid, sweep_io, sweep_report, sweep_stats
-from benchmarks.sweep_plan import Context, Run, calibrate, estimate_seconds, plan_runs
+from benchmarks.sweep_plan import Context, calibrate, estimate_seconds, plan_runs
+from benchmarks.sweep_run import run_one  # the grid engine's hook (workers import it from here)
 from minipeft import files
-from minipeft.training import PadCollate, TrainConfig, evaluate, seed_everything, train
+from minipeft.training import PadCollate
 from models import load_pretrained, load_tokenizer
-from models.bert import init_weights
-from tasks.objective import seq_cls_eval, seq_cls_loss
 
 
 def check_args(args) -> None:
@@ -210,12 +164,6 @@ def check_args(args) -> None:
             f"--task {args.task} is a tagging task; the rank sweep scores AUROC and needs a "
             f"sequence-classification task (mimic-mp, mimic-los, icd9-triage, i2b2-re, rotten-tomatoes, ...)"
         )
-
-
-def _positive_int(text: str, flag: str) -> int:
-    if not str(text).isdigit() or int(text) < 1:
-        raise ValueError(f"{flag} must be a positive integer or 'auto', got {text!r}")
-    return int(text)
 
 
 def choose_threads(ctx, pending, args) -> tuple[float, float]:
@@ -264,106 +212,6 @@ def load_context(args) -> Context:
     )
 
 
-def reset_head(model, seed: int) -> None:
-    """A fresh head drawn from the run's seed (HF's BERT init), identical at every rank."""
-    std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
-    g = torch.Generator().manual_seed(seed)
-    for name in HEAD:
-        init_weights(model.get_submodule(name), std, generator=g)
-
-
-def adapter_dir(out, run: Run) -> Path:
-    """Where --keep-adapters saves a run's adapter: <out>/adapters/r<rank>-s<seed>[-t<trial>]."""
-    return Path(out) / "adapters" / (f"r{run.rank}-s{run.seed}" + (f"-t{run.trial}" if run.trial else ""))
-
-
-def keep_adapter(ctx: Context, model, run: Run, args) -> None:
-    """Save the run's adapter (and head) with its provenance, for later analysis."""
-    provenance = {"task": args.task, "labels": list(ctx.labels), "base_model": str(ctx.model_dir)}
-    provenance.update(rank=run.rank, seed=run.seed, trial=run.trial, lr=run.lr, data_files=ctx.files)
-    minipeft.save_adapter(
-        model,
-        adapter_dir(args.out, run),
-        task_type="SEQ_CLS",
-        base_model_name_or_path=str(ctx.model_dir),
-        provenance=provenance,
-    )
-
-
-def run_one(ctx: Context, run: Run, args) -> dict:
-    """inject -> train -> evaluate -> remove; returns the runs.csv row."""
-    model = ctx.model
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    seed_everything(run.seed)
-    reset_head(model, run.seed)
-    minipeft.inject(model, run.lora_config(args.targets, HEAD, args.method))
-    try:
-        s = minipeft.summary(model)
-        cfg = TrainConfig(
-            epochs=args.epochs,
-            lr=run.lr,
-            batch_size=args.batch_size,
-            seed=run.seed,
-            select_metric="roc_auc",
-            patience=None,
-            progress=not args.no_progress,
-            eval_batch_size=max(64, args.batch_size),
-        )
-        result = train(
-            model,
-            ctx.encoded["train"],
-            ctx.encoded["val"],
-            seq_cls_loss,
-            seq_cls_eval,
-            cfg,
-            collate=ctx.collate,
-            desc=f"r={run.rank} seed={run.seed}" + (f" trial={run.trial}" if args.search else ""),
-        )
-        t0 = time.perf_counter()
-        test = evaluate(
-            model, ctx.encoded["test"], seq_cls_eval, batch_size=cfg.eval_batch_size, collate=ctx.collate
-        )
-        eval_seconds = time.perf_counter() - t0
-        if getattr(args, "keep_adapters", False):
-            keep_adapter(ctx, model, run, args)
-    finally:
-        minipeft.remove(model)
-    val = result.best_metrics
-    return {
-        "task": args.task,
-        "rank": run.rank,
-        "seed": run.seed,
-        "trial": run.trial,
-        "alpha_policy": run.policy,
-        "alpha": run.alpha,
-        "scaling": run.scaling,
-        "lr": run.lr,
-        "dropout": run.dropout,
-        "targets": ",".join(args.targets),
-        "epochs": args.epochs,
-        "train_examples": len(ctx.encoded["train"]),
-        "trainable_params": result.trainable_params,
-        "adapter_params": s.adapter,
-        "adapter_percent": round(s.percent, 4),
-        "model_params": s.model,
-        "val_auroc": val["roc_auc"],
-        "val_f1_macro": val["f1_macro"],
-        "val_accuracy": val["accuracy"],
-        "test_auroc": test["roc_auc"],
-        "test_f1_macro": test["f1_macro"],
-        "test_accuracy": test["accuracy"],
-        "best_epoch": result.best_epoch,
-        "train_seconds": round(result.train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "samples_per_second": round(result.samples_per_second, 2),
-        "saved_bytes_max": result.memory["saved_bytes_max"],
-        "peak_rss_bytes": result.memory["peak_rss_bytes"],
-        "run_seconds": round(time.perf_counter() - wall0, 2),
-        "cpu_seconds": round(time.process_time() - cpu0, 2),
-        "threads": torch.get_num_threads(),
-    }
-
-
 def settings_of(args, ctx: Context) -> dict:
     """What every row depends on (ranks and seeds may grow between invocations)."""
     return {
@@ -391,7 +239,7 @@ def sweep(args) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     check_args(args)
     if args.threads != "auto":
-        torch.set_num_threads(_positive_int(args.threads, "--threads"))
+        torch.set_num_threads(cli_args.positive_int(args.threads, "--threads"))
     out = Path(args.out)
     # never a folder of the user's: new, empty, or an earlier sweep's (sweep.json)
     files.check_dir_owned(out, marker="sweep.json", program="benchmarks.rank_sweep")
@@ -448,12 +296,7 @@ def finish(args, out: Path, rows: list[dict], settings: dict, wall: float, cpu: 
         "config": {k: v for k, v in settings.items() if k != "data_files"},
         "ranks": args.ranks,
         "reference_rank": args.reference_rank,
-        "torch": torch.__version__,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "threads": torch.get_num_threads(),
-        "runs": len(rows),
-        "wall_seconds": round(wall, 1),
-        "cpu_seconds": round(cpu, 1),
+        **grid.run_facts(rows, wall, cpu),
         "rank_above_reference_helps": helps,
         "verdict": text,
         "results": sweep_report.json_summary(summary, args.reference_rank),

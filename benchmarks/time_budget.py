@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 from benchmarks import grid_cli
-from tasks.cli import run_or_exit
 
 DEFAULTS = dict(
     methods="lora,full",
@@ -47,14 +46,7 @@ against full fine-tuning, seeds 12,34,56, a budget of 75 s per run, validation (
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.time_budget",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    grid_cli.add_common(p, DEFAULTS)
-    a = p.add_argument
+def _own_flags(a) -> None:
     a(
         "--budget",
         type=float,
@@ -67,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS["eval_every"],
         help="optimiser steps between validations (default 10; paper 200)",
     )
-    a("--reference", help="method every paired Δ is taken against (default: full if present)")
-    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return grid_cli.study_parser("benchmarks.time_budget", DESCRIPTION, DEFAULTS, _own_flags)
 
 
 if __name__ == "__main__":  # --help and usage errors answer before torch loads
@@ -77,26 +71,15 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 from benchmarks import grid_report, grid_study
 from benchmarks.grid_report import cell, number
 from minipeft.files import write_text
-from tasks.registry import SEQ_CLS, get_task
 
-
-def plan(args, inputs: dict) -> list[grid_study.Run]:
-    return [
-        grid_study.Run(m, t, method, seed)
-        for m in inputs["models"]
-        for t in inputs["tasks"]
-        for seed in args.seeds
-        for method in inputs["methods"]
-    ]
-
-
-def load_context(args):
-    return grid_study.Contexts(args)
+plan, load_context = grid_study.plan, grid_study.load_context  # the plan; the grid engine's hook
 
 
 def run_one(contexts, run, args) -> dict:
-    ctx = contexts.get(run.model, run.task)
-    return grid_study.run_one(ctx, run, args, max_seconds=args.budget, eval_every_steps=args.eval_every)
+    """The grid engine's hook: a run stopped after --budget seconds, validated every --eval-every steps."""
+    return grid_study.study_run(
+        contexts, run, args, max_seconds=args.budget, eval_every_steps=args.eval_every
+    )
 
 
 def curve(row: dict) -> list[tuple[int, float, float]]:
@@ -185,17 +168,7 @@ def figure(rows, models, tasks, methods, budget, path: Path) -> None:
 
 
 def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
-    models = [Path(m).name for m in inputs["models"]]
-    tasks, methods = inputs["tasks"], inputs["methods"]
-    reference = grid_report.reference_method(methods, args.reference)
-    rows = [
-        r
-        for r in rows
-        if r["model"] in models
-        and r["task"] in tasks
-        and r["method"] in methods
-        and int(r["seed"]) in args.seeds
-    ]
+    models, tasks, methods, reference, rows = grid_report.scope(rows, inputs, args)
     md, csv_text, sentences = table(rows, models, tasks, methods, args.budget, reference)
     write_text(out / "table.md", md + "\n")
     write_text(out / "table.csv", csv_text)
@@ -222,39 +195,25 @@ def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
         f"min wall clock, {cpu / 60:.1f} min of process CPU time.",
         "",
     ]
-    write_text(out / "summary.md", "\n".join(summary))
-    print(md)
-    print("\n".join(sentences))
-    return {"reference": reference, "findings": sentences}
+    return grid_report.publish(out, summary, md, sentences, reference)
 
 
-def main_run(args) -> str | None:
-    grid_report.reference_method(grid_study.names(args.methods), args.reference)  # before training
+def check(args) -> None:
     if not args.budget > 0 or args.eval_every < 1:
         raise ValueError(
             f"--budget must be > 0 and --eval-every >= 1, got {args.budget} and {args.eval_every}"
         )
-    for t in grid_study.names(args.tasks):
-        if get_task(t).type != SEQ_CLS:
-            raise ValueError(
-                f"--tasks {t} is a tagging task; the time budget scores validation AUROC (classification)"
-            )
+    why = "the time budget scores validation AUROC (classification)"
+    grid_study.require_classification(args.tasks, why)
+
+
+def main_run(args) -> str | None:
     extra = {"study": "time_budget", "budget": args.budget, "eval_every": args.eval_every}
-    done = grid_cli.drive(
-        args, "time_budget", "benchmarks.time_budget", plan, extra, args.budget, args.eval_every
-    )
-    if done is None:
-        return None
-    rows, settings, inputs, wall, cpu = done
-    results = report(args, Path(args.out), rows, settings, inputs, wall, cpu)
-    return grid_cli.json_line("time_budget", settings, rows, wall, cpu, results, args.out)
+    return grid_cli.run_study(args, "time_budget", plan, report, extra, check, args.budget, args.eval_every)
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    line = run_or_exit(main_run, args)
-    if line:
-        print(line)
+    grid_cli.main(build_parser, main_run, argv)
 
 
 if __name__ == "__main__":

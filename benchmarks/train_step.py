@@ -46,11 +46,9 @@ full vs full-sdpa and lora-fused vs lora-fused-sdpa. The last stdout line is one
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
 import time
+
+from benchmarks import cli_args
 
 try:
     import resource  # page-fault counts (Unix)
@@ -75,11 +73,7 @@ VARIANTS = (
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.train_step",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = cli_args.parser("benchmarks.train_step", __doc__)
     ap.add_argument(
         "--variants",
         default=",".join(VARIANTS),
@@ -102,14 +96,10 @@ def parse_args(argv=None):
         default="query,key,value",
         help="comma-separated LoRA target modules (default %(default)s)",
     )
-    ap.add_argument(
-        "--warmup", type=int, default=2, help="untimed steps per variant first (default %(default)s)"
-    )
-    ap.add_argument(
-        "--repeats", type=int, default=10, help="timed steps per variant, round-robin (default %(default)s)"
-    )
-    ap.add_argument(
-        "--threads", type=int, default=0, help="torch.set_num_threads; 0 (the default) leaves torch's own"
+    cli_args.add_timing(
+        ap,
+        warmup=(2, "untimed steps per variant first"),
+        repeats=(10, "timed steps per variant, round-robin"),
     )
     ap.add_argument(
         "--compile",
@@ -144,7 +134,8 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 import torch.nn.functional as F
 
-from benchmarks.ops import saved_bytes, summarize
+from benchmarks.ops import saved_bytes
+from benchmarks.train_step_report import compile_summary, profile_step, report, summarise
 
 
 def _ours(kind, path, args, first_position_only=True, recompute_attention=True):
@@ -286,6 +277,27 @@ def batch_of(args, vocab):
     return batch, torch.randint(0, 2, (args.batch,), generator=g)
 
 
+def time_steps(runners, batch, labels, args, res) -> None:
+    """Warm-up (the compiled variants compile in the first step), then --repeats rounds in which
+    every variant takes one step; appends each step's seconds and minor page faults to res."""
+    for i in range(max(args.warmup, 1 if args.compile else 0)):
+        for r in runners:
+            t0 = time.perf_counter()
+            r.step(batch, labels)
+            if i == 0:  # the compiled variants compile here
+                res[r.name]["first_step_s"] = time.perf_counter() - t0
+    for i in range(args.repeats):
+        # round-robin (side by side), the starting variant rotated every round, so no variant
+        # always runs first or always follows the same other one
+        k = i % max(len(runners), 1)
+        for r in runners[k:] + runners[:k]:
+            f0, t0 = minor_faults(), time.perf_counter()
+            r.step(batch, labels)
+            res[r.name]["times"].append(time.perf_counter() - t0)
+            f1 = minor_faults()
+            res[r.name]["faults"].append(None if f0 is None else f1 - f0)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -305,158 +317,13 @@ def main(argv=None):
         }
         for r in runners
     }
-    for i in range(max(args.warmup, 1 if args.compile else 0)):
-        for r in runners:
-            t0 = time.perf_counter()
-            r.step(batch, labels)
-            if i == 0:  # the compiled variants compile here
-                res[r.name]["first_step_s"] = time.perf_counter() - t0
-    for i in range(args.repeats):
-        # round-robin (side by side), the starting variant rotated every round, so no variant
-        # always runs first or always follows the same other one
-        k = i % max(len(runners), 1)
-        for r in runners[k:] + runners[:k]:
-            f0, t0 = minor_faults(), time.perf_counter()
-            r.step(batch, labels)
-            res[r.name]["times"].append(time.perf_counter() - t0)
-            f1 = minor_faults()
-            res[r.name]["faults"].append(None if f0 is None else f1 - f0)
-    for name in res:  # median of per-repeat ratios (same round): robust to load drifting
-        for ref in ("full", "hf-peft"):
-            if ref in res:
-                res[name][f"time_ratio_paired_{ref.replace('-', '_')}"] = statistics.median(
-                    a / b for a, b in zip(res[name]["times"], res[ref]["times"])
-                )
-        if (
-            "frozen" in res and "full" in res
-        ):  # what a variant adds to the frozen base, as a share of full's step
-            res[name]["over_frozen_paired_full"] = statistics.median(
-                (a - f) / b
-                for a, f, b in zip(res[name]["times"], res["frozen"]["times"], res["full"]["times"])
-            )
-    for name in res:
-        res[name]["times_raw"] = list(res[name]["times"])
-        res[name].update(summarize(res[name].pop("times")))
-        faults = res[name].pop("faults")
-        res[name]["minor_faults_per_step"] = statistics.median(faults) if None not in faults else None
+    time_steps(runners, batch, labels, args, res)
+    summarise(res)
     if args.profile:
         for r in runners:
             res[r.name]["profile_ms_per_step"] = profile_step(r, batch, labels, args.profile)
     compiled = compile_summary(res)
     report(res, notes, args, compiled)
-
-
-def compile_summary(res) -> dict:
-    """Per variant with a compiled twin "<name>+c": compile seconds (its first step minus the eager
-    median), eager and compiled medians, compiled ÷ eager (median of per-round ratios, from the
-    paired times) and the steps to pay the compile time back (None: compiled is not faster)."""
-    out = {}
-    for name, r in res.items():
-        c = res.get(name + "+c")
-        if c is None:
-            continue
-        eager_s, comp_s = r["median_ms"] / 1e3, c["median_ms"] / 1e3
-        compile_s = c["first_step_s"] - eager_s
-        gain = eager_s - comp_s
-        out[name] = {
-            "compile_s": compile_s,
-            "eager_ms": r["median_ms"],
-            "compiled_ms": c["median_ms"],
-            "compiled_over_eager_paired": statistics.median(
-                a / b for a, b in zip(c["times_raw"], r["times_raw"])
-            ),
-            "payback_steps": compile_s / gain if gain > 0 else None,
-        }
-    return out
-
-
-# kinds of ATen op, for --profile; the rest is "other" (elementwise, softmax, GELU, LayerNorm, ...)
-OP_KINDS = {
-    "matrix products": (
-        "aten::mm",
-        "aten::addmm",
-        "aten::addmm_",
-        "aten::bmm",
-        "aten::baddbmm",
-        "aten::baddbmm_",
-    ),
-    "random numbers": ("aten::random_", "aten::bernoulli_", "aten::uniform_", "aten::normal_"),
-}
-
-
-def profile_step(runner, batch, labels, steps: int) -> dict:
-    """ms per step by kind of op (self CPU time, so nothing is counted twice), plus the top ops."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            runner.step(batch, labels)
-    ops = {e.key: e.self_cpu_time_total / 1000 / steps for e in prof.key_averages()}
-    out = {kind: sum(ops.get(k, 0.0) for k in keys) for kind, keys in OP_KINDS.items()}
-    out["other"] = sum(ops.values()) - sum(out.values())
-    out["total"] = sum(ops.values())
-    out["top"] = dict(sorted(ops.items(), key=lambda kv: -kv[1])[:12])
-    return out
-
-
-def _count(n):
-    return "-" if n is None else f"{n:.0f}"
-
-
-def report(res, notes, args, compiled=None):
-    full = res.get("full")
-    hf = res.get("hf-peft")
-    print(
-        f"{'variant':16} {'trainable':>10} {'median ms':>10} {'[min, max]':>17} {'/full':>6} {'/hf':>6} "
-        f"{'p/full':>6} {'p/hf':>6} {'+frz/f':>6} {'act MiB':>8} {'/full':>6} {'/hf':>6} {'faults':>7}"
-    )
-    for name, r in res.items():
-        for ref, key in ((full, "full"), (hf, "hf_peft")):
-            if ref:
-                r[f"time_ratio_{key}"] = r["median_ms"] / ref["median_ms"]
-                r[f"bytes_ratio_{key}"] = r["activation_bytes"] / ref["activation_bytes"]
-        fmt = lambda k, r=r: f"{r[k]:6.2f}" if k in r else f"{'-':>6}"
-        print(
-            f"{name:16} {r['trainable']:10d} {r['median_ms']:10.1f} [{r['min_ms']:7.1f},{r['max_ms']:7.1f}] "
-            f"{fmt('time_ratio_full')} {fmt('time_ratio_hf_peft')} {fmt('time_ratio_paired_full')} "
-            f"{fmt('time_ratio_paired_hf_peft')} {fmt('over_frozen_paired_full')} "
-            f"{r['activation_bytes'] / 2**20:8.1f} "
-            f"{fmt('bytes_ratio_full')} {fmt('bytes_ratio_hf_peft')} {_count(r['minor_faults_per_step']):>7}"
-        )
-    for name, note in notes.items():
-        print(f"note {name}: {note}")
-    if compiled:
-        print(
-            f"\n{'compiled':16} {'compile s':>10} {'eager ms':>10} {'compiled ms':>12} "
-            f"{'c/eager':>8} {'payback steps':>14}"
-        )
-        for name, c in compiled.items():
-            pay = "never" if c["payback_steps"] is None else f"{c['payback_steps']:.0f}"
-            print(
-                f"{name:16} {c['compile_s']:10.1f} {c['eager_ms']:10.1f} {c['compiled_ms']:12.1f} "
-                f"{c['compiled_over_eager_paired']:8.2f} {pay:>14}"
-            )
-    for name, r in res.items():
-        if "profile_ms_per_step" in r:
-            p = r["profile_ms_per_step"]
-            kinds = ", ".join(f"{k} {p[k]:.1f}" for k in (*OP_KINDS, "other"))
-            top = ", ".join(f"{k.removeprefix('aten::')} {v:.1f}" for k, v in list(p["top"].items())[:8])
-            print(f"profile {name}: {p['total']:.1f} ms/step under the profiler = {kinds}; top ops: {top}")
-    print(
-        json.dumps(
-            {
-                "benchmark": "train_step",
-                "config": vars(args),
-                "torch": torch.__version__,
-                "device": "cpu",
-                "threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
-                "notes": notes,
-                "results": {k: {f: v for f, v in r.items() if f != "times_raw"} for k, r in res.items()},
-                "compiled": compiled,
-            }
-        )
-    )
 
 
 if __name__ == "__main__":
