@@ -168,7 +168,7 @@ def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
         grid_report.timing_sentence(wall, cpu),
         "",
     ]
-    return grid_report.publish(out, summary, md, sentences, reference)
+    return grid_report.publish(out, summary, md, sentences, reference, rows)
 
 
 def check(args) -> None:

@@ -148,11 +148,45 @@ def timing_sentence(wall: float, cpu: float) -> str:
     )
 
 
-def publish(out: Path, summary: list[str], md: str, sentences: list[str], reference: str) -> dict:
-    """Write summary.md, print the table and the findings; the study's JSON results."""
+def predicted_one_class(row: dict) -> bool:
+    """Whether a classification run predicted one class for every test example, read from its
+    scores: a model that always predicts class c has accuracy a = share of c, F1 = 2a/(1+a) on c
+    (precision a, recall 1) and 0 on the other K - 1 classes, so F1 macro = 2a / ((1 + a) K)."""
+    a, f1, k = number(row.get("test_accuracy")), number(row.get("test_f1_macro")), number(row.get("labels"))
+    if math.isnan(a) or math.isnan(f1) or math.isnan(k) or k < 2:
+        return False  # NER, or a row written before runs.csv had the labels column
+    return abs(f1 - 2 * a / ((1 + a) * k)) < 1e-6
+
+
+def one_class_notes(rows: list[dict]) -> list[str]:
+    """One sentence per (model, task, method) with runs that predicted a single class on test."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["task"], r["method"], r.get("n_per_class", "")), []).append(r)
+    notes = []
+    for (model, task, method, n), runs in groups.items():
+        flat = sum(predicted_one_class(r) for r in runs)
+        if flat:
+            where = f"{task}, {model}" + (f", n={n} per class" if n not in ("", "0", 0, None) else "")
+            notes.append(
+                f"{where}: {method} predicted a single class for every test example in {flat} of "
+                f"{len(runs)} seeds (its F1 macro is that of a constant prediction): under-trained at this "
+                f"budget, so its F1 says nothing about the method; raise --epochs or --lr."
+            )
+    return notes
+
+
+def publish(
+    out: Path, summary: list[str], md: str, sentences: list[str], reference: str, rows: list[dict]
+) -> dict:
+    """Write summary.md (with a note on runs that predicted one class), print the table and the
+    findings; the study's JSON results."""
     from minipeft.files import write_text
 
+    flat = one_class_notes(rows)
+    if flat:
+        summary = [*summary, "Runs that predicted a single class:", "", *[f"- {s}" for s in flat], ""]
     write_text(Path(out) / "summary.md", "\n".join(summary))
     print(md)
-    print("\n".join(sentences))
-    return {"reference": reference, "findings": sentences}
+    print("\n".join(sentences + flat))
+    return {"reference": reference, "findings": sentences, "single_class": flat}

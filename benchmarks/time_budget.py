@@ -195,7 +195,7 @@ def report(args, out: Path, rows, settings, inputs, wall, cpu) -> dict:
         f"min wall clock, {cpu / 60:.1f} min of process CPU time.",
         "",
     ]
-    return grid_report.publish(out, summary, md, sentences, reference)
+    return grid_report.publish(out, summary, md, sentences, reference, rows)
 
 
 def check(args) -> None:

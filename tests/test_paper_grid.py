@@ -160,3 +160,25 @@ def test_workers_give_the_rows_of_one_process(tmp_path, tiny_model, capsys):
     same = ("method", "seed", "trainable_params", "val_roc_auc", "test_roc_auc", "test_f1_macro", "steps")
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert [{k: r[k] for k in same} for r in one] == [{k: r[k] for k in same} for r in two]
+
+
+@pytest.mark.parametrize("k", [2, 3, 11])
+def test_a_run_that_predicts_one_class_is_named_in_the_summary(k):
+    """predicted_one_class reads a constant predictor from its scores (F1 macro = 2a/((1+a)K)) and
+    no other: checked against sklearn's metrics of a constant and of a mixed prediction."""
+    from benchmarks.grid_report import one_class_notes, predicted_one_class
+    from tasks.metrics import classification_metrics
+
+    y = [i % k for i in range(40)] + [0] * 17  # class 0 is the most frequent
+    constant = [[1.0 if c == 1 else 0.0 for c in range(k)] for _ in y]  # always class 1
+    mixed = [[1.0 if c == (t if i % 5 else (t + 1) % k) else 0.0 for c in range(k)] for i, t in enumerate(y)]
+    rows = []
+    for seed, probs in ((1, constant), (2, mixed)):
+        m = classification_metrics(y, probs)
+        row = {"model": "m", "task": "t", "method": "lora", "n_per_class": "0", "seed": str(seed)}
+        rows.append({**row, "labels": str(k), **{f"test_{key}": str(v) for key, v in m.items()}})
+    assert [predicted_one_class(r) for r in rows] == [True, False]
+    assert not predicted_one_class({**rows[0], "labels": ""})  # a row from before the column
+    assert not predicted_one_class({"test_entity_f1": "0.5", "labels": "5"})  # NER: no accuracy
+    (note,) = one_class_notes(rows)
+    assert note.startswith("t, m: lora predicted a single class for every test example in 1 of 2 seeds")
