@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--compile",
         action="store_true",
-        help="torch.compile, whole graph: for GPUs; slower than eager on the CPUs measured (docs/cuda.md)",
+        help="torch.compile, whole graph (GPUs; slower on a CPU: docs/cuda.md)",
     )
     a("--seed", type=int, default=0, help="seeds data order, head initialisation, dropout (paper: 12,34,56)")
     a("--device", default="auto", help="auto | cpu | cuda (default auto)")
