@@ -41,7 +41,7 @@ DESCRIPTION = """\
 The paper's LoRA rank study (Taylor et al. 2024): AUROC at rank r minus AUROC at rank 8,
 paired per seed, on an embedded default or on your data (--task mimic-mp --data-dir DIR).
 
-Default, about 3 min on 2 idle CPU cores (the estimate is printed before anything trains):
+Default, 3-4 min on 2 idle CPU cores (the estimate is printed before anything trains):
 the real all-MiniLM-L6-v2 on rotten-tomatoes, ranks 2,8,32,128 x seeds 12,34,56 = 12 runs of
 1 epoch on 2,000 examples, lr 1e-3, LoRA on query,value, alpha policy rslora, scored on 800
 validation and 800 test examples. "Within noise": the paired 95% t-interval contains 0.
