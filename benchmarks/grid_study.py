@@ -337,6 +337,7 @@ def seconds_per_token(ctx: Context, run: Run, args) -> tuple[float, float, float
     data = train_examples(ctx, run, args)
     batches = LengthBucketSampler([len(e["input_ids"]) for e in data], args.batch_size, seed=0).batches(0)[:3]
     opt = build_adamw(model, lr=1e-6, weight_decay=0.0)
+    model.train()  # load_pretrained returns eval mode; a training step draws its dropout masks
     times = []
     for b in batches:
         batch = to_device(ctx.collate([data[i] for i in b]), torch.device("cpu"))
