@@ -43,7 +43,7 @@ full fine-tune of the same model on the same data,
   4. intruder dimensions of W0 + dW against W0 (Shuttleworth et al. 2024),
   5. ||dW||_F and ||dW||_F / ||W0||_F per layer and module; IA3 vector statistics.
 
-Default (about 8-10 min on 2 idle CPU cores; the estimate is printed before anything trains): the
+Default (about 3 min on 2 idle CPU cores; the estimate is printed before anything trains): the
 real all-MiniLM-L6-v2 checkpoint on rotten-tomatoes, LoRA on query,value at r=8 and r=64 with
 alpha 8 and scaling alpha/r (Hu et al.'s own), seeds 12 and 34, plus one full fine-tune (seed 12,
 lr 3e-5); every run 1 epoch over 4,000 training examples (lr 1e-3 for LoRA: one short epoch is the
