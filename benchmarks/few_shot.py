@@ -33,7 +33,7 @@ DESCRIPTION = """\
 Few-shot study (Taylor et al. 2024, §4.6): test AUROC against n training examples per class, LoRA
 against full fine-tuning, 10 epochs, best epoch by validation, seeds 12,34,56.
 
-Default (about 9 min on 2 CPU cores; the estimate is printed first): the real all-MiniLM-L6-v2
+Default (about 9 min on one CPU core; the estimate is printed first): the real all-MiniLM-L6-v2
 checkpoint on rotten-tomatoes, n = 8, 32, 128 per class, 64 tokens, validation and test subsets
 of 150 examples (evaluating the whole validation split after each of the 10 epochs would cost
 more than the training). The paper's protocol on your files:

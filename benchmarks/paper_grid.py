@@ -32,7 +32,7 @@ DESCRIPTION = """\
 The paper's grid (Taylor et al. 2024, §4.1-4.5): each method on each model and task, seeds 12,34,56,
 tables as median (std) over seeds, and the score against trainable parameters (§4.5).
 
-Default (about 10 min on 2 CPU cores; the estimate is printed before anything trains): the real
+Default (about 6 min on 2 idle CPU cores, 10 on one; the estimate is printed first): the real
 all-MiniLM-L6-v2 checkpoint, methods lora,ia3,full, tasks rotten-tomatoes (binary) and
 drug-reviews-condition (11 conditions), 3 epochs on 800 training examples, 64 tokens, scored on 200
 validation and 200 test examples. The paper's protocol on your files:

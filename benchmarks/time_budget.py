@@ -37,7 +37,7 @@ DESCRIPTION = """\
 Time-budget study (Taylor et al. 2024, §4.7): validation AUROC every K steps against seconds of
 training (evaluation excluded), training stopped once the budget is spent.
 
-Default (about 12 min on 2 CPU cores; the estimate is printed first): the real all-MiniLM-L6-v2
+Default (about 12 min on one CPU core; the estimate is printed first): the real all-MiniLM-L6-v2
 checkpoint on rotten-tomatoes (the whole training split, 1 epoch as the schedule's horizon), LoRA
 against full fine-tuning, seeds 12,34,56, a budget of 75 s per run, validation (200 examples) every
 10 steps. The paper's protocol on your files:
