@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 
 from minipeft import registry
-from minipeft.files import read_json
 from minipeft.inject import adapter_state, adapters, saved_modules
 from minipeft.prompt import PrefixTuning, PromptTuning, VirtualTokens
+from minipeft.reading import read_json
 from minipeft.version import __version__
 
 

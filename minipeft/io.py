@@ -18,8 +18,9 @@ import torch.nn as nn
 
 from minipeft import audit, registry
 from minipeft.adapter import module_names
-from minipeft.files import read_json_object, read_tensors, replace_dir, save_tensors, write_json
+from minipeft.files import replace_dir, save_tensors, write_json
 from minipeft.inject import adapter_state, adapters, inject, remove, resolve_saved, saved_modules
+from minipeft.reading import read_json_object, read_tensors
 
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"

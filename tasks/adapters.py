@@ -11,9 +11,9 @@ from pathlib import Path
 
 from minipeft import load_adapter
 from minipeft.audit import check_manifest
-from minipeft.files import read_json_object, read_tensors
 from minipeft.inject import adapter_state
 from minipeft.prompt_io import CONFIG_FILE, WEIGHTS_FILE, load_prompt
+from minipeft.reading import read_json_object, read_tensors
 from models import load_pretrained
 
 PROMPT_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")

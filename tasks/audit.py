@@ -75,8 +75,9 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 
 from minipeft import analysis, fingerprint, param_table, summary
 from minipeft.audit import MANIFEST_FILE
-from minipeft.files import read_tensors, refuse_symlink, write_text
+from minipeft.files import refuse_symlink, write_text
 from minipeft.io import CONFIG_FILE, PREFIX, WEIGHTS_FILE
+from minipeft.reading import read_tensors
 from models import load_pretrained
 from models.families import family_of
 from tasks.adapters import attach, is_prompt_adapter, load_base_for_adapter, read_object

@@ -81,7 +81,8 @@ if __name__ == "__main__":  # --help and usage errors answer before torch loads
 import torch
 from tqdm import tqdm
 
-from minipeft.files import read_json_object, refuse_symlink, write_text
+from minipeft.files import refuse_symlink, write_text
+from minipeft.reading import read_json_object
 from minipeft.training.batching import LengthBucketSampler, PadCollate
 from models import load_pretrained, load_tokenizer
 from tasks.adapters import attach, load_base_for_adapter

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from minipeft import files
+from minipeft.reading import read_json, read_tensors
 
 FORMAT = "minipeft-train-checkpoint"
 NAME = re.compile(r"^checkpoint-\d{8,}\.safetensors$")  # the only files checkpoint.json may name
@@ -118,7 +119,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
     if not path.exists():
         return None
     files.refuse_symlink(path, f"run folder {run_dir}")
-    doc = files.read_json(path, "delete it to start the run over")
+    doc = read_json(path, "delete it to start the run over")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(
             f"{path}: expected a {FORMAT} file, found "
@@ -149,7 +150,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | Non
         raise FileNotFoundError(
             f"{path} names {tpath.name}, which is missing; delete {path} to start the run over"
         )
-    return doc, files.read_tensors(tpath)
+    return doc, read_tensors(tpath)
 
 
 def _upgrade(doc: dict) -> None:

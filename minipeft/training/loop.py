@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import safe_child
+from ..reading import read_tensors
 from . import checkpoint as ckpt
 from . import distributed
 from .batching import LengthBucketSampler, to_device
@@ -89,7 +91,7 @@ class Loop:
         ckpt.load_optimizer_tensors(self.named, self.optimizer, tensors)
         ckpt.set_rng_states(tensors, doc["rng"])
         if doc.get("best_file"):
-            self.best_tensors = ckpt.files.read_tensors(ckpt.files.safe_child(self.out_dir, doc["best_file"]))
+            self.best_tensors = read_tensors(safe_child(self.out_dir, doc["best_file"]))
         return state_from_checkpoint(doc)
 
     def _start(self) -> dict:
