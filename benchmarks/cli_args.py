@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from tasks.cli import comma_list
+
 
 def parser(module: str, description: str, cls=argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The parser of `python -m <module>`: help names the command as it is typed, description verbatim."""
@@ -31,11 +33,6 @@ def ints(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
     return values
-
-
-def names(text: str) -> tuple[str, ...]:
-    """'query, value' -> ('query', 'value') (an argparse type)."""
-    return tuple(x.strip() for x in str(text).split(",") if x.strip())
 
 
 def positive_int(text: str, flag: str) -> int:
@@ -66,7 +63,9 @@ FLAGS = {
         help=f"alpha of the fixed and rslora policies (default {d['alpha']:g})",
     ),
     "--targets": lambda d: dict(
-        type=names, default=names(d["targets"]), help=f"LoRA target modules (default {d['targets']})"
+        type=comma_list,
+        default=comma_list(d["targets"]),
+        help=f"LoRA target modules (default {d['targets']})",
     ),
     "--epochs": lambda d: dict(type=int, default=d["epochs"], help=f"epochs per run (default {d['epochs']})"),
     "--batch-size": lambda d: dict(

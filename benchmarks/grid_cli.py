@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks import cli_args
-from tasks.cli import run_or_exit
+from tasks.cli import comma_list, run_or_exit
 
 # torch and the engine load inside the functions that need them: --help stays torch-free
 
@@ -180,7 +180,7 @@ def run_study(args, name: str, plan, report, extra: dict, check=None, budget=Non
     trains, drive(), then `report(...)`; returns the last stdout line (None for a shard)."""
     from benchmarks import grid_report
 
-    grid_report.reference_method(cli_args.names(args.methods), args.reference)  # before training
+    grid_report.reference_method(comma_list(args.methods), args.reference)  # before training
     if check is not None:
         check(args)
     done = drive(args, name, f"benchmarks.{name}", plan, extra, budget, every)

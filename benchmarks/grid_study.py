@@ -19,12 +19,12 @@ import torch
 
 import minipeft
 from benchmarks import grid
-from benchmarks.cli_args import names
 from minipeft.training import LengthBucketSampler, PadCollate, TrainConfig, evaluate, seed_everything, train
 from minipeft.training.batching import to_device
 from minipeft.training.optim import build_adamw
 from models import load_pretrained, load_tokenizer
 from models.assets import MINILM, asset_dir, sha256_file
+from tasks.cli import comma_list
 from tasks.encode import encode_tagged, encode_texts
 from tasks.methods import METHODS, MethodSpec, build, resolve_preset
 from tasks.objective import PAD_VALUES, make_token_cls_eval, seq_cls_eval, seq_cls_loss, token_cls_loss
@@ -93,7 +93,7 @@ def plan(args, inputs: dict, ns: tuple[int, ...] = (0,)) -> list[Run]:
 
 # ---------------------------------------------------------------- inputs, checked before training
 def model_dirs(args) -> list[str]:
-    dirs = [str(Path(d)) for d in names(args.models)] if args.models else [str(asset_dir(MINILM))]
+    dirs = [str(Path(d)) for d in comma_list(args.models)] if args.models else [str(asset_dir(MINILM))]
     for d in dirs:
         for need in ("config.json", "model.safetensors"):
             if not (Path(d) / need).is_file():
@@ -119,7 +119,7 @@ def data_dirs(args, tasks: tuple[str, ...]) -> dict[str, str | None]:
                 f"give one folder per task as TASK=DIR,TASK=DIR"
             )
         return {t: (args.data_dir if t == needing[0] else None) for t in tasks}
-    pairs = dict(x.split("=", 1) for x in names(args.data_dir))
+    pairs = dict(x.split("=", 1) for x in comma_list(args.data_dir))
     unknown = sorted(set(pairs) - set(tasks))
     if unknown:
         raise ValueError(f"--data-dir names tasks {unknown} that are not in --tasks {list(tasks)}")
@@ -129,8 +129,8 @@ def data_dirs(args, tasks: tuple[str, ...]) -> dict[str, str | None]:
 def check_inputs(args) -> dict:
     """Every user mistake the grid can meet, raised before anything trains; returns the pieces."""
     grid.parse_shard(args.shard)
-    tasks = names(args.tasks)
-    methods = names(args.methods)
+    tasks = comma_list(args.tasks)
+    methods = comma_list(args.methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(
@@ -152,7 +152,7 @@ def check_inputs(args) -> dict:
 
 def require_classification(tasks: str, why: str) -> None:
     """A study that scores AUROC refuses a tagging task in --tasks, saying `why`."""
-    for t in names(tasks):
+    for t in comma_list(tasks):
         if get_task(t).type != SEQ_CLS:
             raise ValueError(f"--tasks {t} is a tagging task; {why}")
 
@@ -163,7 +163,7 @@ def learning_rate(args, method: str) -> float:
     if args.lr:
         if "=" not in args.lr:
             return float(args.lr)
-        lrs.update({k: float(v) for k, v in (x.split("=", 1) for x in names(args.lr))})
+        lrs.update({k: float(v) for k, v in (x.split("=", 1) for x in comma_list(args.lr))})
     return lrs[method]
 
 
@@ -206,7 +206,7 @@ class Contexts:
 
     def __init__(self, args):
         self.args, self.key, self.ctx = args, None, None
-        self.data = data_dirs(args, names(args.tasks))
+        self.data = data_dirs(args, comma_list(args.tasks))
 
     def get(self, model_dir: str, task_name: str) -> Context:
         if self.key != (model_dir, task_name):

@@ -27,6 +27,11 @@ _FIXES = {
 }
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """'query, value,' -> ('query', 'value'): a comma-separated flag value (an argparse type)."""
+    return tuple(x.strip() for x in str(text).split(",") if x.strip())
+
+
 def one_line(e: BaseException) -> str:
     """The message of a user error on one line; an OSError names its file and a fix."""
     if isinstance(e, KeyError) and e.args:

@@ -31,14 +31,10 @@ import time
 from pathlib import Path
 
 from models.assets import default_model_dir, sha256_file
-from tasks.cli import ArgumentParser, run_or_exit
+from tasks.cli import ArgumentParser, comma_list, run_or_exit
 from tasks.encode import ALIGNMENTS, check_vocab, encode_tagged, encode_texts
 from tasks.methods import DEFAULT_LR, METHODS, PROMPT_METHODS, MethodSpec, build
 from tasks.registry import SEQ_CLS, get_task, load_data, subsample, task_names
-
-
-def _csv_list(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--loraplus-ratio", type=float, metavar="R", help="LoRA+: B's lr is R x --lr (paper: 16)")
     a(
         "--targets",
-        type=_csv_list,
+        type=comma_list,
         default=("preset",),
         help="comma-separated module names to adapt, or 'preset' (default: the paper's rule on the "
         "checkpoint; BERT lora query,value, ia3 key,value,output.dense; 'tiny'/'mobile' in the name: "
@@ -84,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--feedforward",
-        type=_csv_list,
+        type=comma_list,
         default=(),
         help="IA3: comma-separated targets scaled on their input (default: the preset's, BERT output.dense)",
     )

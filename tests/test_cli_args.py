@@ -6,6 +6,7 @@ import argparse
 import pytest
 
 from benchmarks import cli_args
+from tasks.cli import comma_list
 
 DEFAULTS = dict(seeds="12,34", epochs=3, max_length=64, max_eval_examples=50, out="runs/x")
 
@@ -16,7 +17,7 @@ def _help_of(p: argparse.ArgumentParser) -> dict[str, str]:
 
 def test_ints_and_names_parse_comma_lists():
     assert cli_args.ints("2, 8,,32") == [2, 8, 32]
-    assert cli_args.names(" query ,value,") == ("query", "value")
+    assert comma_list(" query ,value,") == ("query", "value")
     for bad in ("2,x", " , "):
         with pytest.raises(argparse.ArgumentTypeError):
             cli_args.ints(bad)
